@@ -1,0 +1,50 @@
+# dm-arepl: top-level commands. `make demo` runs the main job, `make test` the tests.
+# (When Kbuild descends into this directory it reads ./Kbuild, not this file.)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+# Scenario filter for the VM suite, e.g. `make vm-test ONLY=bad-tables`.
+ONLY ?=
+
+.PHONY: all deps kernel module module-clippy userspace check cargo-test vm-test test demo clean
+
+all: module userspace
+
+deps:
+	scripts/install-deps.sh
+
+kernel: deps
+	scripts/build-kernel.sh >/dev/null
+
+# Warnings fail the build: compilers via -Werror/-Dwarnings, modpost via the log.
+module: kernel
+	$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) modules \
+		KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings 2>&1 | tee kmod/build.log
+	@! grep -i warning kmod/build.log
+
+# The kernel's own clippy run over the module's Rust code.
+module-clippy: kernel
+	$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) modules CLIPPY=1
+
+userspace: deps
+	$(CARGO) build --release --workspace --locked
+
+check: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+cargo-test: deps
+	$(CARGO) test --workspace --locked
+
+vm-test: module userspace
+	scripts/vm-test.sh "$(ONLY)"
+
+test: check cargo-test vm-test
+
+demo: module userspace
+	scripts/demo.sh
+
+clean:
+	$(CARGO) clean
+	-$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) clean

@@ -1,0 +1,10 @@
+//! Replication logic shared by the `dm-arepl` kernel module and the userspace tools.
+//!
+//! Every module here is `no_std`, allocation-free and safe, so the kernel module can
+//! compile the very same source files (it includes them by path) while `cargo test`
+//! exercises them in userspace.
+#![no_std]
+#![warn(missing_docs)]
+
+pub mod status;
+pub mod table;

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A safe view of one `struct bio` handed to a target's map callback.
+
+use crate::bindings;
+use crate::dm::DmDevice;
+
+/// What a bio asks the device to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BioKind {
+    /// Read data.
+    Read,
+    /// Write data (possibly with REQ_PREFLUSH or REQ_FUA).
+    Write,
+    /// An empty write with REQ_PREFLUSH: make earlier completed writes durable.
+    Flush,
+    /// Discard a range.
+    Discard,
+    /// Write zeroes over a range.
+    WriteZeroes,
+    /// Anything else (zone management, secure erase, driver-private operations).
+    Other,
+}
+
+/// One bio, borrowed for the duration of a map callback.
+///
+/// Invariant: `raw` points to a live bio that device-mapper passed to the target's map
+/// callback, and the bio stays owned by device-mapper until that callback returns; `'a`
+/// is bounded by that callback.
+pub(crate) struct Bio<'a> {
+    raw: *mut bindings::bio,
+    /// First sector of the target within the mapped device (`ti->begin`).
+    target_begin: u64,
+    _callback: core::marker::PhantomData<&'a mut bindings::bio>,
+}
+
+impl<'a> Bio<'a> {
+    /// Wraps a bio passed to a map callback.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be the bio device-mapper passed to the current map callback of the
+    /// target whose `ti->begin` is `target_begin`, and the result must not outlive that
+    /// callback.
+    pub(crate) unsafe fn from_raw(raw: *mut bindings::bio, target_begin: u64) -> Self {
+        Self {
+            raw,
+            target_begin,
+            _callback: core::marker::PhantomData,
+        }
+    }
+
+    /// The operation this bio requests.
+    pub(crate) fn kind(&self) -> BioKind {
+        // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
+        let op = unsafe { bindings::arepl_bio_op(self.raw) };
+        match op {
+            bindings::req_op_REQ_OP_READ => BioKind::Read,
+            bindings::req_op_REQ_OP_WRITE if self.size() == 0 && self.is_preflush() => {
+                BioKind::Flush
+            }
+            bindings::req_op_REQ_OP_WRITE => BioKind::Write,
+            bindings::req_op_REQ_OP_DISCARD => BioKind::Discard,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => BioKind::WriteZeroes,
+            _ => BioKind::Other,
+        }
+    }
+
+    /// Whether the bio carries REQ_PREFLUSH.
+    pub(crate) fn is_preflush(&self) -> bool {
+        // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
+        unsafe { bindings::arepl_bio_is_preflush(self.raw) }
+    }
+
+    /// Whether the bio carries REQ_FUA.
+    #[allow(dead_code)] // FUA handling arrives with the replication queue.
+    pub(crate) fn is_fua(&self) -> bool {
+        // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
+        unsafe { bindings::arepl_bio_is_fua(self.raw) }
+    }
+
+    /// Payload size in bytes.
+    pub(crate) fn size(&self) -> u32 {
+        // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
+        unsafe { bindings::arepl_bio_size(self.raw) }
+    }
+
+    /// Redirects the bio to `dev`, at the same offset it has within this target.
+    ///
+    /// Bios without a payload (flushes) carry no meaningful sector and keep theirs.
+    pub(crate) fn remap_to(&mut self, dev: &DmDevice) {
+        // SAFETY: `self.raw` is a live bio owned by device-mapper for the duration of
+        // the map callback, which lets the target change its device and sector; `dev`
+        // is held by this target's table, so its block device outlives the bio.
+        unsafe {
+            bindings::arepl_bio_set_dev(self.raw, dev.bdev());
+            if self.size() != 0 {
+                let sector = bindings::arepl_bio_sector(self.raw);
+                bindings::arepl_bio_set_sector(self.raw, sector - self.target_begin);
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Guest side of the VM suite: runs each scenario in order and prints one
+# machine-readable line per scenario, which scripts/vm-test.sh reads on the host:
+#   AREPL-SUITE-BEGIN <count>
+#   AREPL-RESULT PASS|FAIL <name> <seconds>s
+#   AREPL-SUITE-END
+# AREPL_ONLY (a regular expression) selects scenarios by name.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+scenarios=()
+for file in scenarios/*.sh; do
+    name=$(basename "$file" .sh)
+    [[ -z ${AREPL_ONLY:-} || $name =~ $AREPL_ONLY ]] && scenarios+=("$file")
+done
+
+echo "AREPL-SUITE-BEGIN ${#scenarios[@]}"
+logdir=$(mktemp -d)
+for file in "${scenarios[@]}"; do
+    name=$(basename "$file" .sh)
+    start=$SECONDS
+    bash "$file" >"$logdir/$name.log" 2>&1
+    rc=$?
+    sed "s/^/  [$name] /" "$logdir/$name.log"
+    verdict=PASS
+    ((rc == 0)) || verdict=FAIL
+    echo "AREPL-RESULT $verdict $name $((SECONDS - start))s"
+done
+echo "AREPL-SUITE-END"
