@@ -4,7 +4,7 @@
 //!
 //! The crate is split in two layers. `bindings`, `dm` and `bio` are the thin unsafe
 //! layer over device-mapper's C interface; everything above it is safe Rust, much of
-//! it shared word for word with userspace through `shared` (the `arepl-core` crate).
+//! it shared word for word with userspace (`status`, `table`: the `arepl-core` crate).
 
 use kernel::prelude::*;
 
@@ -13,13 +13,12 @@ mod bio;
 mod dm;
 mod target;
 
-/// Logic shared with userspace: these are the `arepl-core` crate's own source files.
-pub mod shared {
-    #[path = "../../arepl-core/src/status.rs"]
-    pub mod status;
-    #[path = "../../arepl-core/src/table.rs"]
-    pub mod table;
-}
+// Logic shared with userspace: the `arepl-core` crate's own source files, compiled here
+// unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
+#[path = "../arepl-core/src/status.rs"]
+pub mod status;
+#[path = "../arepl-core/src/table.rs"]
+pub mod table;
 
 module! {
     type: AreplModule,

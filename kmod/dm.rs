@@ -3,7 +3,8 @@
 //! Safe device-mapper target abstraction: registration, the C callbacks, table devices
 //! and the status buffer. All of the module's device-mapper `unsafe` lives here.
 
-use core::ffi::{c_char, c_int, c_uint, c_void};
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
+
 use core::fmt;
 use core::marker::PhantomData;
 
@@ -122,7 +123,7 @@ impl ConstructCtx<'_> {
     /// Opens a device named in the table line (a path or `major:minor`) with the
     /// table's access mode. The device is released when the result is dropped.
     pub(crate) fn get_device(&mut self, path: &str) -> Result<DmDevice> {
-        let path = CString::try_from_fmt(fmt!("{}", path))?;
+        let path = CString::try_from_fmt(format_args!("{}", path))?;
         let mut dev: *mut bindings::dm_dev = core::ptr::null_mut();
         // SAFETY: `self.ti` is the target under construction (type invariant of the
         // context), `path` is a NUL-terminated string and `dev` a valid out pointer.

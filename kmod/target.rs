@@ -10,8 +10,8 @@ use kernel::prelude::*;
 
 use crate::bio::{Bio, BioKind};
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
-use crate::shared::status::{Mode, Status};
-use crate::shared::table::{ReplicationConfig, TableArgs};
+use crate::status::{Mode, Status};
+use crate::table::{ReplicationConfig, TableArgs};
 
 /// One `arepl` device.
 pub(crate) struct Arepl {

@@ -5,7 +5,7 @@ CACHE_ROOT="${AREPL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dm-arepl}"
 BINDGEN_VERSION=0.69.5
 VNG_VERSION=1.42
 VNG_VENV="$CACHE_ROOT/vng-venv"
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="$VNG_VENV/bin:$HOME/.cargo/bin:$PATH"
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -26,6 +26,9 @@ grep '^AREPL-RESULT ' "$log" | sed 's/^AREPL-RESULT /  /' || true
 if [[ -z $expected ]]; then
     echo "  FAIL the guest never started the suite (vng exit $vm_rc)"
     failed=$((failed + 1))
+elif ((expected == 0)); then
+    echo "  FAIL no scenario matches '$only'"
+    failed=$((failed + 1))
 else
     missing=$((expected - passed - failed))
     if ((missing > 0)); then

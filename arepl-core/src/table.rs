@@ -150,7 +150,7 @@ impl TableError<'_> {
     /// A short, static description of the error.
     pub fn summary(&self) -> &'static str {
         let text = self.summary_with_nul();
-        &text[..text.len() - 1]
+        text.strip_suffix('\0').unwrap_or(text)
     }
 
     /// [`Self::summary`] with a trailing NUL, for device-mapper's `ti->error` (a C string).

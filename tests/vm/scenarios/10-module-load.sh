@@ -6,7 +6,7 @@ module_loaded && fail "dm_arepl is loaded before the suite started"
 mark=$(dmesg_mark)
 insmod "$MODULE_KO"
 module_loaded || fail "dm_arepl missing from /proc/modules after insmod"
-dmsetup targets | tee /dev/stderr | grep -Eq '^arepl +v0\.1\.0$' ||
+dmsetup targets | grep -Eq '^arepl +v0\.1\.0$' ||
     fail "dmsetup targets does not list arepl v0.1.0"
 dmesg_since "$mark" | grep -q 'dm-arepl: target registered' ||
     fail "no registration message in dmesg"
