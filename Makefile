@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Scenario filter for the VM suite, e.g. `make vm-test ONLY=bad-tables`.
 ONLY ?=
 
-.PHONY: all deps kernel module module-clippy userspace check cargo-test vm-test test demo clean
+.PHONY: all deps kernel module userspace check cargo-test vm-test test demo clean
 
 all: module userspace
 
@@ -17,15 +17,12 @@ deps:
 kernel: deps
 	scripts/build-kernel.sh >/dev/null
 
-# Warnings fail the build: compilers via -Werror/-Dwarnings, modpost via the log.
+# Rust goes through the kernel's clippy run (CLIPPY=1). Warnings fail the build:
+# compilers and clippy via -Werror/-Dwarnings, objtool and modpost via the log.
 module: kernel
-	$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) modules \
+	$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) modules CLIPPY=1 \
 		KCFLAGS=-Werror KRUSTFLAGS=-Dwarnings 2>&1 | tee kmod/build.log
 	@! grep -i warning kmod/build.log
-
-# The kernel's own clippy run over the module's Rust code.
-module-clippy: kernel
-	$(MAKE) -C "$$(scripts/build-kernel.sh)" M=$(CURDIR) modules CLIPPY=1
 
 userspace: deps
 	$(CARGO) build --release --workspace --locked

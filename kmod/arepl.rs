@@ -35,7 +35,7 @@ struct AreplModule {
 impl kernel::Module for AreplModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let registration = dm::Registration::new(module)?;
-        pr_info!("dm-arepl: target registered\n");
+        pr_info!("target registered\n");
         Ok(Self {
             _target: registration,
         })

@@ -53,7 +53,7 @@ impl ConstructError {
     pub(crate) fn invalid(summary: &'static str) -> Self {
         Self {
             summary: CStr::from_bytes_with_nul(summary.as_bytes())
-                .unwrap_or(kernel::c_str!("arepl: invalid table line")),
+                .unwrap_or(kernel::c_str!("invalid table line")),
             code: EINVAL,
         }
     }
@@ -180,9 +180,7 @@ impl DmDevice {
     pub(crate) fn name(&self) -> &str {
         // SAFETY: `self.dev` stays valid until `drop`; `name` is a fixed array that
         // device-mapper fills with a NUL-terminated string and never changes after.
-        let name = unsafe { &(*self.dev).name };
-        // SAFETY: `c_char` and `u8` have the same size and alignment.
-        let bytes = unsafe { &*(name.as_slice() as *const [c_char] as *const [u8]) };
+        let bytes: &[u8] = unsafe { &(*self.dev).name };
         let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
         core::str::from_utf8(&bytes[..end]).unwrap_or("?")
     }
@@ -238,6 +236,11 @@ unsafe fn instance<'a, T: Target>(ti: *mut bindings::dm_target) -> &'a T {
     unsafe { &*((*ti).private as *const T) }
 }
 
+/// Device-mapper's `ctr`: parses the table line and stores the instance in `private`.
+///
+/// # Safety
+///
+/// Called by device-mapper only, with a valid target and `argc` argument strings.
 unsafe extern "C" fn construct_callback<T: Target>(
     ti: *mut bindings::dm_target,
     argc: c_uint,
@@ -251,7 +254,7 @@ unsafe extern "C" fn construct_callback<T: Target>(
 
     let argc = argc as usize;
     if argc > MAX_TABLE_ARGS {
-        return fail(ConstructError::invalid("arepl: too many table arguments\0"));
+        return fail(ConstructError::invalid("too many table arguments\0"));
     }
     let mut args = [""; MAX_TABLE_ARGS];
     for (i, arg) in args.iter_mut().take(argc).enumerate() {
@@ -262,7 +265,7 @@ unsafe extern "C" fn construct_callback<T: Target>(
             Ok(text) => *arg = text,
             Err(_) => {
                 return fail(ConstructError::invalid(
-                    "arepl: table arguments must be UTF-8\0",
+                    "table arguments must be UTF-8\0",
                 ))
             }
         }
@@ -282,12 +285,22 @@ unsafe extern "C" fn construct_callback<T: Target>(
     }
 }
 
+/// Device-mapper's `dtr`: drops the instance.
+///
+/// # Safety
+///
+/// Called by device-mapper only, once, for a target whose constructor succeeded.
 unsafe extern "C" fn destroy_callback<T: Target>(ti: *mut bindings::dm_target) {
     // SAFETY: the destructor runs once, after a successful constructor stored a leaked
     // `KBox<T>` in `private`, and no callback of this target runs concurrently.
     drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
 }
 
+/// Device-mapper's `map`.
+///
+/// # Safety
+///
+/// Called by device-mapper only, for a constructed target and a bio it owns.
 unsafe extern "C" fn map_callback<T: Target>(
     ti: *mut bindings::dm_target,
     bio: *mut bindings::bio,
@@ -302,6 +315,11 @@ unsafe extern "C" fn map_callback<T: Target>(
     }
 }
 
+/// Device-mapper's `status`: `dmsetup status` and `dmsetup table` output.
+///
+/// # Safety
+///
+/// Called by device-mapper only, for a constructed target and a `maxlen`-byte buffer.
 unsafe extern "C" fn status_callback<T: Target>(
     ti: *mut bindings::dm_target,
     status_type: bindings::status_type_t,
@@ -325,6 +343,11 @@ unsafe extern "C" fn status_callback<T: Target>(
     }
 }
 
+/// Device-mapper's `iterate_devices`: reports the data device for queue limits.
+///
+/// # Safety
+///
+/// Called by device-mapper only, for a constructed target.
 unsafe extern "C" fn iterate_devices_callback<T: Target>(
     ti: *mut bindings::dm_target,
     callout: bindings::iterate_devices_callout_fn,

@@ -48,17 +48,17 @@ impl Target for Arepl {
 
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError> {
         let table = TableArgs::parse(args).map_err(|err| {
-            pr_err!("dm-arepl: {}\n", err);
+            pr_err!("{}\n", err);
             ConstructError::invalid(err.summary_with_nul())
         })?;
         let local = ctx.get_device(table.local_dev).map_err(|code| {
             pr_err!(
-                "dm-arepl: cannot open local device '{}' (error {})\n",
+                "cannot open local device '{}' (error {})\n",
                 table.local_dev,
                 code.to_errno()
             );
             ConstructError {
-                summary: kernel::c_str!("arepl: cannot open local device"),
+                summary: kernel::c_str!("cannot open local device"),
                 code,
             }
         })?;
@@ -73,11 +73,11 @@ impl Target for Arepl {
             GFP_KERNEL,
         )
         .map_err(|_| ConstructError {
-            summary: kernel::c_str!("arepl: out of memory"),
+            summary: kernel::c_str!("out of memory"),
             code: ENOMEM,
         })?;
         pr_info!(
-            "dm-arepl: {} sectors on {} ({}), primary link {}\n",
+            "{} sectors on {} ({}), primary link {}\n",
             ctx.len_sectors(),
             table.local_dev,
             target.local.name(),

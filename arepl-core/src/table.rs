@@ -157,18 +157,18 @@ impl TableError<'_> {
     pub fn summary_with_nul(&self) -> &'static str {
         match self {
             Self::MissingArguments { .. } => {
-                "arepl: missing arguments (need <local_dev> <primary_addr:port>)\0"
+                "missing arguments (need <local_dev> <primary_addr:port>)\0"
             }
-            Self::BadAddress { .. } => "arepl: invalid link address\0",
-            Self::ZeroPort { .. } => "arepl: link port must not be 0\0",
-            Self::SameLinks => "arepl: primary and backup links are the same address\0",
-            Self::BadFeatureCount { .. } => "arepl: invalid feature argument count\0",
-            Self::FeatureCountMismatch { .. } => "arepl: feature argument count mismatch\0",
-            Self::TooManyFeatures { .. } => "arepl: too many feature arguments\0",
-            Self::UnknownFeature { .. } => "arepl: unknown feature argument\0",
-            Self::DuplicateFeature { .. } => "arepl: duplicate feature argument\0",
-            Self::BadQueueSize { .. } => "arepl: invalid queue_mb\0",
-            Self::BadVolumeName { .. } => "arepl: invalid volume name\0",
+            Self::BadAddress { .. } => "invalid link address\0",
+            Self::ZeroPort { .. } => "link port must not be 0\0",
+            Self::SameLinks => "primary and backup links are the same address\0",
+            Self::BadFeatureCount { .. } => "invalid feature argument count\0",
+            Self::FeatureCountMismatch { .. } => "feature argument count mismatch\0",
+            Self::TooManyFeatures { .. } => "too many feature arguments\0",
+            Self::UnknownFeature { .. } => "unknown feature argument\0",
+            Self::DuplicateFeature { .. } => "duplicate feature argument\0",
+            Self::BadQueueSize { .. } => "invalid queue_mb\0",
+            Self::BadVolumeName { .. } => "invalid volume name\0",
         }
     }
 }
@@ -507,7 +507,7 @@ mod tests {
             err.to_string(),
             "invalid queue_mb '0': expected a whole number of MiB from 1 to 16384"
         );
-        assert_eq!(err.summary(), "arepl: invalid queue_mb");
+        assert_eq!(err.summary(), "invalid queue_mb");
     }
 
     #[test]
