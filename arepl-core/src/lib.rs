@@ -6,5 +6,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod crc32c;
 pub mod status;
 pub mod table;
+pub mod wire;

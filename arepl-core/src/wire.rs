@@ -1,0 +1,531 @@
+//! The replication wire protocol, version 1: one definition for the kernel sender and
+//! `replicad`.
+//!
+//! Every frame is a 40-byte header, big-endian, optionally followed by a payload:
+//!
+//! | bytes | field | meaning |
+//! | --- | --- | --- |
+//! | 0..4 | magic | [`MAGIC`], "ARPL" |
+//! | 4 | version | [`VERSION`] |
+//! | 5 | kind | [`FrameKind`] |
+//! | 6..8 | flags | [`FLAG_FUA`] on writes, else 0 |
+//! | 8..16 | seq | sequence number (meaning depends on kind) |
+//! | 16..24 | offset | byte offset on the volume, or the volume size in handshakes |
+//! | 24..32 | length | payload bytes, or the range length of discard/write-zeroes |
+//! | 32..36 | payload_crc | CRC-32C of the payload, 0 without one |
+//! | 36..40 | header_crc | CRC-32C of bytes 0..36 |
+//!
+//! A session: the sender sends `Hello` (seq: oldest sequence it still holds, 0 if it
+//! never completed a handshake; offset: volume size; payload: volume name). The receiver
+//! answers `Welcome` (seq: its last durable sequence; offset: volume size) or `Refuse`
+//! (payload: reason) and closes. The sender then streams `Write`, `Flush`, `Discard` and
+//! `WriteZeroes` frames with consecutive sequence numbers starting right after the
+//! receiver's durable sequence; the receiver answers `Ack` frames carrying its highest
+//! durable sequence, cumulatively.
+
+use crate::crc32c::crc32c;
+use core::fmt;
+
+/// First four header bytes: "ARPL".
+pub const MAGIC: u32 = 0x4152_504C;
+/// Protocol version this code speaks.
+pub const VERSION: u8 = 1;
+/// Size of every frame header.
+pub const HEADER_LEN: usize = 40;
+/// Writes are whole 512-byte sectors at sector-aligned offsets.
+pub const SECTOR_SIZE: u32 = 512;
+/// Largest write payload one frame may carry.
+pub const MAX_WRITE_PAYLOAD: u32 = 8 << 20;
+/// Largest `Refuse` reason text.
+pub const MAX_REASON_LEN: u32 = 256;
+/// Largest volume name in a `Hello`.
+pub const MAX_VOLUME_NAME_LEN: u32 = crate::table::MAX_VOLUME_LEN as u32;
+/// The write must be durable before its acknowledgement (REQ_FUA).
+pub const FLAG_FUA: u16 = 1;
+
+/// What a frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Sender opens a session.
+    Hello = 1,
+    /// Receiver accepts a session.
+    Welcome = 2,
+    /// Data to write at `offset`.
+    Write = 3,
+    /// Everything before this sequence must be durable before it is acknowledged.
+    Flush = 4,
+    /// Discard `length` bytes at `offset`.
+    Discard = 5,
+    /// Write zeroes over `length` bytes at `offset`.
+    WriteZeroes = 6,
+    /// Receiver: everything up to `seq` is durable.
+    Ack = 7,
+    /// Receiver: the session is refused; the payload says why.
+    Refuse = 8,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::Hello,
+            2 => Self::Welcome,
+            3 => Self::Write,
+            4 => Self::Flush,
+            5 => Self::Discard,
+            6 => Self::WriteZeroes,
+            7 => Self::Ack,
+            8 => Self::Refuse,
+            _ => return None,
+        })
+    }
+
+    /// Whether frames of this kind carry a payload of `length` bytes.
+    pub fn has_payload(self) -> bool {
+        matches!(self, Self::Hello | Self::Write | Self::Refuse)
+    }
+}
+
+/// A decoded, validated frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What the frame is.
+    pub kind: FrameKind,
+    /// [`FLAG_FUA`] or 0.
+    pub flags: u16,
+    /// Sequence number.
+    pub seq: u64,
+    /// Byte offset, or the volume size in `Hello`/`Welcome`.
+    pub offset: u64,
+    /// Payload length, or the range length of `Discard`/`WriteZeroes`.
+    pub length: u32,
+    /// CRC-32C of the payload.
+    pub payload_crc: u32,
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireError {
+    /// The first four bytes are not [`MAGIC`].
+    BadMagic(u32),
+    /// A protocol version this code does not speak.
+    BadVersion(u8),
+    /// The header checksum does not match.
+    BadHeaderCrc {
+        /// Checksum in the header.
+        stated: u32,
+        /// Checksum of the bytes received.
+        computed: u32,
+    },
+    /// An unknown frame kind.
+    UnknownKind(u8),
+    /// Flags not allowed on this kind.
+    BadFlags(u16),
+    /// The reserved bytes are not zero.
+    BadReserved,
+    /// A length not allowed for this kind.
+    BadLength {
+        /// The frame kind.
+        kind: FrameKind,
+        /// The length given.
+        length: u32,
+    },
+    /// An offset or length that is not a whole number of sectors.
+    Misaligned {
+        /// The offset given.
+        offset: u64,
+        /// The length given.
+        length: u32,
+    },
+    /// A frame without payload with a nonzero payload checksum.
+    StrayPayloadCrc,
+    /// The payload checksum does not match.
+    BadPayloadCrc {
+        /// Checksum in the header.
+        stated: u32,
+        /// Checksum of the bytes received.
+        computed: u32,
+    },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadMagic(magic) => write!(f, "bad magic {magic:#010x}"),
+            Self::BadVersion(version) => {
+                write!(
+                    f,
+                    "unsupported protocol version {version} (speaking {VERSION})"
+                )
+            }
+            Self::BadHeaderCrc { stated, computed } => write!(
+                f,
+                "header crc32c mismatch: frame says {stated:#010x}, computed {computed:#010x}"
+            ),
+            Self::UnknownKind(kind) => write!(f, "unknown frame kind {kind}"),
+            Self::BadFlags(flags) => write!(f, "flags {flags:#06x} not allowed on this frame"),
+            Self::BadReserved => write!(f, "reserved header bytes are not zero"),
+            Self::BadLength { kind, length } => {
+                write!(f, "length {length} not allowed for a {kind:?} frame")
+            }
+            Self::Misaligned { offset, length } => write!(
+                f,
+                "offset {offset} or length {length} is not a multiple of {SECTOR_SIZE}"
+            ),
+            Self::StrayPayloadCrc => write!(f, "payload crc set on a frame without payload"),
+            Self::BadPayloadCrc { stated, computed } => write!(
+                f,
+                "payload crc32c mismatch: frame says {stated:#010x}, computed {computed:#010x}"
+            ),
+        }
+    }
+}
+
+impl Header {
+    fn new(kind: FrameKind, seq: u64, offset: u64, length: u32, payload_crc: u32) -> Self {
+        Self {
+            kind,
+            flags: 0,
+            seq,
+            offset,
+            length,
+            payload_crc,
+        }
+    }
+
+    /// `Hello` for a volume; `oldest_seq` is 0 before the first completed handshake.
+    pub fn hello(oldest_seq: u64, volume_size: u64, volume_name: &[u8]) -> Self {
+        Self::new(
+            FrameKind::Hello,
+            oldest_seq,
+            volume_size,
+            volume_name.len() as u32,
+            crc32c(volume_name),
+        )
+    }
+
+    /// `Welcome`: the receiver's last durable sequence and its view of the volume size.
+    pub fn welcome(durable_seq: u64, volume_size: u64) -> Self {
+        Self::new(FrameKind::Welcome, durable_seq, volume_size, 0, 0)
+    }
+
+    /// `Write` of `payload` at byte `offset`.
+    pub fn write(seq: u64, offset: u64, payload: &[u8], fua: bool) -> Self {
+        let mut header = Self::new(
+            FrameKind::Write,
+            seq,
+            offset,
+            payload.len() as u32,
+            crc32c(payload),
+        );
+        if fua {
+            header.flags = FLAG_FUA;
+        }
+        header
+    }
+
+    /// `Write` header for a payload whose checksum the caller computed.
+    pub fn write_with_crc(seq: u64, offset: u64, length: u32, payload_crc: u32, fua: bool) -> Self {
+        let mut header = Self::new(FrameKind::Write, seq, offset, length, payload_crc);
+        if fua {
+            header.flags = FLAG_FUA;
+        }
+        header
+    }
+
+    /// `Flush`: make everything up to and including `seq` durable.
+    pub fn flush(seq: u64) -> Self {
+        Self::new(FrameKind::Flush, seq, 0, 0, 0)
+    }
+
+    /// `Discard` of `length` bytes at `offset`.
+    pub fn discard(seq: u64, offset: u64, length: u32) -> Self {
+        Self::new(FrameKind::Discard, seq, offset, length, 0)
+    }
+
+    /// `WriteZeroes` over `length` bytes at `offset`.
+    pub fn write_zeroes(seq: u64, offset: u64, length: u32) -> Self {
+        Self::new(FrameKind::WriteZeroes, seq, offset, length, 0)
+    }
+
+    /// `Ack`: everything up to and including `durable_seq` is durable.
+    pub fn ack(durable_seq: u64) -> Self {
+        Self::new(FrameKind::Ack, durable_seq, 0, 0, 0)
+    }
+
+    /// `Refuse` with a reason text.
+    pub fn refuse(reason: &[u8]) -> Self {
+        Self::new(FrameKind::Refuse, 0, 0, reason.len() as u32, crc32c(reason))
+    }
+
+    /// Whether the write must be durable before it is acknowledged.
+    pub fn is_fua(&self) -> bool {
+        self.flags & FLAG_FUA != 0
+    }
+
+    /// Payload bytes following this header.
+    pub fn payload_len(&self) -> u32 {
+        if self.kind.has_payload() {
+            self.length
+        } else {
+            0
+        }
+    }
+
+    /// End of the byte range the frame touches, for range checks against the volume.
+    pub fn range_end(&self) -> Option<u64> {
+        match self.kind {
+            FrameKind::Write | FrameKind::Discard | FrameKind::WriteZeroes => {
+                self.offset.checked_add(u64::from(self.length))
+            }
+            _ => None,
+        }
+    }
+
+    /// The 40 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&MAGIC.to_be_bytes());
+        out[4] = VERSION;
+        out[5] = self.kind as u8;
+        out[6..8].copy_from_slice(&self.flags.to_be_bytes());
+        out[8..16].copy_from_slice(&self.seq.to_be_bytes());
+        out[16..24].copy_from_slice(&self.offset.to_be_bytes());
+        out[24..28].copy_from_slice(&self.length.to_be_bytes());
+        out[28..32].copy_from_slice(&self.payload_crc.to_be_bytes());
+        // 32..36 reserved, zero.
+        let crc = crc32c(&out[..36]);
+        out[36..40].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes and validates a header (not yet its payload; see [`Header::check_payload`]).
+    pub fn decode(bytes: &[u8; HEADER_LEN]) -> Result<Self, WireError> {
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let be64 = |at: usize| (u64::from(be32(at)) << 32) | u64::from(be32(at + 4));
+
+        let magic = be32(0);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        if bytes[4] != VERSION {
+            return Err(WireError::BadVersion(bytes[4]));
+        }
+        let stated = be32(36);
+        let computed = crc32c(&bytes[..36]);
+        if stated != computed {
+            return Err(WireError::BadHeaderCrc { stated, computed });
+        }
+        let kind = FrameKind::from_byte(bytes[5]).ok_or(WireError::UnknownKind(bytes[5]))?;
+        let header = Header {
+            kind,
+            flags: u16::from_be_bytes([bytes[6], bytes[7]]),
+            seq: be64(8),
+            offset: be64(16),
+            length: be32(24),
+            payload_crc: be32(28),
+        };
+        if be32(32) != 0 {
+            return Err(WireError::BadReserved);
+        }
+        header.validate()?;
+        Ok(header)
+    }
+
+    fn validate(&self) -> Result<(), WireError> {
+        let allowed_flags = if self.kind == FrameKind::Write {
+            FLAG_FUA
+        } else {
+            0
+        };
+        if self.flags & !allowed_flags != 0 {
+            return Err(WireError::BadFlags(self.flags));
+        }
+        let bad_length = Err(WireError::BadLength {
+            kind: self.kind,
+            length: self.length,
+        });
+        let length_ok = match self.kind {
+            FrameKind::Hello => (1..=MAX_VOLUME_NAME_LEN).contains(&self.length),
+            FrameKind::Refuse => self.length <= MAX_REASON_LEN,
+            FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
+            FrameKind::Discard | FrameKind::WriteZeroes => self.length > 0,
+            FrameKind::Welcome | FrameKind::Flush | FrameKind::Ack => self.length == 0,
+        };
+        if !length_ok {
+            return bad_length;
+        }
+        if self.range_end().is_some()
+            && (self.offset % u64::from(SECTOR_SIZE) != 0 || self.length % SECTOR_SIZE != 0)
+        {
+            return Err(WireError::Misaligned {
+                offset: self.offset,
+                length: self.length,
+            });
+        }
+        if self.range_end().is_some() && self.offset.checked_add(u64::from(self.length)).is_none() {
+            return Err(WireError::Misaligned {
+                offset: self.offset,
+                length: self.length,
+            });
+        }
+        if !self.kind.has_payload() && self.payload_crc != 0 {
+            return Err(WireError::StrayPayloadCrc);
+        }
+        Ok(())
+    }
+
+    /// Checks the payload that followed this header against its checksum.
+    pub fn check_payload(&self, payload: &[u8]) -> Result<(), WireError> {
+        let computed = crc32c(payload);
+        if payload.len() != self.payload_len() as usize || computed != self.payload_crc {
+            return Err(WireError::BadPayloadCrc {
+                stated: self.payload_crc,
+                computed,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    const WRITE_GOLDEN: [u8; HEADER_LEN] = [
+        0x41, 0x52, 0x50, 0x4C, // magic "ARPL"
+        0x01, // version
+        0x03, // kind: Write
+        0x00, 0x01, // flags: FUA
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // seq 258
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, // offset 1 MiB
+        0x00, 0x00, 0x02, 0x00, // length 512
+        0xB2, 0xFD, 0xE4, 0x2F, // payload crc32c of 512 x 0xAB
+        0x00, 0x00, 0x00, 0x00, // reserved
+        0x73, 0x20, 0x3E, 0x10, // header crc32c
+    ];
+
+    #[test]
+    fn golden_write_header() {
+        let payload = [0xABu8; 512];
+        let header = Header::write(258, 1 << 20, &payload, true);
+        assert_eq!(header.encode(), WRITE_GOLDEN);
+        assert_eq!(Header::decode(&WRITE_GOLDEN), Ok(header));
+        assert_eq!(header.check_payload(&payload), Ok(()));
+    }
+
+    #[test]
+    fn golden_ack_and_hello() {
+        let ack = Header::ack(0x0102_0304_0506_0708).encode();
+        assert_eq!(
+            &ack[..36],
+            &[
+                0x41, 0x52, 0x50, 0x4C, 0x01, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(&ack[36..], &crc32c(&ack[..36]).to_be_bytes());
+
+        let hello = Header::hello(0, 256 << 20, b"db");
+        let bytes = hello.encode();
+        assert_eq!(bytes[5], 1);
+        assert_eq!(&bytes[16..24], &(256u64 << 20).to_be_bytes());
+        assert_eq!(&bytes[24..28], &2u32.to_be_bytes());
+        assert_eq!(Header::decode(&bytes), Ok(hello));
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let headers = [
+            Header::hello(7, 4096, b"vol"),
+            Header::welcome(6, 4096),
+            Header::write(8, 512, &[1; 1024], false),
+            Header::flush(9),
+            Header::discard(10, 0, 4096),
+            Header::write_zeroes(11, 1024, 512),
+            Header::ack(11),
+            Header::refuse(b"volume mismatch"),
+        ];
+        for header in headers {
+            assert_eq!(Header::decode(&header.encode()), Ok(header));
+        }
+    }
+
+    fn corrupt(mut bytes: [u8; HEADER_LEN], at: usize, value: u8) -> [u8; HEADER_LEN] {
+        bytes[at] = value;
+        let crc = crc32c(&bytes[..36]);
+        bytes[36..].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn refusals() {
+        let good = WRITE_GOLDEN;
+        assert_eq!(
+            Header::decode(&corrupt(good, 0, b'X')),
+            Err(WireError::BadMagic(0x5852_504C))
+        );
+        assert_eq!(
+            Header::decode(&corrupt(good, 4, 2)),
+            Err(WireError::BadVersion(2))
+        );
+        assert_eq!(
+            Header::decode(&corrupt(good, 5, 99)),
+            Err(WireError::UnknownKind(99))
+        );
+        assert_eq!(
+            Header::decode(&corrupt(good, 7, 2)),
+            Err(WireError::BadFlags(2))
+        );
+        assert_eq!(
+            Header::decode(&corrupt(good, 33, 1)),
+            Err(WireError::BadReserved)
+        );
+        // 0x80000200 bytes: over the write limit.
+        assert!(matches!(
+            Header::decode(&corrupt(good, 24, 0x80)),
+            Err(WireError::BadLength { .. })
+        ));
+        // Offset 1 MiB + 1.
+        assert!(matches!(
+            Header::decode(&corrupt(good, 23, 1)),
+            Err(WireError::Misaligned { .. })
+        ));
+        let mut flipped = good;
+        flipped[15] ^= 1; // seq changed, header crc not updated
+        assert!(matches!(
+            Header::decode(&flipped),
+            Err(WireError::BadHeaderCrc { .. })
+        ));
+        let header = Header::decode(&good).unwrap();
+        assert!(matches!(
+            header.check_payload(&[0xAA; 512]),
+            Err(WireError::BadPayloadCrc { .. })
+        ));
+        assert!(matches!(
+            header.check_payload(&[0xAB; 511]),
+            Err(WireError::BadPayloadCrc { .. })
+        ));
+        let ack = Header::ack(1).encode();
+        assert!(matches!(
+            Header::decode(&corrupt(ack, 27, 1)),
+            Err(WireError::BadLength { .. })
+        ));
+        assert_eq!(
+            Header::decode(&corrupt(ack, 31, 1)),
+            Err(WireError::StrayPayloadCrc)
+        );
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            WireError::BadVersion(9).to_string(),
+            "unsupported protocol version 9 (speaking 1)"
+        );
+    }
+}
