@@ -11,14 +11,26 @@ use kernel::prelude::*;
 mod bindings;
 mod bio;
 mod dm;
+mod entry;
+mod kthread;
+mod net;
+mod replication;
+mod sender;
+mod sync;
 mod target;
 
 // Logic shared with userspace: the `arepl-core` crate's own source files, compiled here
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
+#[path = "../arepl-core/src/crc32c.rs"]
+pub mod crc32c;
+#[path = "../arepl-core/src/fifo.rs"]
+pub mod fifo;
 #[path = "../arepl-core/src/status.rs"]
 pub mod status;
 #[path = "../arepl-core/src/table.rs"]
 pub mod table;
+#[path = "../arepl-core/src/wire.rs"]
+pub mod wire;
 
 module! {
     type: AreplModule,

@@ -1,8 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Out-of-line copies of static inline bio accessors, for the Rust side of dm-arepl.
+ * Out-of-line helpers for the Rust side of dm-arepl: static inline functions and
+ * macros Rust cannot call, and the few loops that are clearer next to the C API.
  */
 #include <linux/bio.h>
+#include <linux/device-mapper.h>
+#include <linux/highmem.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/kthread.h>
+#include <linux/net.h>
+#include <linux/nsproxy.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/task.h>
+#include <linux/tcp.h>
+#include <net/net_namespace.h>
+#include <net/sock.h>
+#include <net/tcp.h>
 
 #include "arepl_helpers.h"
 
@@ -39,4 +54,195 @@ unsigned int arepl_bio_size(const struct bio *bio)
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
 	bio_set_dev(bio, bdev);
+}
+
+/* Copies the bio's whole payload (bi_size bytes) to dst. */
+void arepl_bio_copy_data(struct bio *bio, void *dst)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+	char *out = dst;
+
+	bio_for_each_segment(bv, bio, iter) {
+		memcpy_from_bvec(out, &bv);
+		out += bv.bv_len;
+	}
+}
+
+void *arepl_bio_per_bio_data(struct bio *bio, size_t size)
+{
+	return dm_per_bio_data(bio, size);
+}
+
+const char *arepl_dm_device_name(struct dm_target *ti)
+{
+	return dm_device_name(dm_table_get_md(ti->table));
+}
+
+unsigned int arepl_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void arepl_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+unsigned long arepl_spin_lock_irqsave(spinlock_t *lock)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(lock, flags);
+	return flags;
+}
+
+void arepl_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
+{
+	spin_unlock_irqrestore(lock, flags);
+}
+
+/*
+ * Starts a kthread named "<name>/<instance>" and pins its task_struct, so that
+ * arepl_kthread_stop() is safe even if the thread has already returned.
+ */
+struct task_struct *arepl_kthread_start(int (*fn)(void *data), void *data,
+					 const char *name, const char *instance)
+{
+	struct task_struct *task;
+
+	task = kthread_create(fn, data, "%s/%s", name, instance);
+	if (IS_ERR(task))
+		return task;
+	get_task_struct(task);
+	wake_up_process(task);
+	return task;
+}
+
+bool arepl_kthread_should_stop(void)
+{
+	return kthread_should_stop();
+}
+
+/* For a thread whose work is done: sleep until kthread_stop() is called. */
+void arepl_kthread_park_until_stopped(void)
+{
+	for (;;) {
+		set_current_state(TASK_INTERRUPTIBLE);
+		if (kthread_should_stop())
+			break;
+		schedule();
+	}
+	__set_current_state(TASK_RUNNING);
+}
+
+void arepl_kthread_stop(struct task_struct *task)
+{
+	kthread_stop(task);
+	put_task_struct(task);
+}
+
+struct net *arepl_current_net_get(void)
+{
+	return get_net(current->nsproxy->net_ns);
+}
+
+void arepl_net_put(struct net *net)
+{
+	put_net(net);
+}
+
+/*
+ * Connects a kernel TCP socket in namespace net. timeout_ms bounds the connect
+ * and every later send; receives block until data or shutdown.
+ */
+int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
+		      unsigned int timeout_ms, struct socket **out)
+{
+	struct sockaddr_storage ss = {};
+	struct socket *sock;
+	int addrlen, err;
+
+	if (ipv6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr, 16);
+		sin6->sin6_port = htons(port);
+		addrlen = sizeof(*sin6);
+	} else {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr, 4);
+		sin->sin_port = htons(port);
+		addrlen = sizeof(*sin);
+	}
+
+	err = sock_create_kern(net, ss.ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
+	if (err)
+		return err;
+	sock->sk->sk_sndtimeo = msecs_to_jiffies(timeout_ms);
+	sock->sk->sk_allocation = GFP_NOIO;
+	tcp_sock_set_nodelay(sock->sk);
+
+	err = kernel_connect(sock, (struct sockaddr *)&ss, addrlen, 0);
+	if (err) {
+		sock_release(sock);
+		return err;
+	}
+	*out = sock;
+	return 0;
+}
+
+/* Sends head then body (body may be empty) completely, or fails. */
+int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
+		    const void *body, size_t body_len)
+{
+	struct kvec vec[2] = {
+		{ .iov_base = (void *)head, .iov_len = head_len },
+		{ .iov_base = (void *)body, .iov_len = body_len },
+	};
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+	size_t total = head_len + body_len;
+	int nr = body_len ? 2 : 1;
+	int sent;
+
+	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, vec, nr, total);
+	while (msg_data_left(&msg)) {
+		sent = sock_sendmsg(sock, &msg);
+		if (sent < 0)
+			return sent;
+		if (sent == 0)
+			return -EPIPE;
+	}
+	return 0;
+}
+
+/* Receives exactly len bytes; -ECONNRESET when the peer closes first. */
+int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len)
+{
+	struct kvec vec = { .iov_base = buf, .iov_len = len };
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+	int got;
+
+	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &vec, 1, len);
+	while (msg_data_left(&msg)) {
+		got = sock_recvmsg(sock, &msg, MSG_WAITALL);
+		if (got < 0)
+			return got;
+		if (got == 0)
+			return -ECONNRESET;
+	}
+	return 0;
+}
+
+void arepl_sock_shutdown(struct socket *sock)
+{
+	kernel_sock_shutdown(sock, SHUT_RDWR);
+}
+
+void arepl_sock_release(struct socket *sock)
+{
+	sock_release(sock);
 }

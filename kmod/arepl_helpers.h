@@ -1,15 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * C helpers for the Rust side of dm-arepl: the kernel exposes these as static
- * inline functions or macros, which Rust cannot call.
+ * inline functions or macros, or they need C-only constructs (bio iteration,
+ * variadic kthread naming, socket option plumbing).
  */
 #ifndef AREPL_HELPERS_H
 #define AREPL_HELPERS_H
 
 #include <linux/blk_types.h>
+#include <linux/spinlock_types.h>
 
 struct block_device;
+struct dm_target;
+struct net;
+struct socket;
+struct task_struct;
 
+/* bio */
 unsigned int arepl_bio_op(const struct bio *bio);
 bool arepl_bio_is_preflush(const struct bio *bio);
 bool arepl_bio_is_fua(const struct bio *bio);
@@ -17,5 +24,36 @@ sector_t arepl_bio_sector(const struct bio *bio);
 void arepl_bio_set_sector(struct bio *bio, sector_t sector);
 unsigned int arepl_bio_size(const struct bio *bio);
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev);
+void arepl_bio_copy_data(struct bio *bio, void *dst);
+void *arepl_bio_per_bio_data(struct bio *bio, size_t size);
+
+/* device-mapper */
+const char *arepl_dm_device_name(struct dm_target *ti);
+
+/* allocation scope */
+unsigned int arepl_memalloc_noio_save(void);
+void arepl_memalloc_noio_restore(unsigned int flags);
+
+/* irq-safe spinlock */
+unsigned long arepl_spin_lock_irqsave(spinlock_t *lock);
+void arepl_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
+/* kthread */
+struct task_struct *arepl_kthread_start(int (*fn)(void *data), void *data,
+					 const char *name, const char *instance);
+bool arepl_kthread_should_stop(void);
+void arepl_kthread_park_until_stopped(void);
+void arepl_kthread_stop(struct task_struct *task);
+
+/* network */
+struct net *arepl_current_net_get(void);
+void arepl_net_put(struct net *net);
+int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
+		      unsigned int timeout_ms, struct socket **out);
+int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
+		    const void *body, size_t body_len);
+int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len);
+void arepl_sock_shutdown(struct socket *sock);
+void arepl_sock_release(struct socket *sock);
 
 #endif

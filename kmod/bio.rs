@@ -73,7 +73,6 @@ impl<'a> Bio<'a> {
     }
 
     /// Whether the bio carries REQ_FUA.
-    #[allow(dead_code)] // FUA handling arrives with the replication queue.
     pub(crate) fn is_fua(&self) -> bool {
         // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
         unsafe { bindings::arepl_bio_is_fua(self.raw) }
@@ -83,6 +82,32 @@ impl<'a> Bio<'a> {
     pub(crate) fn size(&self) -> u32 {
         // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
         unsafe { bindings::arepl_bio_size(self.raw) }
+    }
+
+    /// Copies the payload into `dst`, which must be exactly [`Self::size`] bytes.
+    pub(crate) fn copy_data(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.size() as usize);
+        // SAFETY: `self.raw` is a live bio whose payload is `size()` bytes, and `dst` is
+        // an exclusively borrowed buffer of that length.
+        unsafe { bindings::arepl_bio_copy_data(self.raw, dst.as_mut_ptr().cast()) };
+    }
+
+    /// Start of the bio within the target, in bytes.
+    pub(crate) fn target_offset_bytes(&self) -> u64 {
+        // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
+        let sector = unsafe { bindings::arepl_bio_sector(self.raw) };
+        (sector - self.target_begin) << 9
+    }
+
+    /// The target's per-bio data area, typed.
+    ///
+    /// # Safety
+    ///
+    /// The target's `per_io_data_size` must be `size_of::<P>()`.
+    pub(crate) unsafe fn per_bio_data<P>(&self) -> *mut P {
+        // SAFETY: `self.raw` is a live bio mapped by this target; per the contract the
+        // area holds at least `size_of::<P>()` bytes, aligned for any scalar type.
+        unsafe { bindings::arepl_bio_per_bio_data(self.raw, core::mem::size_of::<P>()).cast() }
     }
 
     /// Redirects the bio to `dev`, at the same offset it has within this target.

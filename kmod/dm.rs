@@ -24,11 +24,19 @@ pub(crate) trait Target: Sized + Send + Sync {
     /// Target version reported by `dmsetup targets`.
     const VERSION: [u32; 3];
 
+    /// What the target remembers about one bio between `map` and `end_io`; it lives in
+    /// device-mapper's per-bio data.
+    type PerBio: Send;
+
     /// Builds a target instance from the table line's arguments.
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError>;
 
-    /// Maps one bio; the target either redirects it or takes it over.
-    fn map(&self, bio: &mut Bio<'_>) -> MapResult;
+    /// Maps one bio; the target redirects it and keeps what it needs for `end_io`.
+    fn map(&self, bio: &mut Bio<'_>) -> (MapResult, Self::PerBio);
+
+    /// Runs when the mapped bio completed, possibly in interrupt context; `failed` says
+    /// whether the lower device returned an error.
+    fn end_io(&self, per_bio: Self::PerBio, failed: bool);
 
     /// Writes `dmsetup status` output.
     fn status(&self, out: &mut StatusWriter<'_>);
@@ -88,6 +96,7 @@ impl<T: Target> Registration<T> {
                 ctr: Some(construct_callback::<T>),
                 dtr: Some(destroy_callback::<T>),
                 map: Some(map_callback::<T>),
+                end_io: Some(end_io_callback::<T>),
                 status: Some(status_callback::<T>),
                 iterate_devices: Some(iterate_devices_callback::<T>),
                 ..Default::default()
@@ -139,6 +148,14 @@ impl ConstructCtx<'_> {
         Ok(DmDevice { ti: self.ti, dev })
     }
 
+    /// Name of the device-mapper device being built (its `dmsetup` name).
+    pub(crate) fn device_name(&self) -> &str {
+        // SAFETY: `ti` belongs to a table of a live mapped device for the whole call;
+        // the name is a NUL-terminated string owned by that device.
+        let name = unsafe { CStr::from_char_ptr(bindings::arepl_dm_device_name(self.ti)) };
+        name.to_str().unwrap_or("")
+    }
+
     /// Length of the target in 512-byte sectors.
     pub(crate) fn len_sectors(&self) -> u64 {
         // SAFETY: `self.ti` is valid for the whole constructor call.
@@ -153,6 +170,8 @@ impl ConstructCtx<'_> {
             (*self.ti).num_flush_bios = count;
             (*self.ti).num_discard_bios = count;
             (*self.ti).num_write_zeroes_bios = count;
+            // Secure erase is not replicated, so it is not offered at all.
+            (*self.ti).num_secure_erase_bios = 0;
         }
     }
 }
@@ -277,8 +296,11 @@ unsafe extern "C" fn construct_callback<T: Target>(
     };
     match T::construct(&mut ctx, &args[..argc]) {
         Ok(target) => {
-            // SAFETY: `ti` is valid; `private` belongs to the target.
-            unsafe { (*ti).private = KBox::into_raw(target).cast::<c_void>() };
+            // SAFETY: `ti` is valid; `private` and `per_io_data_size` belong to the target.
+            unsafe {
+                (*ti).private = KBox::into_raw(target).cast::<c_void>();
+                (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint;
+            }
             0
         }
         Err(err) => fail(err),
@@ -310,9 +332,35 @@ unsafe extern "C" fn map_callback<T: Target>(
     // SAFETY: `bio` is the bio being mapped and the wrapper dies with this callback;
     // `ti` is valid, so reading `begin` is sound.
     let mut bio = unsafe { Bio::from_raw(bio, (*ti).begin) };
-    match target.map(&mut bio) {
+    let (result, per_bio) = target.map(&mut bio);
+    // SAFETY: device-mapper reserved `per_io_data_size` = size_of::<T::PerBio>() bytes,
+    // suitably aligned, for this bio; `end_io_callback` moves the value out again.
+    unsafe { bio.per_bio_data::<T::PerBio>().write(per_bio) };
+    match result {
         MapResult::Remapped => bindings::DM_MAPIO_REMAPPED as c_int,
     }
+}
+
+/// Device-mapper's `end_io`: hands the per-bio value back to the target.
+///
+/// # Safety
+///
+/// Called by device-mapper only, once per bio that `map_callback` mapped.
+unsafe extern "C" fn end_io_callback<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    error: *mut bindings::blk_status_t,
+) -> c_int {
+    // SAFETY: end_io runs only while the target is constructed.
+    let target = unsafe { instance::<T>(ti) };
+    // SAFETY: `bio` is the completing bio; `ti` is valid.
+    let bio = unsafe { Bio::from_raw(bio, (*ti).begin) };
+    // SAFETY: `map_callback` wrote a `T::PerBio` there and nothing read it since.
+    let per_bio = unsafe { bio.per_bio_data::<T::PerBio>().read() };
+    // SAFETY: device-mapper passes a valid status pointer.
+    let failed = unsafe { *error } != 0;
+    target.end_io(per_bio, failed);
+    bindings::DM_ENDIO_DONE as c_int
 }
 
 /// Device-mapper's `status`: `dmsetup status` and `dmsetup table` output.

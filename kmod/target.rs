@@ -1,23 +1,35 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The `arepl` target: validates its table line and, for now, maps every bio straight
-//! to the local device (dm-linear behaviour) while counting what it sees.
+//! The `arepl` target: every bio goes to the local device; each completed write, flush,
+//! discard and write-zeroes also joins the replication FIFO, in completion order.
 
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;
+use kernel::sync::{Arc, CondVarTimeoutResult};
+use kernel::time::Ktime;
 
 use crate::bio::{Bio, BioKind};
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
+use crate::entry::{Entry, EntryKind, NoIoScope};
+use crate::kthread::KThread;
+use crate::replication::Replication;
+use crate::sender::sender_main;
 use crate::status::{Mode, Status};
-use crate::table::{ReplicationConfig, TableArgs};
+use crate::table::{ReplicationConfig, TableArgs, VolumeName};
+
+/// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
+const DRAIN_TIMEOUT_MS: i64 = 30_000;
 
 /// One `arepl` device.
 pub(crate) struct Arepl {
     local: DmDevice,
     config: ReplicationConfig,
     counters: BioCounters,
+    replication: Arc<Replication>,
+    /// Stopped (joined) before the queue is discarded in `drop`.
+    sender: Option<KThread>,
 }
 
 /// Bios mapped since construction, by kind.
@@ -42,15 +54,86 @@ impl BioCounters {
     }
 }
 
+/// Entries of one bio, waiting for its local completion. A write with REQ_PREFLUSH
+/// becomes a flush entry followed by the write entry.
+pub(crate) struct PendingEntries {
+    entries: [Option<Arc<Entry>>; 2],
+    cost: u64,
+}
+
+impl PendingEntries {
+    const NONE: Self = Self {
+        entries: [None, None],
+        cost: 0,
+    };
+}
+
+impl Arepl {
+    /// Builds the entries for a bio that changes the volume, reserving queue space first:
+    /// this is where writers wait when the queue is full, and where they wait, rather
+    /// than fail, when memory is short.
+    fn prepare_entries(&self, bio: &Bio<'_>, kind: BioKind) -> PendingEntries {
+        let _noio = NoIoScope::enter();
+        let flush_cost = crate::fifo::Budget::cost(0);
+        let cost = match kind {
+            BioKind::Write => {
+                let preflush = if bio.is_preflush() { flush_cost } else { 0 };
+                crate::fifo::Budget::cost(u64::from(bio.size())) + preflush
+            }
+            _ => flush_cost,
+        };
+        self.replication.reserve(cost);
+
+        let build = || -> Result<PendingEntries> {
+            let offset = bio.target_offset_bytes();
+            let entries = match kind {
+                BioKind::Write if bio.is_preflush() => [
+                    Some(Entry::metadata(EntryKind::Flush, 0, 0)?),
+                    Some(Entry::write(bio)?),
+                ],
+                BioKind::Write => [Some(Entry::write(bio)?), None],
+                BioKind::Flush => [Some(Entry::metadata(EntryKind::Flush, 0, 0)?), None],
+                BioKind::Discard => [
+                    Some(Entry::metadata(EntryKind::Discard, offset, bio.size())?),
+                    None,
+                ],
+                BioKind::WriteZeroes => [
+                    Some(Entry::metadata(EntryKind::WriteZeroes, offset, bio.size())?),
+                    None,
+                ],
+                BioKind::Read | BioKind::Other => [None, None],
+            };
+            Ok(PendingEntries { entries, cost })
+        };
+        loop {
+            match build() {
+                Ok(pending) => return pending,
+                Err(_) => self.replication.wait_for_memory(),
+            }
+        }
+    }
+}
+
 impl Target for Arepl {
     const NAME: &'static CStr = kernel::c_str!("arepl");
-    const VERSION: [u32; 3] = [0, 1, 0];
+    const VERSION: [u32; 3] = [0, 2, 0];
+    type PerBio = PendingEntries;
 
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError> {
         let table = TableArgs::parse(args).map_err(|err| {
             pr_err!("{}\n", err);
             ConstructError::invalid(err.summary_with_nul())
         })?;
+        let volume = match table.config.volume {
+            Some(volume) => volume,
+            None => VolumeName::new(ctx.device_name()).ok_or_else(|| {
+                pr_err!(
+                    "device name '{}' is not a valid volume name: give volume:NAME\n",
+                    ctx.device_name()
+                );
+                ConstructError::invalid("device name is not a valid volume name\0")
+            })?,
+        };
         let local = ctx.get_device(table.local_dev).map_err(|code| {
             pr_err!(
                 "cannot open local device '{}' (error {})\n",
@@ -64,11 +147,31 @@ impl Target for Arepl {
         })?;
         ctx.set_passdown_bios(1);
 
+        let out_of_memory = |_| ConstructError {
+            summary: kernel::c_str!("out of memory"),
+            code: ENOMEM,
+        };
+        let volume_size = ctx.len_sectors() << 9;
+        let replication =
+            Replication::new(&table.config, volume, volume_size).map_err(out_of_memory)?;
+        let sender = KThread::spawn(
+            kernel::c_str!("arepl_tx"),
+            kernel::c_str!("send"),
+            replication.clone(),
+            sender_main,
+        )
+        .map_err(|code| ConstructError {
+            summary: kernel::c_str!("cannot start the sender thread"),
+            code,
+        })?;
+
         let target = KBox::new(
             Arepl {
                 local,
                 config: table.config,
                 counters: BioCounters::default(),
+                replication,
+                sender: Some(sender),
             },
             GFP_KERNEL,
         )
@@ -77,7 +180,8 @@ impl Target for Arepl {
             code: ENOMEM,
         })?;
         pr_info!(
-            "{} sectors on {} ({}), primary link {}\n",
+            "volume {}: {} sectors on {} ({}), primary link {}\n",
+            volume,
             ctx.len_sectors(),
             table.local_dev,
             target.local.name(),
@@ -86,20 +190,41 @@ impl Target for Arepl {
         Ok(target)
     }
 
-    fn map(&self, bio: &mut Bio<'_>) -> MapResult {
-        self.counters.count(bio.kind());
+    fn map(&self, bio: &mut Bio<'_>) -> (MapResult, PendingEntries) {
+        let kind = bio.kind();
+        self.counters.count(kind);
+        let pending = match kind {
+            BioKind::Read | BioKind::Other => PendingEntries::NONE,
+            _ => self.prepare_entries(bio, kind),
+        };
         bio.remap_to(&self.local);
-        MapResult::Remapped
+        (MapResult::Remapped, pending)
+    }
+
+    fn end_io(&self, pending: PendingEntries, failed: bool) {
+        if pending.cost == 0 {
+            return;
+        }
+        if failed {
+            // A write that failed locally completes with its error and is not replicated.
+            self.replication.local_write_failed(pending.cost);
+            drop(pending.entries);
+        } else {
+            self.replication.enqueue(pending.entries);
+        }
     }
 
     fn status(&self, out: &mut StatusWriter<'_>) {
         let c = &self.counters;
+        let (link, mut counters) = self.replication.counters();
+        counters.reads = c.reads.load(Ordering::Relaxed);
+        counters.writes = c.writes.load(Ordering::Relaxed);
+        counters.flushes = c.flushes.load(Ordering::Relaxed);
+        counters.discards = c.discards.load(Ordering::Relaxed);
         let status = Status {
-            mode: Mode::Passthrough,
-            reads: c.reads.load(Ordering::Relaxed),
-            writes: c.writes.load(Ordering::Relaxed),
-            flushes: c.flushes.load(Ordering::Relaxed),
-            discards: c.discards.load(Ordering::Relaxed),
+            mode: Mode::Replicating,
+            link,
+            counters,
         };
         let _ = write!(out, "{status}");
     }
@@ -110,5 +235,35 @@ impl Target for Arepl {
 
     fn data_device(&self) -> &DmDevice {
         &self.local
+    }
+}
+
+impl Drop for Arepl {
+    fn drop(&mut self) {
+        // Give the sender a chance to deliver what is queued before the device goes.
+        let deadline = Ktime::ktime_get().to_ms() + DRAIN_TIMEOUT_MS;
+        while !self.replication.queue.lock().fifo.is_empty()
+            && Ktime::ktime_get().to_ms() < deadline
+        {
+            let mut queue = self.replication.queue.lock();
+            let woke = self
+                .replication
+                .space_freed
+                .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(100));
+            if matches!(woke, CondVarTimeoutResult::Signal { .. }) {
+                break;
+            }
+        }
+        drop(self.sender.take());
+        let (count, bytes) = self.replication.discard_all();
+        if count > 0 {
+            pr_warn!(
+                "volume {}: removed with {} entries ({} bytes) not acknowledged by the receiver; \
+                 the replica lacks them\n",
+                self.replication.volume,
+                count,
+                bytes
+            );
+        }
     }
 }

@@ -4,4 +4,4 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-exec "$REPO_ROOT/scripts/vm-run.sh" --disk-mb 256 -- "$REPO_ROOT/scripts/demo-guest.sh"
+exec "$REPO_ROOT/scripts/vm-run.sh" --disk-mb 256 --disk-mb 256 -- "$REPO_ROOT/scripts/demo-guest.sh"

@@ -11,7 +11,7 @@ log=$(mktemp "${TMPDIR:-/tmp}/arepl-vm-test.XXXXXX.log")
 log "guest output goes to $log"
 
 set +e
-"$REPO_ROOT/scripts/vm-run.sh" --disk-mb 256 --disk-mb 256 -- \
+"$REPO_ROOT/scripts/vm-run.sh" --disk-mb 320 --disk-mb 320 --disk-mb 64 -- \
     env AREPL_ONLY="$only" "$REPO_ROOT/tests/vm/run.sh" 2>&1 | tr -d '\r' | tee "$log"
 vm_rc=${PIPESTATUS[0]}
 set -e

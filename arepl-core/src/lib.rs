@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod crc32c;
+pub mod fifo;
 pub mod status;
 pub mod table;
 pub mod wire;

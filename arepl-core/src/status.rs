@@ -9,31 +9,42 @@ use core::fmt;
 /// What the target currently does with writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Every bio goes to the local device; nothing is queued for replication yet.
-    Passthrough,
+    /// Writes are queued in memory and sent over a link.
+    Replicating,
 }
 
-impl Mode {
-    /// The word used on the status line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Passthrough => "passthrough",
-        }
-    }
-
-    fn from_word(word: &str) -> Option<Self> {
-        match word {
-            "passthrough" => Some(Self::Passthrough),
-            _ => None,
-        }
-    }
+/// State of the replication link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// No connection; the sender waits before the next attempt.
+    Down,
+    /// Connecting or in the handshake.
+    Connecting,
+    /// Streaming entries.
+    Connected,
 }
+
+macro_rules! words {
+    ($ty:ident { $($variant:ident => $word:literal),* $(,)? }) => {
+        impl $ty {
+            /// The word used on the status line.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $word),* }
+            }
+
+            fn from_word(word: &str) -> Option<Self> {
+                match word { $($word => Some(Self::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+words!(Mode { Replicating => "replicating" });
+words!(LinkState { Down => "down", Connecting => "connecting", Connected => "connected" });
 
 /// Everything the status line reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    /// What the target does with writes.
-    pub mode: Mode,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
     /// Read bios mapped since the table was loaded.
     pub reads: u64,
     /// Write bios carrying data mapped since the table was loaded.
@@ -42,6 +53,35 @@ pub struct Status {
     pub flushes: u64,
     /// Discard and write-zeroes bios mapped since the table was loaded.
     pub discards: u64,
+    /// Entries in the replication queue (sent or not, not yet acknowledged).
+    pub queued: u64,
+    /// Bytes the queue holds against its bound (payload plus per-entry overhead).
+    pub queued_bytes: u64,
+    /// The queue's bound in bytes (`queue_mb`).
+    pub capacity_bytes: u64,
+    /// Highest sequence number sent in the current session (0: none yet).
+    pub sent_seq: u64,
+    /// Highest sequence number the receiver acknowledged as durable (0: none yet).
+    pub acked_seq: u64,
+    /// Age in milliseconds of the oldest unacknowledged write: the current RPO.
+    pub lag_ms: u64,
+    /// Writes that failed on the local device (completed with their error, not replicated).
+    pub write_errors: u64,
+    /// Failed connection attempts and broken links.
+    pub link_errors: u64,
+    /// Handshakes completed (the first connection counts).
+    pub connects: u64,
+}
+
+/// The whole status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// What the target does with writes.
+    pub mode: Mode,
+    /// State of the link.
+    pub link: LinkState,
+    /// Counters and gauges.
+    pub counters: Counters,
 }
 
 /// Why a status line could not be read.
@@ -70,44 +110,65 @@ impl fmt::Display for StatusError<'_> {
     }
 }
 
+/// Access to one numeric field of [`Counters`].
+type CounterField = fn(&mut Counters) -> &mut u64;
+
+/// The numeric keys, in line order, with accessors; one list for writing and reading.
+const COUNTER_KEYS: [(&str, CounterField); 13] = [
+    ("reads", |c| &mut c.reads),
+    ("writes", |c| &mut c.writes),
+    ("flushes", |c| &mut c.flushes),
+    ("discards", |c| &mut c.discards),
+    ("queued", |c| &mut c.queued),
+    ("queued_bytes", |c| &mut c.queued_bytes),
+    ("capacity_bytes", |c| &mut c.capacity_bytes),
+    ("sent_seq", |c| &mut c.sent_seq),
+    ("acked_seq", |c| &mut c.acked_seq),
+    ("lag_ms", |c| &mut c.lag_ms),
+    ("write_errors", |c| &mut c.write_errors),
+    ("link_errors", |c| &mut c.link_errors),
+    ("connects", |c| &mut c.connects),
+];
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "mode={} reads={} writes={} flushes={} discards={}",
-            self.mode.as_str(),
-            self.reads,
-            self.writes,
-            self.flushes,
-            self.discards
-        )
+        write!(f, "mode={} link={}", self.mode.as_str(), self.link.as_str())?;
+        let mut counters = self.counters;
+        for (key, field) in COUNTER_KEYS {
+            write!(f, " {key}={}", *field(&mut counters))?;
+        }
+        Ok(())
     }
 }
 
 impl Status {
     /// Reads the words device-mapper prints after the target name in `dmsetup status`.
     pub fn parse(line: &str) -> Result<Self, StatusError<'_>> {
-        let (mut mode, mut reads, mut writes, mut flushes, mut discards) =
-            (None, None, None, None, None);
+        let (mut mode, mut link) = (None, None);
+        let mut counters = Counters::default();
+        let mut seen = [false; COUNTER_KEYS.len()];
         for word in line.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').ok_or(StatusError::Malformed(word))?;
-            let bad = || StatusError::BadValue { key, value };
-            let counter = || value.parse::<u64>().map_err(|_| bad());
+            let bad = StatusError::BadValue { key, value };
             match key {
-                "mode" => mode = Some(Mode::from_word(value).ok_or_else(bad)?),
-                "reads" => reads = Some(counter()?),
-                "writes" => writes = Some(counter()?),
-                "flushes" => flushes = Some(counter()?),
-                "discards" => discards = Some(counter()?),
-                _ => {} // a newer module's key
+                "mode" => mode = Some(Mode::from_word(value).ok_or(bad)?),
+                "link" => link = Some(LinkState::from_word(value).ok_or(bad)?),
+                _ => {
+                    // Unknown keys come from a newer module; skip them.
+                    if let Some(i) = COUNTER_KEYS.iter().position(|(k, _)| *k == key) {
+                        *COUNTER_KEYS[i].1(&mut counters) = value.parse().map_err(|_| bad)?;
+                        seen[i] = true;
+                    }
+                }
             }
+        }
+        if let Some(i) = seen.iter().position(|seen| !seen) {
+            return Err(StatusError::Missing(COUNTER_KEYS[i].0));
         }
         Ok(Status {
             mode: mode.ok_or(StatusError::Missing("mode"))?,
-            reads: reads.ok_or(StatusError::Missing("reads"))?,
-            writes: writes.ok_or(StatusError::Missing("writes"))?,
-            flushes: flushes.ok_or(StatusError::Missing("flushes"))?,
-            discards: discards.ok_or(StatusError::Missing("discards"))?,
+            link: link.ok_or(StatusError::Missing("link"))?,
+            counters,
         })
     }
 }
@@ -119,18 +180,32 @@ mod tests {
     use std::string::ToString;
 
     const SAMPLE: Status = Status {
-        mode: Mode::Passthrough,
-        reads: 7,
-        writes: 1 << 40,
-        flushes: 3,
-        discards: 0,
+        mode: Mode::Replicating,
+        link: LinkState::Connected,
+        counters: Counters {
+            reads: 7,
+            writes: 1 << 40,
+            flushes: 3,
+            discards: 0,
+            queued: 12,
+            queued_bytes: 4096 * 12,
+            capacity_bytes: 64 << 20,
+            sent_seq: 100,
+            acked_seq: 90,
+            lag_ms: 15,
+            write_errors: 1,
+            link_errors: 2,
+            connects: 3,
+        },
     };
 
     #[test]
     fn golden_line() {
         assert_eq!(
             SAMPLE.to_string(),
-            "mode=passthrough reads=7 writes=1099511627776 flushes=3 discards=0"
+            "mode=replicating link=connected reads=7 writes=1099511627776 flushes=3 discards=0 \
+             queued=12 queued_bytes=49152 capacity_bytes=67108864 sent_seq=100 acked_seq=90 \
+             lag_ms=15 write_errors=1 link_errors=2 connects=3"
         );
     }
 
@@ -148,7 +223,7 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(
-            Status::parse("mode=passthrough reads"),
+            Status::parse("mode=replicating reads"),
             Err(StatusError::Malformed("reads"))
         );
         assert_eq!(
@@ -158,16 +233,15 @@ mod tests {
                 value: "warp"
             })
         );
+        let negative = SAMPLE.to_string().replace("writes=1099511627776", "writes=-1");
         assert_eq!(
-            Status::parse("mode=passthrough reads=1 writes=-1"),
+            Status::parse(&negative),
             Err(StatusError::BadValue {
                 key: "writes",
                 value: "-1"
             })
         );
-        assert_eq!(
-            Status::parse("mode=passthrough reads=1 writes=1 flushes=1"),
-            Err(StatusError::Missing("discards"))
-        );
+        let missing = SAMPLE.to_string().replace(" connects=3", "");
+        assert_eq!(Status::parse(&missing), Err(StatusError::Missing("connects")));
     }
 }

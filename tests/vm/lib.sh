@@ -51,3 +51,103 @@ remove_if_present() {
         fi
     done
 }
+
+# --- The two-site network: namespaces "prod" and "dr", joined by two veth pairs,
+# one per link (primary 10.90.0.0/24, backup 10.91.0.0/24). Addresses exist only
+# inside this guest.
+REPLICAD="$REPO_ROOT/target/release/replicad"
+AREPL_SEND="$REPO_ROOT/target/release/arepl-send"
+AREPL="$REPO_ROOT/target/release/arepl"
+
+net_setup() {
+    ip netns list | grep -qw prod && return 0
+    ip netns add prod
+    ip netns add dr
+    ip -n prod link set lo up
+    ip -n dr link set lo up
+    ip link add prod0 netns prod type veth peer name dr0 netns dr
+    ip link add prod1 netns prod type veth peer name dr1 netns dr
+    ip -n prod addr add 10.90.0.1/24 dev prod0
+    ip -n dr addr add 10.90.0.2/24 dev dr0
+    ip -n prod addr add 10.91.0.1/24 dev prod1
+    ip -n dr addr add 10.91.0.2/24 dev dr1
+    local dev
+    for dev in prod0 prod1; do ip -n prod link set "$dev" up; done
+    for dev in dr0 dr1; do ip -n dr link set "$dev" up; done
+    ip netns exec prod ping -c1 -W2 10.90.0.2 >/dev/null || fail "primary link does not answer"
+}
+
+# Starts replicad in the DR namespace on target $1 with state in $2, listening on port
+# $3 (default 7788); logs to $2/replicad.log.
+replicad_start() {
+    local target=$1 state=$2 port=${3:-7788}
+    mkdir -p "$state"
+    ip netns exec dr "$REPLICAD" --listen "0.0.0.0:$port" --target "$target" --state-dir "$state" \
+        >>"$state/replicad.log" 2>&1 &
+    echo $! >"$state/replicad.pid"
+    local i
+    for i in $(seq 50); do
+        ip netns exec dr ss -ltn 2>/dev/null | grep -q ":$port " && return 0
+        sleep 0.1
+    done
+    cat "$state/replicad.log" >&2
+    fail "replicad did not start listening"
+}
+
+replicad_stop() { # state dir, signal (default TERM)
+    local pid
+    pid=$(cat "$1/replicad.pid" 2>/dev/null) || return 0
+    kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -f "$1/replicad.pid"
+}
+
+# "key=value" from the status line of device $1.
+status_field() {
+    dmsetup status "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"
+}
+
+# Waits until device $1 has nothing queued (everything acknowledged); $2 seconds at most.
+wait_drained() {
+    local dev=$1 limit=${2:-120} start=$SECONDS
+    while (( $(status_field "$dev" queued) > 0 )); do
+        if (( SECONDS - start > limit )); then
+            dmsetup status "$dev" >&2
+            fail "$dev not drained after ${limit}s"
+        fi
+        sleep 0.5
+    done
+}
+
+# The replica must start as a copy of the local device (no initial sync yet):
+# copies disk $1 onto disk $2.
+initial_sync() {
+    dd if="$1" of="$2" bs=4M iflag=direct oflag=direct status=none
+}
+
+# Creates arepl device $1 on local disk $2 from the prod namespace, so its links are
+# made there; further arguments are appended to the table line.
+arepl_create() {
+    local name=$1 disk=$2
+    shift 2
+    ip netns exec prod dmsetup create "$name" --table \
+        "0 $(sectors_of "$disk") arepl $disk ${*:-$PRIMARY_ADDR}"
+}
+
+# Waits until device $1 reports link=connected; $2 seconds at most.
+wait_connected() {
+    local dev=$1 limit=${2:-30} start=$SECONDS
+    until [[ $(status_field "$dev" link) == connected ]]; do
+        (( SECONDS - start > limit )) && { dmsetup status "$dev" >&2; fail "$dev never connected"; }
+        sleep 0.2
+    done
+}
+
+assert_same_image() { # primary device, replica device, MiB
+    local a b
+    a=$(sha_of "$1" "$3")
+    b=$(sha_of "$2" "$3")
+    note "sha256 primary $a"
+    note "sha256 replica $b"
+    [[ $a == "$b" ]] || fail "replica differs from primary"
+}

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Replication queue entries: what one completed write, flush, discard or write-zeroes
+//! becomes on its way to the receiver.
+
+use kernel::prelude::*;
+use kernel::sync::Arc;
+
+use crate::bio::Bio;
+use crate::bindings;
+use crate::fifo::{Budget, Slots};
+use crate::wire::Header;
+
+/// What an entry asks the receiver to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    Write { fua: bool },
+    Flush,
+    Discard,
+    WriteZeroes,
+}
+
+/// One queued operation. Immutable once built; shared with the sender while in flight.
+pub(crate) struct Entry {
+    kind: EntryKind,
+    /// Byte offset on the volume (0 for flushes).
+    offset: u64,
+    /// Payload bytes for writes, range bytes for discards and write-zeroes.
+    length: u32,
+    /// Payload of a write; empty otherwise.
+    data: KVVec<u8>,
+}
+
+/// Memory allocations of the write path must not recurse into block I/O, or a write
+/// waiting for memory could wait on itself: everything allocated while this scope
+/// lives behaves as GFP_NOIO.
+pub(crate) struct NoIoScope(u32);
+
+impl NoIoScope {
+    pub(crate) fn enter() -> Self {
+        // SAFETY: process context; the saved flags are restored on drop.
+        Self(unsafe { bindings::arepl_memalloc_noio_save() })
+    }
+}
+
+impl Drop for NoIoScope {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly the flags saved by `enter` in the same task.
+        unsafe { bindings::arepl_memalloc_noio_restore(self.0) };
+    }
+}
+
+impl Entry {
+    /// A write entry holding a copy of the bio's payload.
+    pub(crate) fn write(bio: &Bio<'_>) -> Result<Arc<Self>> {
+        let len = bio.size() as usize;
+        let mut data = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
+        bio.copy_data(&mut data);
+        Ok(Arc::new(
+            Self {
+                kind: EntryKind::Write { fua: bio.is_fua() },
+                offset: bio.target_offset_bytes(),
+                length: len as u32,
+                data,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// A metadata-only entry (flush, discard, write-zeroes).
+    pub(crate) fn metadata(kind: EntryKind, offset: u64, length: u32) -> Result<Arc<Self>> {
+        Ok(Arc::new(
+            Self {
+                kind,
+                offset,
+                length,
+                data: KVVec::new(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// What the entry costs against the queue's byte budget.
+    pub(crate) fn cost(&self) -> u64 {
+        Budget::cost(self.data.len() as u64)
+    }
+
+    /// The frame header for this entry at wire sequence `seq`.
+    pub(crate) fn header(&self, seq: u64) -> Header {
+        match self.kind {
+            EntryKind::Write { fua } => Header::write(seq, self.offset, &self.data, fua),
+            EntryKind::Flush => Header::flush(seq),
+            EntryKind::Discard => Header::discard(seq, self.offset, self.length),
+            EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),
+        }
+    }
+
+    /// The payload sent after the header.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// An entry in the FIFO with the time it was queued, for the lag (RPO) figure.
+pub(crate) struct Queued {
+    pub(crate) entry: Arc<Entry>,
+    pub(crate) queued_ns: i64,
+}
+
+/// FIFO storage: a fixed array of slots sized from the queue's byte budget.
+pub(crate) struct EntrySlots(KVVec<Option<Queued>>);
+
+impl EntrySlots {
+    pub(crate) fn new(count: usize) -> Result<Self> {
+        let mut slots = KVVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            slots.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self(slots))
+    }
+}
+
+impl Slots for EntrySlots {
+    type Item = Queued;
+
+    fn capacity(&self) -> usize {
+        self.0.len()
+    }
+
+    fn slot(&mut self, index: usize) -> &mut Option<Queued> {
+        &mut self.0[index]
+    }
+}

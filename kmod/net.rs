@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel TCP connections: a network namespace reference and a connected socket.
+
+use core::net::SocketAddr;
+
+use kernel::prelude::*;
+
+use crate::bindings;
+
+/// A counted reference to the network namespace a device was created in; links are
+/// made there, so `ip netns exec prod dmsetup create ...` replicates from `prod`.
+pub(crate) struct NetNamespace(*mut bindings::net);
+
+// SAFETY: a `struct net` reference may be used and dropped from any thread.
+unsafe impl Send for NetNamespace {}
+// SAFETY: shared access only passes the pointer to socket creation, which is thread-safe.
+unsafe impl Sync for NetNamespace {}
+
+impl NetNamespace {
+    /// The calling process's namespace.
+    pub(crate) fn current() -> Self {
+        // SAFETY: process context (a table load); takes a reference released on drop.
+        Self(unsafe { bindings::arepl_current_net_get() })
+    }
+}
+
+impl Drop for NetNamespace {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `current` is released exactly once.
+        unsafe { bindings::arepl_net_put(self.0) };
+    }
+}
+
+/// A connected kernel TCP socket, released on drop.
+pub(crate) struct TcpStream {
+    sock: *mut bindings::socket,
+}
+
+// SAFETY: kernel sockets may be used from any thread; sends and receives on one socket
+// from different threads (one sender, one receiver) are serialised by the socket lock.
+unsafe impl Send for TcpStream {}
+// SAFETY: as above; `shutdown` may race with I/O by design, to interrupt it.
+unsafe impl Sync for TcpStream {}
+
+impl TcpStream {
+    /// Connects to `addr` in `net`; connect and every send give up after `timeout_ms`.
+    pub(crate) fn connect(net: &NetNamespace, addr: SocketAddr, timeout_ms: u32) -> Result<Self> {
+        let (ipv6, bytes): (bool, [u8; 16]) = match addr {
+            SocketAddr::V4(v4) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&v4.ip().octets());
+                (false, bytes)
+            }
+            SocketAddr::V6(v6) => (true, v6.ip().octets()),
+        };
+        let mut sock = core::ptr::null_mut();
+        // SAFETY: `net` holds a namespace reference, `bytes` holds the address in network
+        // order and `sock` is a valid out pointer.
+        let ret = unsafe {
+            bindings::arepl_tcp_connect(net.0, ipv6, bytes.as_ptr(), addr.port(), timeout_ms, &mut sock)
+        };
+        kernel::error::to_result(ret)?;
+        Ok(Self { sock })
+    }
+
+    /// Sends `head` followed by `body`, completely.
+    pub(crate) fn send(&self, head: &[u8], body: &[u8]) -> Result {
+        // SAFETY: both slices stay borrowed for the whole call; the socket is connected.
+        let ret = unsafe {
+            bindings::arepl_sock_send(
+                self.sock,
+                head.as_ptr().cast(),
+                head.len(),
+                body.as_ptr().cast(),
+                body.len(),
+            )
+        };
+        kernel::error::to_result(ret)
+    }
+
+    /// Fills `buf` completely from the stream.
+    pub(crate) fn recv_exact(&self, buf: &mut [u8]) -> Result {
+        // SAFETY: `buf` is exclusively borrowed for the whole call.
+        let ret = unsafe {
+            bindings::arepl_sock_recv_exact(self.sock, buf.as_mut_ptr().cast(), buf.len())
+        };
+        kernel::error::to_result(ret)
+    }
+
+    /// Shuts the connection down both ways, waking any thread blocked on it.
+    pub(crate) fn shutdown(&self) {
+        // SAFETY: the socket lives until drop; shutdown is safe concurrently with I/O.
+        unsafe { bindings::arepl_sock_shutdown(self.sock) };
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // SAFETY: no other reference to the socket remains once the stream is dropped.
+        unsafe { bindings::arepl_sock_release(self.sock) };
+    }
+}

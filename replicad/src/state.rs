@@ -1,0 +1,441 @@
+//! The receiver's durable state: the last durable sequence and the volume identity.
+//!
+//! Kept in `<state-dir>/replicad.state`, two 512-byte slots. Every update writes the slot
+//! the previous update did not use, with a generation one higher, and fdatasyncs it; a
+//! load takes the valid slot with the higher generation. A crash mid-write can only tear
+//! the slot being written, and the other one still holds the previous state. The file is
+//! created whole (temp file, fsync, rename, fsync of the directory), so it always has at
+//! least one valid slot.
+//!
+//! Slot layout, big-endian:
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0..4 | magic "ARST" |
+//! | 4..8 | format version, 1 |
+//! | 8..16 | generation |
+//! | 16..24 | durable sequence |
+//! | 24..32 | volume size in bytes (0 without identity) |
+//! | 32 | volume name length (0: no identity recorded yet) |
+//! | 33..97 | volume name, zero padded |
+//! | 97..508 | zero |
+//! | 508..512 | CRC-32C of bytes 0..508 |
+//!
+//! The open store holds an exclusive `flock` on the file, so two daemons cannot share a
+//! state directory.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use arepl_core::crc32c::crc32c;
+use arepl_core::table::{VolumeName, MAX_VOLUME_LEN};
+use nix::fcntl::{Flock, FlockArg};
+
+/// Name of the state file inside the state directory.
+pub const STATE_FILE_NAME: &str = "replicad.state";
+const SLOT_LEN: usize = 512;
+const FILE_LEN: u64 = 2 * SLOT_LEN as u64;
+const SLOT_MAGIC: &[u8; 4] = b"ARST";
+const FORMAT_VERSION: u32 = 1;
+const NAME_AT: usize = 33;
+const CRC_AT: usize = SLOT_LEN - 4;
+
+/// The volume a receiver replicates: recorded at the first accepted handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeIdentity {
+    /// The sender's volume name.
+    pub name: VolumeName,
+    /// The volume size in bytes.
+    pub size: u64,
+}
+
+/// What the state file records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// Highest sequence whose data is durable on the target; 0 before any.
+    pub durable_seq: u64,
+    /// The replicated volume, once a handshake was accepted.
+    pub identity: Option<VolumeIdentity>,
+}
+
+/// A state file as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSnapshot {
+    /// The newest valid slot's state.
+    pub state: ReplicaState,
+    /// Its generation.
+    pub generation: u64,
+    /// Slots that failed their checks (not counting never-written ones).
+    pub corrupt_slots: Vec<usize>,
+}
+
+/// Why the state cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory or file could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The state directory is missing or not a directory.
+    #[error("state directory {0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// The state file has the wrong size.
+    #[error("state file {path} is {len} bytes, expected {FILE_LEN}")]
+    BadSize {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
+    /// Neither slot is valid: refusing to guess the durable sequence.
+    #[error("state file {0} has no valid slot; refusing to guess the durable sequence")]
+    NoValidSlot(PathBuf),
+    /// Another process holds the state directory.
+    #[error("state file {0} is locked by another replicad")]
+    Locked(PathBuf),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The open, locked state file.
+#[derive(Debug)]
+pub struct StateStore {
+    file: Flock<File>,
+    path: PathBuf,
+    generation: u64,
+    state: ReplicaState,
+}
+
+impl StateStore {
+    /// Opens the state in `dir`, creating a fresh one (durable sequence 0, no identity)
+    /// if there is none yet.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        check_dir(dir)?;
+        let path = dir.join(STATE_FILE_NAME);
+        if !path.exists() {
+            create_fresh(dir, &path)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+            if errno == nix::errno::Errno::EWOULDBLOCK {
+                StateError::Locked(path.clone())
+            } else {
+                StateError::Io {
+                    path: path.clone(),
+                    source: errno.into(),
+                }
+            }
+        })?;
+        let snapshot = read_file(&file, &path)?;
+        for slot in &snapshot.corrupt_slots {
+            tracing::warn!(
+                "state file {}: slot {slot} is corrupt; using generation {} from the other",
+                path.display(),
+                snapshot.generation
+            );
+        }
+        Ok(Self {
+            file,
+            path,
+            generation: snapshot.generation,
+            state: snapshot.state,
+        })
+    }
+
+    /// The state as last persisted.
+    pub fn state(&self) -> &ReplicaState {
+        &self.state
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Persists `state` durably; on return it survives a crash.
+    pub fn persist(&mut self, state: ReplicaState) -> Result<(), StateError> {
+        let generation = self.generation + 1;
+        let slot = encode_slot(generation, &state);
+        self.file
+            .write_all_at(&slot, slot_offset(generation))
+            .and_then(|()| self.file.sync_data())
+            .map_err(io_error(&self.path))?;
+        self.generation = generation;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Reads the state in `dir` without locking or creating anything (for `status`).
+/// `Ok(None)` when no state file exists yet.
+pub fn inspect(dir: &Path) -> Result<Option<StateSnapshot>, StateError> {
+    check_dir(dir)?;
+    let path = dir.join(STATE_FILE_NAME);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error(&path)(err)),
+    };
+    read_file(&file, &path).map(Some)
+}
+
+fn check_dir(dir: &Path) -> Result<(), StateError> {
+    let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(StateError::NotADirectory(dir.to_path_buf()))
+    }
+}
+
+fn slot_offset(generation: u64) -> u64 {
+    (generation % 2) * SLOT_LEN as u64
+}
+
+fn create_fresh(dir: &Path, path: &Path) -> Result<(), StateError> {
+    let temp = dir.join(format!("{STATE_FILE_NAME}.tmp"));
+    let generation = 1;
+    let mut contents = vec![0u8; FILE_LEN as usize];
+    let at = slot_offset(generation) as usize;
+    contents[at..at + SLOT_LEN].copy_from_slice(&encode_slot(generation, &ReplicaState::default()));
+    let mut file = File::create(&temp).map_err(io_error(&temp))?;
+    file.write_all(&contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&temp))?;
+    std::fs::rename(&temp, path).map_err(io_error(path))?;
+    // The rename is durable only once the directory is.
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(dir))
+}
+
+fn read_file(file: &File, path: &Path) -> Result<StateSnapshot, StateError> {
+    let len = file.metadata().map_err(io_error(path))?.len();
+    if len != FILE_LEN {
+        return Err(StateError::BadSize {
+            path: path.to_path_buf(),
+            len,
+        });
+    }
+    let mut bytes = [0u8; FILE_LEN as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(io_error(path))?;
+    let mut best: Option<(u64, ReplicaState)> = None;
+    let mut corrupt_slots = Vec::new();
+    for (index, slot) in bytes.chunks_exact(SLOT_LEN).enumerate() {
+        if slot.iter().all(|&b| b == 0) {
+            continue;
+        }
+        match decode_slot(slot) {
+            Some((generation, state)) if slot_offset(generation) == (index * SLOT_LEN) as u64 => {
+                if best.as_ref().is_none_or(|(g, _)| generation > *g) {
+                    best = Some((generation, state));
+                }
+            }
+            _ => corrupt_slots.push(index),
+        }
+    }
+    let (generation, state) = best.ok_or_else(|| StateError::NoValidSlot(path.to_path_buf()))?;
+    Ok(StateSnapshot {
+        state,
+        generation,
+        corrupt_slots,
+    })
+}
+
+fn encode_slot(generation: u64, state: &ReplicaState) -> [u8; SLOT_LEN] {
+    let mut slot = [0u8; SLOT_LEN];
+    slot[0..4].copy_from_slice(SLOT_MAGIC);
+    slot[4..8].copy_from_slice(&FORMAT_VERSION.to_be_bytes());
+    slot[8..16].copy_from_slice(&generation.to_be_bytes());
+    slot[16..24].copy_from_slice(&state.durable_seq.to_be_bytes());
+    if let Some(identity) = &state.identity {
+        let name = identity.name.as_str().as_bytes();
+        slot[24..32].copy_from_slice(&identity.size.to_be_bytes());
+        slot[32] = name.len() as u8;
+        slot[NAME_AT..NAME_AT + name.len()].copy_from_slice(name);
+    }
+    let crc = crc32c(&slot[..CRC_AT]);
+    slot[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
+    slot
+}
+
+fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
+    let be64 = |at: usize| u64::from_be_bytes(slot[at..at + 8].try_into().expect("8 bytes"));
+    let stated_crc = u32::from_be_bytes(slot[CRC_AT..].try_into().expect("4 bytes"));
+    if &slot[0..4] != SLOT_MAGIC
+        || slot[4..8] != FORMAT_VERSION.to_be_bytes()
+        || stated_crc != crc32c(&slot[..CRC_AT])
+    {
+        return None;
+    }
+    let name_len = usize::from(slot[32]);
+    let identity = if name_len == 0 {
+        None
+    } else if name_len > MAX_VOLUME_LEN {
+        return None;
+    } else {
+        let name = std::str::from_utf8(&slot[NAME_AT..NAME_AT + name_len]).ok()?;
+        Some(VolumeIdentity {
+            name: VolumeName::new(name)?,
+            size: be64(24),
+        })
+    };
+    let state = ReplicaState {
+        durable_seq: be64(16),
+        identity,
+    };
+    Some((be64(8), state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str, size: u64) -> Option<VolumeIdentity> {
+        Some(VolumeIdentity {
+            name: VolumeName::new(name).unwrap(),
+            size,
+        })
+    }
+
+    fn state(durable_seq: u64) -> ReplicaState {
+        ReplicaState {
+            durable_seq,
+            identity: identity("db-01", 256 << 20),
+        }
+    }
+
+    fn corrupt_byte(dir: &Path, at: u64) {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(STATE_FILE_NAME))
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xFF], at).unwrap();
+    }
+
+    #[test]
+    fn fresh_directory_starts_at_zero_without_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(inspect(dir.path()).unwrap(), None);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.state(), &ReplicaState::default());
+        assert!(!dir.path().join("replicad.state.tmp").exists());
+        let snapshot = inspect(dir.path()).unwrap().unwrap();
+        assert_eq!(snapshot.state, ReplicaState::default());
+        assert_eq!(snapshot.generation, 1);
+    }
+
+    #[test]
+    fn persisted_state_survives_reopen_and_alternates_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        for seq in 1..=5 {
+            store.persist(state(seq)).unwrap();
+        }
+        drop(store);
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.state(), &state(5));
+        // Generation 6 in slot 0, generation 5 in slot 1.
+        let bytes = std::fs::read(dir.path().join(STATE_FILE_NAME)).unwrap();
+        assert_eq!(decode_slot(&bytes[..SLOT_LEN]).unwrap(), (6, state(5)));
+        assert_eq!(decode_slot(&bytes[SLOT_LEN..]).unwrap(), (5, state(4)));
+    }
+
+    #[test]
+    fn torn_newest_slot_falls_back_to_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        store.persist(state(10)).unwrap(); // generation 2, slot 0
+        store.persist(state(11)).unwrap(); // generation 3, slot 1
+        drop(store);
+        corrupt_byte(dir.path(), SLOT_LEN as u64 + 20);
+        let snapshot = inspect(dir.path()).unwrap().unwrap();
+        assert_eq!(snapshot.state, state(10));
+        assert_eq!(snapshot.corrupt_slots, vec![1]);
+
+        // The next write goes to the slot after the surviving one and wins again.
+        let mut store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.state(), &state(10));
+        store.persist(state(12)).unwrap();
+        drop(store);
+        let snapshot = inspect(dir.path()).unwrap().unwrap();
+        assert_eq!(snapshot.state, state(12));
+        assert!(snapshot.corrupt_slots.is_empty());
+    }
+
+    #[test]
+    fn both_slots_corrupt_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        store.persist(state(1)).unwrap();
+        drop(store);
+        corrupt_byte(dir.path(), 16);
+        corrupt_byte(dir.path(), SLOT_LEN as u64 + 16);
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::NoValidSlot(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_size_and_missing_directory_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STATE_FILE_NAME), b"short").unwrap();
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(err.to_string().ends_with("is 5 bytes, expected 1024"), "{err}");
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            StateStore::open(&missing),
+            Err(StateError::Io { .. })
+        ));
+        let file = dir.path().join(STATE_FILE_NAME);
+        assert!(matches!(
+            StateStore::open(&file),
+            Err(StateError::NotADirectory(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = StateStore::open(dir.path()).unwrap();
+        assert!(matches!(
+            StateStore::open(dir.path()),
+            Err(StateError::Locked(_))
+        ));
+    }
+
+    #[test]
+    fn slot_encoding_round_trips_with_and_without_identity() {
+        let long_name = "a".repeat(MAX_VOLUME_LEN);
+        for state in [
+            ReplicaState::default(),
+            state(u64::MAX),
+            ReplicaState {
+                durable_seq: 7,
+                identity: identity(&long_name, 512),
+            },
+        ] {
+            let slot = encode_slot(9, &state);
+            assert_eq!(decode_slot(&slot), Some((9, state)));
+        }
+    }
+}

@@ -1,0 +1,35 @@
+# kill -9 of replicad mid-stream: after a restart replication resumes from its durable
+# sequence and the images end identical.
+source "$(dirname "$0")/../lib.sh"
+load_module
+net_setup
+
+disk=$(disk_by_serial arepl0)
+replica=$(disk_by_serial arepl1)
+state=/tmp/state-restart
+remove_if_present arepl-restart
+initial_sync "$disk" "$replica"
+replicad_start "$replica" "$state"
+arepl_create arepl-restart "$disk"
+wait_connected arepl-restart
+
+fio --name=load --filename=/dev/mapper/arepl-restart --rw=randwrite --bsrange=4k-256k \
+    --size=256M --io_size=128M --direct=1 --ioengine=libaio --iodepth=8 \
+    --refill_buffers --randrepeat=0 --norandommap --output-format=terse >/dev/null &
+fio_pid=$!
+sleep 3
+acked_before=$(status_field arepl-restart acked_seq)
+note "killing replicad (acked_seq=$acked_before)"
+replicad_stop "$state" KILL
+sleep 2
+[[ $(status_field arepl-restart link) != connected ]] || fail "link still connected after kill -9"
+replicad_start "$replica" "$state"
+wait "$fio_pid" || fail "fio failed while the receiver was down"
+wait_connected arepl-restart 30
+wait_drained arepl-restart 300
+note "status: $(dmsetup status arepl-restart)"
+(($(status_field arepl-restart connects) >= 2)) || fail "no reconnect counted"
+grep -q 'resum' "$state/replicad.log" || note "(replicad log does not mention resuming)"
+assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
+dmsetup remove arepl-restart
+replicad_stop "$state"
