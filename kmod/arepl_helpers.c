@@ -74,9 +74,18 @@ void *arepl_bio_per_bio_data(struct bio *bio, size_t size)
 	return dm_per_bio_data(bio, size);
 }
 
-const char *arepl_dm_device_name(struct dm_target *ti)
+/* The device's dmsetup name (not its "major:minor" internal name). */
+int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len)
 {
-	return dm_device_name(dm_table_get_md(ti->table));
+	char full[DM_NAME_LEN];
+	int err;
+
+	err = dm_copy_name_and_uuid(dm_table_get_md(ti->table), full, NULL);
+	if (err)
+		return err;
+	if (strscpy(name, full, len) < 0)
+		return -ENAMETOOLONG;
+	return 0;
 }
 
 unsigned int arepl_memalloc_noio_save(void)

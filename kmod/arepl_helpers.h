@@ -28,7 +28,7 @@ void arepl_bio_copy_data(struct bio *bio, void *dst);
 void *arepl_bio_per_bio_data(struct bio *bio, size_t size);
 
 /* device-mapper */
-const char *arepl_dm_device_name(struct dm_target *ti);
+int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
 
 /* allocation scope */
 unsigned int arepl_memalloc_noio_save(void);

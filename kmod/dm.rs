@@ -148,12 +148,17 @@ impl ConstructCtx<'_> {
         Ok(DmDevice { ti: self.ti, dev })
     }
 
-    /// Name of the device-mapper device being built (its `dmsetup` name).
-    pub(crate) fn device_name(&self) -> &str {
-        // SAFETY: `ti` belongs to a table of a live mapped device for the whole call;
-        // the name is a NUL-terminated string owned by that device.
-        let name = unsafe { CStr::from_char_ptr(bindings::arepl_dm_device_name(self.ti)) };
-        name.to_str().unwrap_or("")
+    /// Copies the `dmsetup` name of the device being built into `buf` and returns it,
+    /// or `None` if it does not fit or is not UTF-8.
+    pub(crate) fn device_name<'b>(&self, buf: &'b mut [u8]) -> Option<&'b str> {
+        // SAFETY: `ti` belongs to a table of a live mapped device for the whole call, and
+        // `buf` is writable for its length.
+        let ret = unsafe { bindings::arepl_dm_device_name(self.ti, buf.as_mut_ptr(), buf.len()) };
+        if ret != 0 {
+            return None;
+        }
+        let end = buf.iter().position(|&b| b == 0)?;
+        core::str::from_utf8(&buf[..end]).ok()
     }
 
     /// Length of the target in 512-byte sectors.

@@ -126,13 +126,17 @@ impl Target for Arepl {
         })?;
         let volume = match table.config.volume {
             Some(volume) => volume,
-            None => VolumeName::new(ctx.device_name()).ok_or_else(|| {
-                pr_err!(
-                    "device name '{}' is not a valid volume name: give volume:NAME\n",
-                    ctx.device_name()
-                );
-                ConstructError::invalid("device name is not a valid volume name\0")
-            })?,
+            None => {
+                let mut buf = [0u8; crate::table::MAX_VOLUME_LEN + 1];
+                let name = ctx.device_name(&mut buf);
+                name.and_then(VolumeName::new).ok_or_else(|| {
+                    pr_err!(
+                        "device name '{}' is not a valid volume name: give volume:NAME\n",
+                        name.unwrap_or("(longer than 64 bytes)")
+                    );
+                    ConstructError::invalid("device name is not a valid volume name\0")
+                })?
+            }
         };
         let local = ctx.get_device(table.local_dev).map_err(|code| {
             pr_err!(
