@@ -13,13 +13,39 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::entry::Entry;
 use crate::replica::{Replica, ReplicaError};
 
 /// Longest time an applied entry waits for durability under continuous input.
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
+
+/// An entry on its way to the applier. It holds its share of the queue's byte budget
+/// until it is applied, so the queue can be long in entries yet bounded in memory.
+#[derive(Debug)]
+pub struct Queued {
+    entry: Entry,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Queued {
+    /// `entry`, releasing `budget` once applied.
+    pub fn new(entry: Entry, budget: OwnedSemaphorePermit) -> Self {
+        Self {
+            entry,
+            _budget: Some(budget),
+        }
+    }
+
+    /// `entry` outside any budget.
+    pub fn unbudgeted(entry: Entry) -> Self {
+        Self {
+            entry,
+            _budget: None,
+        }
+    }
+}
 
 /// What one session's applier did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +63,7 @@ pub struct ApplyReport {
 /// applied since the last commit undurable (and unacknowledged).
 pub fn run(
     replica: &mut Replica,
-    mut entries: mpsc::Receiver<Entry>,
+    mut entries: mpsc::Receiver<Queued>,
     durable: &watch::Sender<u64>,
 ) -> Result<ApplyReport, ReplicaError> {
     let mut report = ApplyReport {
@@ -61,7 +87,9 @@ pub fn run(
         } else {
             entries.blocking_recv()
         };
-        let Some(entry) = next else { break };
+        let Some(Queued { entry, .. }) = next else {
+            break;
+        };
         debug_assert_eq!(entry.seq, last_applied + 1, "the sequencer keeps order");
         replica.apply(&entry)?;
         report.applied += 1;
@@ -128,7 +156,7 @@ mod tests {
     fn run_queued(replica: &mut Replica, entries: Vec<Entry>) -> (ApplyReport, u64) {
         let (tx, rx) = mpsc::channel(entries.len().max(1));
         for entry in entries {
-            tx.try_send(entry).unwrap();
+            tx.try_send(Queued::unbudgeted(entry)).unwrap();
         }
         drop(tx);
         let (durable_tx, durable_rx) = watch::channel(replica.state().durable_seq);
@@ -180,7 +208,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             for seq in 1..=3 {
-                tx.send(write(seq)).await.unwrap();
+                tx.send(Queued::unbudgeted(write(seq))).await.unwrap();
                 // Not a flush and the channel stays open: idleness alone makes it durable.
                 tokio::time::timeout(
                     Duration::from_secs(10),

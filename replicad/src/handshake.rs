@@ -192,7 +192,9 @@ mod tests {
     fn invalid_names_and_long_reasons() {
         let frame = Frame::with_payload(Header::hello(0, 512, b"a b"), &b"a b"[..]);
         let refusal = Hello::from_frame(&frame).unwrap().unwrap_err();
-        assert!(refusal.to_string().starts_with("invalid volume name \"a b\""));
+        assert!(refusal
+            .to_string()
+            .starts_with("invalid volume name \"a b\""));
         assert!(Hello::from_frame(&Frame::bare(Header::flush(1))).is_none());
         let long = Refusal::new("é".repeat(200));
         assert!(long.wire_reason().len() <= MAX_REASON_LEN as usize);

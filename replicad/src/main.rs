@@ -1,131 +1,172 @@
-//! `replicad`: the receiving side of dm-arepl on the disaster-recovery host.
-//!
-//! This version checks its configuration (listen address, target device or file,
-//! state directory); the replication protocol itself is not implemented yet, so it
-//! refuses to start serving rather than pretend to.
+//! `replicad`: applies dm-arepl replication streams on the disaster-recovery host.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use replicad::config::{PartialSettings, Settings};
+use replicad::server::Server;
+use replicad::state;
+use replicad::volume::Volume;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "replicad",
     version,
-    about = "Apply dm-arepl replication streams on the DR host"
+    about = "Apply dm-arepl replication streams on the DR host",
+    long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
+        Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
+        `replicad --config FILE` (TOML with listen, target, state_dir; flags override it). \
+        Logs go to stderr; RUST_LOG filters them (default: info).",
+    args_conflicts_with_subcommands = true
 )]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML file with `listen`, `target` and `state_dir`; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to accept replication links on (ip:port or [ipv6]:port).
-    #[arg(long)]
-    listen: SocketAddr,
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
     /// File or block device the replicated writes are applied to.
-    #[arg(long)]
-    target: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    target: Option<PathBuf>,
     /// Directory for the durable sequence and volume identity.
-    #[arg(long)]
-    state_dir: PathBuf,
-    /// Only check the configuration and exit.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Only check the target and state directory, then exit.
     #[arg(long)]
     check: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the persisted durable sequence and volume identity.
+    Status {
+        /// State directory to read.
+        #[arg(long, value_name = "DIR", required_unless_present = "config")]
+        state_dir: Option<PathBuf>,
+        /// Take the state directory from this config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match check(&args) {
-        Ok(size) => {
-            println!(
-                "replicad: target {} ({size} bytes), state in {}, listen {}",
-                args.target.display(),
-                args.state_dir.display(),
-                args.listen
-            );
-            if args.check {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("replicad: the replication protocol is not implemented in this version");
-                ExitCode::from(2)
-            }
-        }
-        Err(message) => {
-            eprintln!("replicad: {message}");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Status { state_dir, config }) => status(state_dir, config),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("replicad: {err:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Checks that the target can be written and the state directory used; returns the
-/// target's size in bytes.
-fn check(args: &Args) -> Result<u64, String> {
-    let mut target = open_target(&args.target)?;
-    let size = target
-        .seek(SeekFrom::End(0))
-        .map_err(|err| format!("cannot size target {}: {err}", args.target.display()))?;
-    if size == 0 {
-        return Err(format!("target {} is empty", args.target.display()));
-    }
-    check_state_dir(&args.state_dir)?;
-    Ok(size)
+fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        Some(path) => PartialSettings::load(path)?,
+        None => PartialSettings::default(),
+    };
+    Ok(file.resolve(PartialSettings {
+        listen: args.listen,
+        target: args.target.clone(),
+        state_dir: args.state_dir.clone(),
+    })?)
 }
 
-fn open_target(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|err| format!("cannot open target {} for writing: {err}", path.display()))
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(&args)?;
+    if args.check {
+        return check(&settings);
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let server = Server::bind(&settings).await?;
+        let shutdown = CancellationToken::new();
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tracing::info!(
+            "listening on {}; target {}; state in {}; durable seq {}",
+            server.local_addr()?,
+            settings.target.display(),
+            settings.state_dir.display(),
+            server.state().durable_seq
+        );
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            tracing::info!("{name}: shutting down");
+            on_signal.cancel();
+        });
+        let state = server.run(shutdown).await;
+        tracing::info!("stopped; durable seq {}", state.durable_seq);
+        anyhow::Ok(())
+    })
 }
 
-fn check_state_dir(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(dir)
-        .map_err(|err| format!("state directory {}: {err}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!(
-            "state directory {} is not a directory",
-            dir.display()
-        ));
-    }
-    if meta.permissions().readonly() {
-        return Err(format!("state directory {} is read-only", dir.display()));
-    }
+/// `--check`: opens the target and reads the state without changing anything.
+fn check(settings: &Settings) -> anyhow::Result<()> {
+    let volume = Volume::open(&settings.target)?;
+    let snapshot = state::inspect(&settings.state_dir)?;
+    let durable = snapshot.map_or(0, |snapshot| snapshot.state.durable_seq);
+    println!(
+        "replicad: target {} ({} bytes), state in {} (durable seq {durable}), listen {}",
+        settings.target.display(),
+        volume.len(),
+        settings.state_dir.display(),
+        settings.listen
+    );
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(target: &Path, state_dir: &Path) -> Args {
-        Args {
-            listen: "127.0.0.1:7788".parse().unwrap(),
-            target: target.to_path_buf(),
-            state_dir: state_dir.to_path_buf(),
-            check: true,
-        }
+fn status(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = match (state_dir, config) {
+        (Some(dir), _) => dir,
+        (None, Some(config)) => PartialSettings::load(&config)?
+            .state_dir
+            .ok_or_else(|| anyhow::anyhow!("config file {} has no state_dir", config.display()))?,
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let Some(snapshot) = state::inspect(&dir)? else {
+        println!("state dir: {}", dir.display());
+        println!("durable seq: 0 (no state file yet)");
+        println!("volume: none recorded");
+        return Ok(());
+    };
+    println!("state file: {}", dir.join(state::STATE_FILE_NAME).display());
+    println!("durable seq: {}", snapshot.state.durable_seq);
+    match &snapshot.state.identity {
+        Some(identity) => println!("volume: {} ({} bytes)", identity.name, identity.size),
+        None => println!("volume: none recorded"),
     }
-
-    #[test]
-    fn accepts_a_writable_target_and_state_dir() {
-        let dir = std::env::temp_dir().join(format!("replicad-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join("image");
-        std::fs::write(&target, vec![0u8; 4096]).unwrap();
-        assert_eq!(check(&args(&target, &dir)), Ok(4096));
-
-        std::fs::write(&target, b"").unwrap();
-        assert!(check(&args(&target, &dir))
-            .unwrap_err()
-            .ends_with("is empty"));
-        assert!(check(&args(&dir.join("missing"), &dir))
-            .unwrap_err()
-            .starts_with("cannot open target"));
-        std::fs::write(&target, vec![0u8; 512]).unwrap();
-        assert!(check(&args(&target, &target))
-            .unwrap_err()
-            .ends_with("is not a directory"));
-        std::fs::remove_dir_all(&dir).unwrap();
+    println!("generation: {}", snapshot.generation);
+    for slot in snapshot.corrupt_slots {
+        println!("warning: slot {slot} is corrupt; the other slot is in use");
     }
+    Ok(())
 }

@@ -137,7 +137,7 @@ mod tests {
             Frame::bare(Header::write_zeroes(45, (1 << 20) - 512, 512)),
         ]
         .map(|frame| sequencer.admit(frame).unwrap());
-        assert_eq!(entries.map(|e| e.seq), [42, 43, 44, 45]);
+        assert_eq!(entries.each_ref().map(|e| e.seq), [42, 43, 44, 45]);
         assert!(entries[0].demands_durability() && entries[1].demands_durability());
         assert!(!entries[2].demands_durability());
         assert_eq!(

@@ -400,7 +400,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(STATE_FILE_NAME), b"short").unwrap();
         let err = StateStore::open(dir.path()).unwrap_err();
-        assert!(err.to_string().ends_with("is 5 bytes, expected 1024"), "{err}");
+        assert!(
+            err.to_string().ends_with("is 5 bytes, expected 1024"),
+            "{err}"
+        );
         let missing = dir.path().join("missing");
         assert!(matches!(
             StateStore::open(&missing),

@@ -1,1 +1,146 @@
-fn main() {}
+//! `arepl-send`: a test sender for `replicad`. Streams a deterministic write load, or sends
+//! one kind of malformed input and checks that the server drops the connection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use replicad::sender::client::Peer;
+use replicad::sender::malformed::{self, MalformedKind};
+use replicad::sender::workload::{Op, Workload};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Parser)]
+#[command(name = "arepl-send", version, about = "Test sender for replicad")]
+struct Cli {
+    /// replicad's address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    connect: SocketAddr,
+    /// Volume name sent in Hello.
+    #[arg(long, value_name = "NAME")]
+    volume: String,
+    /// Volume size in bytes sent in Hello (a multiple of 512).
+    #[arg(long, value_name = "BYTES")]
+    volume_size: u64,
+    /// Oldest sequence held, sent in Hello (0: first handshake).
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    oldest_seq: u64,
+    /// Seconds to wait for any answer from the server.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Send a deterministic pseudo-random stream and wait until all of it is acknowledged.
+    Stream {
+        /// Seed of the stream.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of entries (writes of 4 KiB to 1 MiB, discards, write-zeroes, and a
+        /// flush every 16th).
+        #[arg(long)]
+        count: u64,
+        /// Write the expected volume image here.
+        #[arg(long, value_name = "PATH")]
+        expect_image: Option<PathBuf>,
+        /// The volume's contents before the stream (default: all zeroes).
+        #[arg(long, value_name = "PATH")]
+        base_image: Option<PathBuf>,
+    },
+    /// Send one kind of bad input; exit 0 only if the server drops the connection without
+    /// acknowledging it.
+    Malformed {
+        /// Which bad input.
+        #[arg(value_enum)]
+        kind: MalformedKind,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let peer = Peer {
+        addr: cli.connect,
+        volume: cli.volume,
+        volume_size: cli.volume_size,
+        oldest_seq: cli.oldest_seq,
+        timeout: Duration::from_secs(cli.timeout),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("arepl-send: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.mode {
+            Mode::Stream {
+                seed,
+                count,
+                expect_image,
+                base_image,
+            } => stream(&peer, seed, count, expect_image, base_image).await,
+            Mode::Malformed { kind } => {
+                let outcome = malformed::run(&peer, kind).await?;
+                let verdict = if outcome.dropped { "ok" } else { "FAILED" };
+                println!("malformed {kind:?}: {verdict}: {}", outcome.detail);
+                Ok(outcome.dropped)
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("arepl-send: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stream(
+    peer: &Peer,
+    seed: u64,
+    count: u64,
+    expect_image: Option<PathBuf>,
+    base_image: Option<PathBuf>,
+) -> anyhow::Result<bool> {
+    let workload = Workload::new(seed, count, peer.volume_size)
+        .context("--volume-size must be a positive multiple of 512")?;
+    let mut image = match &base_image {
+        Some(path) => {
+            let image = std::fs::read(path)
+                .with_context(|| format!("reading base image {}", path.display()))?;
+            anyhow::ensure!(
+                image.len() as u64 == peer.volume_size,
+                "base image {} is {} bytes, volume is {}",
+                path.display(),
+                image.len(),
+                peer.volume_size
+            );
+            image
+        }
+        None => vec![0u8; peer.volume_size as usize],
+    };
+    let ops = workload.inspect(|op: &Op| op.apply_to(&mut image));
+    let report = peer.stream(ops).await?;
+    println!(
+        "stream: welcome seq {}, sent {} entries up to seq {}, {} acks, final ack {}",
+        report.welcome_seq, report.sent, report.last_seq, report.acks, report.final_ack
+    );
+    println!("expected image sha256: {:x}", Sha256::digest(&image));
+    if let Some(path) = expect_image {
+        std::fs::write(&path, &image)
+            .with_context(|| format!("writing expected image {}", path.display()))?;
+    }
+    Ok(report.final_ack == report.last_seq)
+}

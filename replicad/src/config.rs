@@ -1,0 +1,173 @@
+//! Settings from the command line and an optional TOML file.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7788"
+//! target = "/dev/vg0/replica"
+//! state_dir = "/var/lib/replicad"
+//! ```
+//!
+//! Command-line flags override the file. Relative paths in the file are relative to the
+//! file's directory, so a service can be started from anywhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Settings as given, each possibly missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialSettings {
+    /// Address to accept replication links on.
+    pub listen: Option<SocketAddr>,
+    /// File or block device the writes are applied to.
+    pub target: Option<PathBuf>,
+    /// Directory for the durable state.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Complete settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Address to accept replication links on.
+    pub listen: SocketAddr,
+    /// File or block device the writes are applied to.
+    pub target: PathBuf,
+    /// Directory for the durable state.
+    pub state_dir: PathBuf,
+}
+
+/// Why the settings are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        message: String,
+    },
+    /// A required setting is missing everywhere.
+    #[error("no {setting} given: use --{flag} or `{setting}` in the config file")]
+    Missing {
+        /// The setting's name in the file.
+        setting: &'static str,
+        /// The flag's name.
+        flag: &'static str,
+    },
+}
+
+impl PartialSettings {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parsed = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Ok(parsed.relative_to(base))
+    }
+
+    /// Parses TOML text; the error is the parser's message on one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| {
+            // toml's messages span several lines with a source excerpt; keep the gist.
+            err.message().trim().replace('\n', " ")
+        })
+    }
+
+    fn relative_to(self, base: &Path) -> Self {
+        let rebase = |path: PathBuf| {
+            if path.is_relative() {
+                base.join(path)
+            } else {
+                path
+            }
+        };
+        Self {
+            listen: self.listen,
+            target: self.target.map(rebase),
+            state_dir: self.state_dir.map(rebase),
+        }
+    }
+
+    /// These settings, with `overrides` taking precedence, completed.
+    pub fn resolve(self, overrides: PartialSettings) -> Result<Settings, ConfigError> {
+        let missing = |setting, flag| ConfigError::Missing { setting, flag };
+        Ok(Settings {
+            listen: overrides
+                .listen
+                .or(self.listen)
+                .ok_or(missing("listen", "listen"))?,
+            target: overrides
+                .target
+                .or(self.target)
+                .ok_or(missing("target", "target"))?,
+            state_dir: overrides
+                .state_dir
+                .or(self.state_dir)
+                .ok_or(missing("state_dir", "state-dir"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replicad.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7788\"\ntarget = \"disk.img\"\nstate_dir = \"/var/lib/replicad\"\n",
+        )
+        .unwrap();
+        let file = PartialSettings::load(&path).unwrap();
+        assert_eq!(file.target, Some(dir.path().join("disk.img")));
+        let settings = file
+            .resolve(PartialSettings {
+                listen: Some("127.0.0.1:9000".parse().unwrap()),
+                ..PartialSettings::default()
+            })
+            .unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.state_dir, PathBuf::from("/var/lib/replicad"));
+    }
+
+    #[test]
+    fn missing_settings_and_bad_files_are_explained() {
+        let err = PartialSettings::default()
+            .resolve(PartialSettings {
+                listen: Some("127.0.0.1:1".parse().unwrap()),
+                target: Some("t".into()),
+                state_dir: None,
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no state_dir given: use --state-dir or `state_dir` in the config file"
+        );
+        let err = PartialSettings::parse("listen = \"nonsense\"").unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(PartialSettings::parse("bogus = 1").is_err());
+        let err = PartialSettings::load(Path::new("/nonexistent/replicad.toml")).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("config file /nonexistent/replicad.toml: "));
+    }
+}

@@ -1,0 +1,189 @@
+//! Talking to `replicad` as a sender: handshake and streaming entries until acknowledged.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use arepl_core::wire::{FrameKind, Header};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedRead, FramedWrite};
+
+use super::workload::Op;
+use crate::codec::{Frame, FrameCodec};
+
+/// Where to send and as which volume.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `replicad`'s address.
+    pub addr: SocketAddr,
+    /// Volume name sent in `Hello`.
+    pub volume: String,
+    /// Volume size sent in `Hello`.
+    pub volume_size: u64,
+    /// `Hello`'s oldest held sequence (0: never completed a handshake).
+    pub oldest_seq: u64,
+    /// Bound on every wait for the server.
+    pub timeout: Duration,
+}
+
+/// The server's answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Greeting {
+    /// Accepted: stream from `durable_seq + 1`.
+    Welcome {
+        /// The receiver's durable sequence.
+        durable_seq: u64,
+        /// The receiver's view of the volume size.
+        volume_size: u64,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// What a completed stream did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamReport {
+    /// The receiver's durable sequence at the handshake.
+    pub welcome_seq: u64,
+    /// Entries sent.
+    pub sent: u64,
+    /// The last sequence sent (`welcome_seq` if none).
+    pub last_seq: u64,
+    /// The highest `Ack` received.
+    pub final_ack: u64,
+    /// `Ack` frames received.
+    pub acks: u64,
+}
+
+/// A framed connection to the server.
+pub type Connection = Framed<TcpStream, FrameCodec>;
+
+impl Peer {
+    /// Connects, within the timeout.
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.addr))
+            .await
+            .with_context(|| format!("connecting to {}: timed out", self.addr))?
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        Ok(Framed::new(stream, FrameCodec::new()))
+    }
+
+    /// The `Hello` frame for this peer with the given name.
+    pub fn hello_as(&self, name: &str) -> Frame {
+        Frame::with_payload(
+            Header::hello(self.oldest_seq, self.volume_size, name.as_bytes()),
+            Bytes::copy_from_slice(name.as_bytes()),
+        )
+    }
+
+    /// Sends `Hello` for `name` and reads the answer.
+    pub async fn handshake_as(
+        &self,
+        conn: &mut Connection,
+        name: &str,
+    ) -> anyhow::Result<Greeting> {
+        conn.send(self.hello_as(name)).await?;
+        let frame = tokio::time::timeout(self.timeout, conn.next())
+            .await
+            .context("no answer to Hello: timed out")?
+            .context("server closed the connection instead of answering Hello")??;
+        Ok(match frame.header.kind {
+            FrameKind::Welcome => Greeting::Welcome {
+                durable_seq: frame.header.seq,
+                volume_size: frame.header.offset,
+            },
+            FrameKind::Refuse => {
+                Greeting::Refused(String::from_utf8_lossy(&frame.payload).into_owned())
+            }
+            kind => bail!("server answered Hello with a {kind:?} frame"),
+        })
+    }
+
+    /// Connects and completes a handshake, failing unless welcomed. Returns the durable
+    /// sequence.
+    pub async fn open_session(&self) -> anyhow::Result<(Connection, u64)> {
+        let mut conn = self.connect().await?;
+        match self.handshake_as(&mut conn, &self.volume).await? {
+            Greeting::Welcome {
+                durable_seq,
+                volume_size,
+            } => {
+                if volume_size != self.volume_size {
+                    bail!(
+                        "welcomed with volume size {volume_size}, expected {}",
+                        self.volume_size
+                    );
+                }
+                Ok((conn, durable_seq))
+            }
+            Greeting::Refused(reason) => bail!("server refused the session: {reason}"),
+        }
+    }
+
+    /// Opens a session, sends `ops` with consecutive sequence numbers while reading
+    /// acknowledgements, and returns once the last one is acknowledged. Fails on an
+    /// acknowledgement that goes backwards or covers entries not sent yet, or when the
+    /// server closes first.
+    pub async fn stream(&self, ops: impl Iterator<Item = Op>) -> anyhow::Result<StreamReport> {
+        let (conn, welcome_seq) = self.open_session().await?;
+        let (read, write) = conn.into_inner().into_split();
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        let mut sink = FramedWrite::new(write, FrameCodec::new());
+        let highest_sent = Cell::new(welcome_seq);
+        let send_all = async {
+            for op in ops {
+                let seq = highest_sent.get() + 1;
+                sink.send(frame_for(seq, op)).await?;
+                highest_sent.set(seq);
+            }
+            anyhow::Ok(highest_sent.get())
+        };
+        let mut send_all = std::pin::pin!(send_all);
+        let mut last_seq = None;
+        let mut final_ack = welcome_seq;
+        let mut acks = 0;
+        while last_seq.is_none_or(|last| final_ack < last) {
+            tokio::select! {
+                sent = &mut send_all, if last_seq.is_none() => last_seq = Some(sent?),
+                frame = tokio::time::timeout(self.timeout, frames.next()) => {
+                    let frame = frame
+                        .with_context(|| format!("no Ack for {:?} after seq {final_ack}", self.timeout))?
+                        .with_context(|| format!("server closed the connection; last Ack {final_ack}"))??;
+                    if frame.header.kind != FrameKind::Ack {
+                        bail!("unexpected {:?} frame from the server", frame.header.kind);
+                    }
+                    let seq = frame.header.seq;
+                    if seq < final_ack || seq > highest_sent.get() {
+                        bail!("Ack {seq} out of order: previous {final_ack}, highest sent {}", highest_sent.get());
+                    }
+                    final_ack = seq;
+                    acks += 1;
+                }
+            }
+        }
+        let last_seq = last_seq.unwrap_or(welcome_seq);
+        Ok(StreamReport {
+            welcome_seq,
+            sent: last_seq - welcome_seq,
+            last_seq,
+            final_ack,
+            acks,
+        })
+    }
+}
+
+/// The frame carrying `op` as entry `seq`.
+pub fn frame_for(seq: u64, op: Op) -> Frame {
+    match op {
+        Op::Write { offset, data, fua } => {
+            Frame::with_payload(Header::write(seq, offset, &data, fua), data)
+        }
+        Op::Flush => Frame::bare(Header::flush(seq)),
+        Op::Discard { offset, len } => Frame::bare(Header::discard(seq, offset, len)),
+        Op::WriteZeroes { offset, len } => Frame::bare(Header::write_zeroes(seq, offset, len)),
+    }
+}

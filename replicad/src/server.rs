@@ -1,0 +1,97 @@
+//! The accept loop: serves connections until shutdown, then waits for them to finish.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::connection::{self, Shared};
+use crate::replica::{Replica, ReplicaError};
+use crate::state::ReplicaState;
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The target or state directory is unusable.
+    #[error("{0}")]
+    Replica(#[from] ReplicaError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// A bound server with its replica open.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    replica: Replica,
+}
+
+impl Server {
+    /// Opens the target and state, then binds the listen address.
+    pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let replica = Replica::open(&settings.target, &settings.state_dir)?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: settings.listen,
+                    source,
+                })?;
+        Ok(Self { listener, replica })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The replica's state before serving.
+    pub fn state(&self) -> &ReplicaState {
+        self.replica.state()
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets every session finish its batch and
+    /// returns the final persisted state.
+    pub async fn run(self, shutdown: CancellationToken) -> ReplicaState {
+        let Self { listener, replica } = self;
+        let shared = Arc::new(Shared::new(replica, shutdown.clone()));
+        let connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    // Acks are small and latency-bound.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY on {peer}: {err}");
+                    }
+                    tracing::info!("connection from {peer}");
+                    connections.spawn(connection::serve(stream, peer, shared.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(listener);
+        connections.close();
+        connections.wait().await;
+        let state = shared.replica().await.state().clone();
+        state
+    }
+}
