@@ -116,8 +116,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Err(err @ ConnectionError::Replica(_)) => {
             tracing::error!("dropping connection from {peer}: {err}")
         }
-        // A broken link is not bad input: the sender reconnects and resends.
-        Err(ConnectionError::Codec(err @ (CodecError::Io(_) | CodecError::Truncated { .. }))) => {
+        // A broken link is not bad input: the sender reconnects and resends. The error
+        // kind alone ("connection reset") says it without an alarming "os error" text.
+        Err(ConnectionError::Codec(CodecError::Io(err))) => {
+            tracing::info!("connection from {peer} lost: {}", err.kind())
+        }
+        Err(ConnectionError::Codec(err @ CodecError::Truncated { .. })) => {
             tracing::info!("connection from {peer} lost: {err}")
         }
         Err(err) => tracing::warn!("dropping connection from {peer}: {err}"),
