@@ -132,30 +132,55 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, Connectio
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, FrameCodec::new());
     let mut sink = FramedWrite::new(write, FrameCodec::new());
+    match handshake(&mut frames, &mut sink, shared).await? {
+        Handshake::Ended(end) => Ok(end),
+        Handshake::Welcomed(session) => stream_entries(frames, sink, shared, session).await,
+    }
+}
 
+/// A sender welcomed into a session, holding the replica.
+struct Session {
+    replica: OwnedMutexGuard<Replica>,
+    durable_seq: u64,
+    volume_size: u64,
+    cancel: CancellationToken,
+}
+
+enum Handshake {
+    Welcomed(Session),
+    Ended(SessionEnd),
+}
+
+/// Reads `Hello`, takes over from any active session, checks it against the state and
+/// answers `Welcome`.
+async fn handshake(
+    frames: &mut FrameReader,
+    sink: &mut FrameWriter,
+    shared: &Shared,
+) -> Result<Handshake, ConnectionError> {
     let first = tokio::select! {
-        _ = shared.shutdown.cancelled() => return Ok(SessionEnd::ShuttingDown),
+        _ = shared.shutdown.cancelled() => return Ok(Handshake::Ended(SessionEnd::ShuttingDown)),
         first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => {
             first.map_err(|_| ConnectionError::HelloTimeout(HELLO_TIMEOUT))?
         }
     };
     let Some(first) = first else {
-        return Ok(SessionEnd::ClosedBeforeHello);
+        return Ok(Handshake::Ended(SessionEnd::ClosedBeforeHello));
     };
     let first = first?;
     let hello = match Hello::from_frame(&first) {
         None => return Err(ProtocolError::ExpectedHello(first.header.kind).into()),
-        Some(Err(refusal)) => return refuse(&mut sink, refusal).await,
+        Some(Err(refusal)) => return refuse(sink, refusal).await,
         Some(Ok(hello)) => hello,
     };
     let known = shared.identity().clone();
     if let Err(refusal) = handshake::check_identity(&hello, known.as_ref()) {
-        return refuse(&mut sink, refusal).await;
+        return refuse(sink, refusal).await;
     }
 
     let cancel = shared.sessions.take_over(&shared.shutdown);
     let replica = tokio::select! {
-        _ = cancel.cancelled() => return Ok(cancelled(shared)),
+        _ = cancel.cancelled() => return Ok(Handshake::Ended(cancelled(shared))),
         replica = shared.replica.clone().lock_owned() => replica,
     };
     let identity = hello.identity.clone();
@@ -169,7 +194,7 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, Connectio
     .await;
     let durable_seq = match admitted? {
         Ok(durable_seq) => durable_seq,
-        Err(refusal) => return refuse(&mut sink, refusal).await,
+        Err(refusal) => return refuse(sink, refusal).await,
     };
     *shared.identity() = Some(identity.clone());
     sink.send(Frame::bare(Header::welcome(durable_seq, identity.size)))
@@ -179,7 +204,28 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, Connectio
         identity.name,
         identity.size
     );
+    Ok(Handshake::Welcomed(Session {
+        replica,
+        durable_seq,
+        volume_size: identity.size,
+        cancel,
+    }))
+}
 
+/// Runs a welcomed session: entries go to the applier on a blocking thread, durable
+/// sequences come back as acks. Ends with reading; the applier then finishes its batch.
+async fn stream_entries(
+    mut frames: FrameReader,
+    sink: FrameWriter,
+    shared: &Shared,
+    session: Session,
+) -> Result<SessionEnd, ConnectionError> {
+    let Session {
+        replica,
+        durable_seq,
+        volume_size,
+        cancel,
+    } = session;
     let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE);
     let (durable_tx, durable_rx) = watch::channel(durable_seq);
     let applier = tokio::task::spawn_blocking(move || {
@@ -187,7 +233,7 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, Connectio
         applier::run(&mut replica, entry_rx, &durable_tx)
     });
     let mut acks = tokio::spawn(send_acks(sink, durable_rx));
-    let sequencer = Sequencer::new(durable_seq, identity.size);
+    let sequencer = Sequencer::new(durable_seq, volume_size);
     let reading = forward_entries(&mut frames, sequencer, entry_tx, &cancel, shared).await;
     let applied = join(applier).await;
     // A sender that stopped reading must not hold the connection (and shutdown) open.
@@ -265,7 +311,7 @@ async fn send_acks(
     }
 }
 
-async fn refuse(sink: &mut FrameWriter, refusal: Refusal) -> Result<SessionEnd, ConnectionError> {
+async fn refuse(sink: &mut FrameWriter, refusal: Refusal) -> Result<Handshake, ConnectionError> {
     let reason = bytes::Bytes::copy_from_slice(refusal.wire_reason());
     // The sender may already be gone; the refusal is logged either way.
     let _ = sink

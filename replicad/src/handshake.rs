@@ -104,7 +104,7 @@ pub fn admit(hello: &Hello, state: &ReplicaState, target_len: u64) -> Result<Adm
         )));
     }
     let durable = state.durable_seq;
-    if hello.oldest_seq != 0 && hello.oldest_seq > durable + 1 {
+    if hello.oldest_seq != 0 && hello.oldest_seq > durable.saturating_add(1) {
         return Err(Refusal::new(format!(
             "sequence gap: receiver durable at {durable}, sender's oldest held entry is {}",
             hello.oldest_seq

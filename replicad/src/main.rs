@@ -125,6 +125,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             tracing::info!("{name}: shutting down");
             on_signal.cancel();
+            // Shutdown waits for the target to sync; a second signal stops waiting. The
+            // state file is crash-safe, so this loses no acknowledged entry.
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            tracing::warn!("{name} again: exiting without waiting for sessions to finish");
+            std::process::exit(1);
         });
         let state = server.run(shutdown).await;
         tracing::info!("stopped; durable seq {}", state.durable_seq);

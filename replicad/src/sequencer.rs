@@ -63,7 +63,7 @@ impl Sequencer {
     /// A session that resumes after `durable_seq` on a volume of `volume_size` bytes.
     pub fn new(durable_seq: u64, volume_size: u64) -> Self {
         Self {
-            next_seq: durable_seq + 1,
+            next_seq: durable_seq.saturating_add(1),
             volume_size,
         }
     }
