@@ -48,7 +48,7 @@ pub enum CodecError {
         buffered: usize,
     },
     /// Reading or writing the socket failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 

@@ -57,7 +57,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A required setting is missing everywhere.
-    #[error("no {setting} given: use --{flag} or `{setting}` in the config file")]
+    #[error("missing {setting}: use --{flag} or `{setting}` in the config file")]
     Missing {
         /// The setting's name in the file.
         setting: &'static str,
@@ -160,7 +160,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "no state_dir given: use --state-dir or `state_dir` in the config file"
+            "missing state_dir: use --state-dir or `state_dir` in the config file"
         );
         let err = PartialSettings::parse("listen = \"nonsense\"").unwrap_err();
         assert!(!err.contains('\n'), "{err}");

@@ -73,7 +73,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("replicad: {err:#}");
+            // Every error here says all in its own message; its sources would repeat it.
+            eprintln!("replicad: {err}");
             ExitCode::FAILURE
         }
     }

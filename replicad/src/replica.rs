@@ -13,10 +13,10 @@ use crate::volume::Volume;
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
     /// The target failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Target(#[from] io::Error),
     /// The state directory failed.
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] StateError),
 }
 

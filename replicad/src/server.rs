@@ -18,7 +18,7 @@ use crate::state::ReplicaState;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The target or state directory is unusable.
-    #[error("{0}")]
+    #[error(transparent)]
     Replica(#[from] ReplicaError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]

@@ -21,8 +21,8 @@
 //! | 97..508 | zero |
 //! | 508..512 | CRC-32C of bytes 0..508 |
 //!
-//! The open store holds an exclusive `flock` on the file, so two daemons cannot share a
-//! state directory.
+//! The open store holds an exclusive `flock` on the state directory, so two daemons
+//! cannot share one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
@@ -82,7 +82,15 @@ pub enum StateError {
         /// What went wrong.
         source: io::Error,
     },
-    /// The state directory is missing or not a directory.
+    /// The state directory cannot be used.
+    #[error("state directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The state directory is not a directory.
     #[error("state directory {0} is not a directory")]
     NotADirectory(PathBuf),
     /// The state file has the wrong size.
@@ -97,7 +105,7 @@ pub enum StateError {
     #[error("state file {0} has no valid slot; refusing to guess the durable sequence")]
     NoValidSlot(PathBuf),
     /// Another process holds the state directory.
-    #[error("state file {0} is locked by another replicad")]
+    #[error("state directory {0} is in use by another replicad")]
     Locked(PathBuf),
 }
 
@@ -111,7 +119,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 /// The open, locked state file.
 #[derive(Debug)]
 pub struct StateStore {
-    file: Flock<File>,
+    file: File,
+    _lock: Flock<File>,
     path: PathBuf,
     generation: u64,
     state: ReplicaState,
@@ -122,6 +131,9 @@ impl StateStore {
     /// if there is none yet.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
         check_dir(dir)?;
+        // Locking the directory before looking for the file keeps two daemons from both
+        // creating it.
+        let lock = lock_dir(dir)?;
         let path = dir.join(STATE_FILE_NAME);
         if !path.exists() {
             create_fresh(dir, &path)?;
@@ -131,16 +143,6 @@ impl StateStore {
             .write(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-            if errno == nix::errno::Errno::EWOULDBLOCK {
-                StateError::Locked(path.clone())
-            } else {
-                StateError::Io {
-                    path: path.clone(),
-                    source: errno.into(),
-                }
-            }
-        })?;
         let snapshot = read_file(&file, &path)?;
         for slot in &snapshot.corrupt_slots {
             tracing::warn!(
@@ -151,6 +153,7 @@ impl StateStore {
         }
         Ok(Self {
             file,
+            _lock: lock,
             path,
             generation: snapshot.generation,
             state: snapshot.state,
@@ -194,8 +197,22 @@ pub fn inspect(dir: &Path) -> Result<Option<StateSnapshot>, StateError> {
     read_file(&file, &path).map(Some)
 }
 
+fn lock_dir(dir: &Path) -> Result<Flock<File>, StateError> {
+    let handle = File::open(dir).map_err(io_error(dir))?;
+    Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            StateError::Locked(dir.to_path_buf())
+        } else {
+            io_error(dir)(errno.into())
+        }
+    })
+}
+
 fn check_dir(dir: &Path) -> Result<(), StateError> {
-    let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
+    let meta = std::fs::metadata(dir).map_err(|source| StateError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     if meta.is_dir() {
         Ok(())
     } else {
@@ -405,10 +422,8 @@ mod tests {
             "{err}"
         );
         let missing = dir.path().join("missing");
-        assert!(matches!(
-            StateStore::open(&missing),
-            Err(StateError::Io { .. })
-        ));
+        let err = StateStore::open(&missing).unwrap_err();
+        assert!(err.to_string().starts_with("state directory "), "{err}");
         let file = dir.path().join(STATE_FILE_NAME);
         assert!(matches!(
             StateStore::open(&file),

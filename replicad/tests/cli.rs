@@ -176,7 +176,7 @@ fn startup_errors_are_one_clear_line() {
         ),
         (
             vec!["--target", &target, "--state-dir", &state],
-            "no listen given",
+            "missing listen: use --listen",
         ),
         (vec!["--config", &missing], "config file"),
     ];
