@@ -1,9 +1,17 @@
 //! `replicad`: the receiving side of dm-arepl on the disaster-recovery host, and the
 //! `arepl-send` test client.
 //!
-//! Receiver: [`server`] accepts links, [`connection`] runs one of them (handshake, then
-//! reading and validating entries), [`applier`] applies entries in order and makes them
-//! durable in groups, [`replica`] ties the [`volume`] (the target) to the [`state`] file.
+//! Receiver, outside in:
+//! - [`server`]: accept loop and shutdown;
+//! - [`connection`]: one link, handshake then entry streaming, `Ack`s back;
+//! - [`takeover`]: one active session; a new welcomed `Hello` takes over the old one;
+//! - [`handshake`]: whether a `Hello` may start a session;
+//! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks;
+//!   [`entry`]: the validated result;
+//! - [`applier`]: in-order apply and group commit; [`replica`]: target plus state;
+//!   [`volume`]: the target; [`state`]: the crash-safe durable sequence and identity;
+//! - [`config`]: command line and TOML settings.
+//!
 //! The client side lives in [`sender`].
 
 pub mod applier;

@@ -22,6 +22,8 @@ use tracing_subscriber::EnvFilter;
     long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
         Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
         `replicad --config FILE` (TOML with listen, target, state_dir; flags override it). \
+        One session at a time: a new sender for the same volume takes over from the active \
+        one. SIGTERM or SIGINT makes applied entries durable and exits. \
         Logs go to stderr; RUST_LOG filters them (default: info).",
     args_conflicts_with_subcommands = true
 )]
