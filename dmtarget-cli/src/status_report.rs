@@ -1,21 +1,19 @@
-//! Human-readable rendering of arepl status lines.
+//! Human-readable rendering of arepl status lines, one row per device.
 
 use std::fmt::Write;
 
 use arepl_core::status::Status;
 
-/// One row per device from `name: start len arepl key=value...` lines.
+const HEADER: [&str; 9] = [
+    "NAME", "MODE", "LINK", "QUEUED", "QUEUE-MiB", "QUEUE%", "LAG-ms", "ACKED-SEQ", "ERRORS",
+];
+
+/// A table from `name: start len arepl key=value...` lines.
 pub fn render(lines: &[String]) -> Result<String, String> {
-    let mut out = String::new();
     if lines.is_empty() {
         return Ok("no arepl devices\n".into());
     }
-    writeln!(
-        out,
-        "{:<20} {:<12} {:>10} {:>10} {:>8} {:>8}",
-        "NAME", "MODE", "READS", "WRITES", "FLUSHES", "DISCARDS"
-    )
-    .unwrap();
+    let mut rows = vec![HEADER.map(String::from)];
     for line in lines {
         let (name, rest) = line
             .split_once(": ")
@@ -25,17 +23,42 @@ pub fn render(lines: &[String]) -> Result<String, String> {
             .nth(3)
             .ok_or_else(|| format!("status line of {name} has no arepl fields: '{rest}'"))?;
         let status = Status::parse(fields).map_err(|err| format!("{name}: {err}"))?;
-        writeln!(
-            out,
-            "{:<20} {:<12} {:>10} {:>10} {:>8} {:>8}",
-            name,
-            status.mode.as_str(),
-            status.reads,
-            status.writes,
-            status.flushes,
-            status.discards
-        )
-        .unwrap();
+        let c = status.counters;
+        let percent = if c.capacity_bytes == 0 {
+            0.0
+        } else {
+            100.0 * c.queued_bytes as f64 / c.capacity_bytes as f64
+        };
+        rows.push([
+            name.to_string(),
+            status.mode.as_str().to_string(),
+            status.link.as_str().to_string(),
+            c.queued.to_string(),
+            format!("{:.1}", c.queued_bytes as f64 / f64::from(1 << 20)),
+            format!("{percent:.0}"),
+            c.lag_ms.to_string(),
+            c.acked_seq.to_string(),
+            format!("w{}/l{}", c.write_errors, c.link_errors),
+        ]);
+    }
+    let widths: Vec<usize> = (0..HEADER.len())
+        .map(|col| rows.iter().map(|row| row[col].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(col, (cell, width))| {
+                if col < 3 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end()).expect("writing to a String");
     }
     Ok(out)
 }
@@ -44,23 +67,27 @@ pub fn render(lines: &[String]) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    const LINE: &str = "db: 0 2048 arepl mode=replicating link=connected reads=1 writes=2 \
+        flushes=3 discards=4 queued=5 queued_bytes=1048576 capacity_bytes=4194304 sent_seq=9 \
+        acked_seq=8 lag_ms=12 write_errors=0 link_errors=1 connects=1";
+
     #[test]
-    fn renders_one_row_per_device() {
-        let lines = vec![
-            "db: 0 2048 arepl mode=passthrough reads=1 writes=2 flushes=3 discards=4".to_string(),
-        ];
-        let text = render(&lines).unwrap();
+    fn renders_one_aligned_row_per_device() {
+        let text = render(&[LINE.to_string(), LINE.replace("db:", "longer-name:")]).unwrap();
         let rows: Vec<&str> = text.lines().collect();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert_eq!(
             rows[1].split_whitespace().collect::<Vec<_>>(),
-            ["db", "passthrough", "1", "2", "3", "4"]
+            ["db", "replicating", "connected", "5", "1.0", "25", "12", "8", "w0/l1"]
         );
+        let link_column = rows[0].find("LINK").unwrap();
+        assert_eq!(rows[1].find("connected"), Some(link_column));
+        assert_eq!(rows[2].find("connected"), Some(link_column));
     }
 
     #[test]
     fn rejects_garbage() {
-        let err = render(&["db: 0 2048 arepl mode=passthrough".to_string()]).unwrap_err();
+        let err = render(&["db: 0 2048 arepl mode=replicating".to_string()]).unwrap_err();
         assert_eq!(err, "db: status line lacks key reads");
     }
 }
