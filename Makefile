@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Scenario filter for the VM suite, e.g. `make vm-test ONLY=bad-tables`.
 ONLY ?=
 
-.PHONY: all deps kernel module userspace check cargo-test vm-test test demo clean
+.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench clean
 
 all: module userspace
 
@@ -41,6 +41,9 @@ test: check cargo-test vm-test
 
 demo: module userspace
 	scripts/demo.sh
+
+bench: module userspace
+	scripts/bench.sh
 
 clean:
 	$(CARGO) clean

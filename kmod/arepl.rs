@@ -25,6 +25,8 @@ mod target;
 pub mod crc32c;
 #[path = "../arepl-core/src/fifo.rs"]
 pub mod fifo;
+#[path = "../arepl-core/src/inflight.rs"]
+pub mod inflight;
 #[path = "../arepl-core/src/status.rs"]
 pub mod status;
 #[path = "../arepl-core/src/table.rs"]

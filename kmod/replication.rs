@@ -12,11 +12,15 @@ use kernel::time::Ktime;
 
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
+use crate::inflight::InFlight;
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
 use crate::status::{Counters, LinkState};
 use crate::sync::IrqSpinLock;
 use crate::table::{ReplicationConfig, VolumeName};
+
+/// Local writes in flight at once, at most; more wait (block queues hold far fewer).
+const MAX_WRITES_IN_FLIGHT: usize = 1024;
 
 /// Everything under the queue lock.
 pub(crate) struct QueueState {
@@ -44,6 +48,12 @@ pub(crate) struct Replication {
     /// Signalled when entries join the FIFO or the link changes; the sender waits on it.
     #[pin]
     pub(crate) work: CondVar,
+    /// Ranges of writes in flight on the local device.
+    #[pin]
+    inflight: IrqSpinLock<InFlight<MAX_WRITES_IN_FLIGHT>>,
+    /// Signalled when a range leaves `inflight`.
+    #[pin]
+    range_freed: CondVar,
     pub(crate) net: NetNamespace,
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
@@ -75,6 +85,8 @@ impl Replication {
                 ),
                 space_freed <- new_condvar!("arepl_space"),
                 work <- new_condvar!("arepl_work"),
+                inflight <- new_irq_spinlock!(InFlight::new(), "arepl_inflight"),
+                range_freed <- new_condvar!("arepl_range"),
                 net: NetNamespace::current(),
                 links: [Some(config.primary), config.backup],
                 volume,
@@ -82,6 +94,24 @@ impl Replication {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Claims the byte range `[start, end)` for a write about to be issued, waiting while
+    /// an overlapping write is in flight.
+    pub(crate) fn begin_range(&self, start: u64, end: u64) -> usize {
+        let mut inflight = self.inflight.lock();
+        loop {
+            if let Some(slot) = inflight.try_insert(start, end) {
+                return slot;
+            }
+            self.range_freed.wait(&mut inflight);
+        }
+    }
+
+    /// Releases a range claimed by `begin_range`; may run in interrupt context.
+    pub(crate) fn end_range(&self, slot: usize) {
+        self.inflight.lock().remove(slot);
+        self.range_freed.notify_all();
     }
 
     /// Reserves budget for an entry costing `cost` bytes, waiting while the queue is full.

@@ -59,12 +59,15 @@ impl BioCounters {
 pub(crate) struct PendingEntries {
     entries: [Option<Arc<Entry>>; 2],
     cost: u64,
+    /// Slot of the bio's byte range in the in-flight table.
+    range: Option<usize>,
 }
 
 impl PendingEntries {
     const NONE: Self = Self {
         entries: [None, None],
         cost: 0,
+        range: None,
     };
 }
 
@@ -74,6 +77,13 @@ impl Arepl {
     /// than fail, when memory is short.
     fn prepare_entries(&self, bio: &Bio<'_>, kind: BioKind) -> PendingEntries {
         let _noio = NoIoScope::enter();
+        let range = match kind {
+            BioKind::Write | BioKind::Discard | BioKind::WriteZeroes if bio.size() > 0 => {
+                let start = bio.target_offset_bytes();
+                Some(self.replication.begin_range(start, start + u64::from(bio.size())))
+            }
+            _ => None,
+        };
         let flush_cost = crate::fifo::Budget::cost(0);
         let cost = match kind {
             BioKind::Write => {
@@ -103,7 +113,11 @@ impl Arepl {
                 ],
                 BioKind::Read | BioKind::Other => [None, None],
             };
-            Ok(PendingEntries { entries, cost })
+            Ok(PendingEntries {
+                entries,
+                cost,
+                range,
+            })
         };
         loop {
             match build() {
@@ -215,6 +229,10 @@ impl Target for Arepl {
             drop(pending.entries);
         } else {
             self.replication.enqueue(pending.entries);
+        }
+        // Only now may an overlapping write start: its entry must queue after this one.
+        if let Some(slot) = pending.range {
+            self.replication.end_range(slot);
         }
     }
 

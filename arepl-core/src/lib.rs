@@ -8,6 +8,7 @@
 
 pub mod crc32c;
 pub mod fifo;
+pub mod inflight;
 pub mod status;
 pub mod table;
 pub mod wire;

@@ -233,7 +233,9 @@ mod tests {
                 value: "warp"
             })
         );
-        let negative = SAMPLE.to_string().replace("writes=1099511627776", "writes=-1");
+        let negative = SAMPLE
+            .to_string()
+            .replace("writes=1099511627776", "writes=-1");
         assert_eq!(
             Status::parse(&negative),
             Err(StatusError::BadValue {
@@ -242,6 +244,9 @@ mod tests {
             })
         );
         let missing = SAMPLE.to_string().replace(" connects=3", "");
-        assert_eq!(Status::parse(&missing), Err(StatusError::Missing("connects")));
+        assert_eq!(
+            Status::parse(&missing),
+            Err(StatusError::Missing("connects"))
+        );
     }
 }

@@ -5,7 +5,15 @@ use std::fmt::Write;
 use arepl_core::status::Status;
 
 const HEADER: [&str; 9] = [
-    "NAME", "MODE", "LINK", "QUEUED", "QUEUE-MiB", "QUEUE%", "LAG-ms", "ACKED-SEQ", "ERRORS",
+    "NAME",
+    "MODE",
+    "LINK",
+    "QUEUED",
+    "QUEUE-MiB",
+    "QUEUE%",
+    "LAG-ms",
+    "ACKED-SEQ",
+    "ERRORS",
 ];
 
 /// A table from `name: start len arepl key=value...` lines.
@@ -78,7 +86,17 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(
             rows[1].split_whitespace().collect::<Vec<_>>(),
-            ["db", "replicating", "connected", "5", "1.0", "25", "12", "8", "w0/l1"]
+            [
+                "db",
+                "replicating",
+                "connected",
+                "5",
+                "1.0",
+                "25",
+                "12",
+                "8",
+                "w0/l1"
+            ]
         );
         let link_column = rows[0].find("LINK").unwrap();
         assert_eq!(rows[1].find("connected"), Some(link_column));

@@ -13,6 +13,22 @@ fail() {
     exit 1
 }
 
+# A failed scenario must not leave receivers or devices behind for the next one.
+cleanup_after_failure() {
+    local rc=$? pidfile name
+    ((rc == 0)) && return 0
+    for pidfile in /tmp/state-*/replicad.pid; do
+        [[ -f $pidfile ]] && kill -9 "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
+    done
+    ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
+    for name in $(dmsetup ls --target arepl 2>/dev/null | awk '$1 != "No" {print $1}'); do
+        echo "cleanup: removing $name (waits for the queue to drain, at most 30 s)" >&2
+        dmsetup remove "$name" || true
+    done
+    return "$rc"
+}
+trap cleanup_after_failure EXIT
+
 note() { echo "--- $*"; }
 
 # The guest device of the virtio disk with serial $1 (scripts/vm-run.sh names them).
