@@ -11,7 +11,8 @@ log=$(mktemp "${TMPDIR:-/tmp}/arepl-vm-test.XXXXXX.log")
 log "guest output goes to $log"
 
 set +e
-"$REPO_ROOT/scripts/vm-run.sh" --disk-mb 320 --disk-mb 320 --disk-mb 64 -- \
+# The whole VM run is bounded too, so CI ends with a verdict even if the guest hangs.
+timeout --kill-after=30 3000 "$REPO_ROOT/scripts/vm-run.sh" --disk-mb 320 --disk-mb 320 --disk-mb 64 -- \
     env AREPL_ONLY="$only" "$REPO_ROOT/tests/vm/run.sh" 2>&1 | tr -d '\r' | tee "$log"
 vm_rc=${PIPESTATUS[0]}
 set -e

@@ -19,8 +19,10 @@ logdir=$(mktemp -d)
 for file in "${scenarios[@]}"; do
     name=$(basename "$file" .sh)
     start=$SECONDS
-    bash "$file" >"$logdir/$name.log" 2>&1
+    # A hung scenario must fail, not stall the suite.
+    timeout --kill-after=10 "${AREPL_SCENARIO_TIMEOUT:-600}" bash "$file" >"$logdir/$name.log" 2>&1
     rc=$?
+    ((rc == 124)) && echo "scenario timed out" >>"$logdir/$name.log"
     sed "s/^/  [$name] /" "$logdir/$name.log"
     verdict=PASS
     ((rc == 0)) || verdict=FAIL
