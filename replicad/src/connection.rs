@@ -1,5 +1,10 @@
 //! One replication link: handshake, then reading and validating entries for the applier
 //! while durable sequences flow back as `Ack` frames.
+//!
+//! The reader admits every frame through the [`Sequencer`]: entries go to the applier,
+//! entries already applied (a sender resending after a reconnect) are skipped, and each
+//! `Ping` asks the ack task for an immediate `Ack` of the current durable sequence. Pings
+//! never reach the applier, so they change neither the order nor the group commits.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -17,7 +22,7 @@ use crate::applier::{self, Queued};
 use crate::codec::{CodecError, Frame, FrameCodec};
 use crate::handshake::{self, Admission, Hello, Refusal};
 use crate::replica::{Replica, ReplicaError};
-use crate::sequencer::{ProtocolError, Sequencer};
+use crate::sequencer::{Admitted, ProtocolError, Sequencer};
 use crate::state::VolumeIdentity;
 use crate::takeover::SessionSlot;
 
@@ -31,6 +36,9 @@ const ENTRY_QUEUE: usize = 1024;
 /// Payload bytes waiting for the applier; at least one largest write.
 const QUEUE_BYTES: u32 = 64 << 20;
 const _: () = assert!(QUEUE_BYTES >= arepl_core::wire::MAX_WRITE_PAYLOAD);
+/// Pings read but not answered yet. A sender that pings without reading the answers is
+/// held back by this, like one that streams without reading acks.
+const PING_QUEUE: usize = 64;
 
 type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
 type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
@@ -153,6 +161,11 @@ enum Handshake {
 
 /// Reads `Hello`, takes over from any active session, checks it against the state and
 /// answers `Welcome`.
+///
+/// The `Welcome` carries the state's durable sequence, read only once this session holds
+/// the replica. A session taken over gives the replica up only after its applier made
+/// everything it applied durable (see [`crate::takeover`]), so the `Welcome` covers all
+/// the old session applied and the sender resends exactly what is missing.
 async fn handshake(
     frames: &mut FrameReader,
     sink: &mut FrameWriter,
@@ -227,14 +240,35 @@ async fn stream_entries(
         cancel,
     } = session;
     let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE);
+    // Until the first commit of this session, the durable sequence is the welcomed one.
     let (durable_tx, durable_rx) = watch::channel(durable_seq);
+    let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
     let applier = tokio::task::spawn_blocking(move || {
         let mut replica = replica;
         applier::run(&mut replica, entry_rx, &durable_tx)
     });
-    let mut acks = tokio::spawn(send_acks(sink, durable_rx));
+    let mut acks = tokio::spawn(send_acks(sink, durable_rx, ping_rx));
+    // Nothing past the welcomed sequence is applied, so it is where the session resumes.
     let sequencer = Sequencer::new(durable_seq, volume_size);
-    let reading = forward_entries(&mut frames, sequencer, entry_tx, &cancel, shared).await;
+    let mut skipped = Skipped::default();
+    let reading = forward_entries(
+        &mut frames,
+        sequencer,
+        Outlets {
+            entries: entry_tx,
+            pings: ping_tx,
+        },
+        &mut skipped,
+        &cancel,
+        shared,
+    )
+    .await;
+    if let Some((first, last)) = skipped.range {
+        tracing::info!(
+            "skipped {} already applied entries (seq {first} to {last}) resent by the sender",
+            skipped.count
+        );
+    }
     let applied = join(applier).await;
     // A sender that stopped reading must not hold the connection (and shutdown) open.
     // Acks fail only when the sender is gone, which reading already tells.
@@ -254,15 +288,42 @@ async fn stream_entries(
     reading
 }
 
+/// Where admitted frames go.
+struct Outlets {
+    /// Entries to apply.
+    entries: mpsc::Sender<Queued>,
+    /// One item per `Ping` to answer.
+    pings: mpsc::Sender<()>,
+}
+
+/// Duplicates skipped in a session, for one log line at its end.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: u64,
+    range: Option<(u64, u64)>,
+}
+
+impl Skipped {
+    fn note(&mut self, seq: u64) {
+        self.count += 1;
+        self.range = Some(match self.range {
+            None => (seq, seq),
+            Some((first, last)) => (first.min(seq), last.max(seq)),
+        });
+    }
+}
+
 /// Reads, validates and queues entries until the session ends. Returns on the first bad
-/// frame, which is never queued.
+/// frame, which is never queued; skips entries already applied; passes pings on.
 async fn forward_entries(
     frames: &mut FrameReader,
     mut sequencer: Sequencer,
-    entries: mpsc::Sender<Queued>,
+    outlets: Outlets,
+    skipped: &mut Skipped,
     cancel: &CancellationToken,
     shared: &Shared,
 ) -> Result<SessionEnd, ConnectionError> {
+    let Outlets { entries, pings } = outlets;
     let budget = Arc::new(Semaphore::new(QUEUE_BYTES as usize));
     loop {
         let frame = tokio::select! {
@@ -275,7 +336,24 @@ async fn forward_entries(
         };
         let frame = frame?;
         let cost = frame.payload.len().max(1) as u32;
-        let entry = sequencer.admit(frame)?;
+        let entry = match sequencer.admit(frame)? {
+            Admitted::Apply(entry) => entry,
+            Admitted::Duplicate { seq, applied } => {
+                tracing::debug!("skipping seq {seq}: already applied up to seq {applied}");
+                skipped.note(seq);
+                continue;
+            }
+            Admitted::Ping => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(cancelled(shared)),
+                    // Fails only once the ack task is gone, i.e. the link cannot be
+                    // written; reading then ends too.
+                    _ = pings.send(()) => {}
+                }
+                continue;
+            }
+        };
         let queued = async {
             let permit = budget.clone().acquire_many_owned(cost).await;
             let permit = permit.expect("the budget is never closed");
@@ -292,21 +370,40 @@ async fn forward_entries(
 }
 
 /// Sends an `Ack` for every durable sequence published, coalescing those that come
-/// faster than the link takes them, and the last one before the applier stops.
+/// faster than the link takes them, and the last one before the applier stops. Answers
+/// each ping with an `Ack` of the durable sequence right away, repeating the last one if
+/// nothing new is durable. Acks never go backwards: the durable sequence only grows.
 async fn send_acks(
     mut sink: FrameWriter,
     mut durable: watch::Receiver<u64>,
+    mut pings: mpsc::Receiver<()>,
 ) -> Result<(), CodecError> {
     let mut acked = *durable.borrow_and_update();
+    let mut pinging = true;
     loop {
-        let closed = durable.changed().await.is_err();
-        let seq = *durable.borrow_and_update();
-        if seq > acked {
-            sink.send(Frame::bare(Header::ack(seq))).await?;
-            acked = seq;
-        }
-        if closed {
-            return Ok(());
+        tokio::select! {
+            // Pings first, so none queued is left unanswered when the applier stops. This
+            // holds back no acknowledgement: each answer carries the latest durable seq.
+            biased;
+            ping = pings.recv(), if pinging => match ping {
+                Some(()) => {
+                    acked = acked.max(*durable.borrow_and_update());
+                    sink.send(Frame::bare(Header::ack(acked))).await?;
+                }
+                // The reader is done; the applier's last sequence is still to come.
+                None => pinging = false,
+            },
+            changed = durable.changed() => {
+                let closed = changed.is_err();
+                let seq = *durable.borrow_and_update();
+                if seq > acked {
+                    sink.send(Frame::bare(Header::ack(seq))).await?;
+                    acked = seq;
+                }
+                if closed {
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -347,5 +444,208 @@ async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
         Ok(value) => value,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         Err(err) => panic!("task cancelled while a connection awaited it: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sender::client::{Connection, Peer};
+    use crate::state::VolumeIdentity;
+    use arepl_core::table::VolumeName;
+    use arepl_core::wire::FrameKind;
+    use tokio::net::TcpListener;
+
+    const VOLUME_SIZE: u64 = 1 << 20;
+    const WAIT: Duration = Duration::from_secs(20);
+
+    /// A receiver for volume "vol", durable at `durable_seq`, serving one connection with
+    /// [`run`] so a test sees how it ended.
+    struct OneShot {
+        peer: Peer,
+        served: tokio::task::JoinHandle<Result<SessionEnd, ConnectionError>>,
+        shared: Arc<Shared>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn one_shot(durable_seq: u64) -> OneShot {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, vec![0u8; VOLUME_SIZE as usize]).unwrap();
+        let mut replica = Replica::open(&target, dir.path()).unwrap();
+        replica
+            .record_identity(VolumeIdentity {
+                name: VolumeName::new("vol").unwrap(),
+                size: VOLUME_SIZE,
+            })
+            .unwrap();
+        if durable_seq > 0 {
+            replica.make_durable(durable_seq).unwrap();
+        }
+        let shared = Arc::new(Shared::new(replica, CancellationToken::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = shared.clone();
+        let served = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            run(stream, &serving).await
+        });
+        OneShot {
+            peer: Peer {
+                addr,
+                volume: "vol".to_string(),
+                volume_size: VOLUME_SIZE,
+                oldest_seq: 0,
+                timeout: WAIT,
+            },
+            served,
+            shared,
+            _dir: dir,
+        }
+    }
+
+    async fn next_frame(conn: &mut Connection) -> Frame {
+        tokio::time::timeout(WAIT, conn.next())
+            .await
+            .expect("no frame from the receiver")
+            .expect("receiver closed the connection")
+            .unwrap()
+    }
+
+    async fn ping(conn: &mut Connection) -> u64 {
+        conn.send(Frame::bare(Header::ping())).await.unwrap();
+        let answer = next_frame(conn).await;
+        assert_eq!(answer.header.kind, FrameKind::Ack);
+        answer.header.seq
+    }
+
+    async fn wait_for_ack(conn: &mut Connection, seq: u64) {
+        loop {
+            let frame = next_frame(conn).await;
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            assert!(
+                frame.header.seq <= seq,
+                "Ack {} past {seq}",
+                frame.header.seq
+            );
+            if frame.header.seq == seq {
+                return;
+            }
+        }
+    }
+
+    fn write(seq: u64, offset: u64, byte: u8, fua: bool) -> Frame {
+        let data = vec![byte; 4096];
+        Frame::with_payload(Header::write(seq, offset, &data, fua), data)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ping_is_answered_with_the_current_durable_seq() {
+        let server = one_shot(7).await;
+        let (mut conn, welcomed) = server.peer.open_session().await.unwrap();
+        assert_eq!(welcomed, 7);
+        // Nothing durable in this session yet: the welcomed sequence, once per ping.
+        for _ in 0..3 {
+            assert_eq!(ping(&mut conn).await, 7);
+        }
+        conn.send(write(8, 0, 0x11, true)).await.unwrap();
+        wait_for_ack(&mut conn, 8).await;
+        assert_eq!(ping(&mut conn).await, 8);
+        // Pings between entries change neither their order nor what is acknowledged.
+        conn.feed(write(9, 4096, 0x22, false)).await.unwrap();
+        conn.feed(Frame::bare(Header::ping())).await.unwrap();
+        conn.feed(write(10, 0, 0x33, false)).await.unwrap();
+        conn.send(Frame::bare(Header::flush(11))).await.unwrap();
+        let mut last = 8;
+        while last < 11 {
+            let frame = next_frame(&mut conn).await;
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            assert!(
+                frame.header.seq >= last,
+                "Ack went back to {}",
+                frame.header.seq
+            );
+            last = frame.header.seq;
+        }
+        assert_eq!(ping(&mut conn).await, 11);
+        drop(conn);
+        let end = tokio::time::timeout(WAIT, server.served).await.unwrap();
+        assert_eq!(end.unwrap().unwrap(), SessionEnd::PeerClosed);
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state().durable_seq, 11);
+        let mut bytes = vec![0u8; 8192];
+        replica.volume().read(0, &mut bytes).unwrap();
+        assert!(bytes[..4096].iter().all(|&b| b == 0x33));
+        assert!(bytes[4096..].iter().all(|&b| b == 0x22));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ping_before_hello_is_a_protocol_error() {
+        let server = one_shot(3).await;
+        let mut conn = server.peer.connect().await.unwrap();
+        conn.send(Frame::bare(Header::ping())).await.unwrap();
+        // Dropped without a Welcome or an Ack.
+        let answer = tokio::time::timeout(WAIT, conn.next()).await.unwrap();
+        assert!(
+            matches!(answer, None | Some(Err(_))),
+            "answered a Ping before Hello: {answer:?}"
+        );
+        let end = tokio::time::timeout(WAIT, server.served).await.unwrap();
+        let err = end.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnectionError::Protocol(ProtocolError::ExpectedHello(FrameKind::Ping))
+            ),
+            "{err}"
+        );
+        assert_eq!(err.to_string(), "expected Hello, got a Ping frame");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resent_entries_are_skipped_and_acks_stay_cumulative() {
+        let server = one_shot(0).await;
+        let (mut conn, welcomed) = server.peer.open_session().await.unwrap();
+        assert_eq!(welcomed, 0);
+        for seq in 1..=4 {
+            conn.feed(write(seq, (seq - 1) * 4096, seq as u8, false))
+                .await
+                .unwrap();
+        }
+        conn.send(Frame::bare(Header::flush(5))).await.unwrap();
+        wait_for_ack(&mut conn, 5).await;
+        // Resent with other contents (a real sender resends the same): had they been
+        // applied, the target would show it.
+        for seq in 2..=3 {
+            conn.feed(write(seq, 0, 0xEE, true)).await.unwrap();
+        }
+        conn.feed(Frame::bare(Header::flush(4))).await.unwrap();
+        // Skipping does not regress the acks: a ping still gets the durable seq.
+        assert_eq!(ping(&mut conn).await, 5);
+        conn.send(write(6, 4 * 4096, 6, true)).await.unwrap();
+        wait_for_ack(&mut conn, 6).await;
+        // A gap still ends the session, without applying anything of it.
+        conn.send(write(8, 0, 0xEE, true)).await.unwrap();
+        let rest = tokio::time::timeout(WAIT, conn.next()).await.unwrap();
+        assert!(matches!(rest, None | Some(Err(_))), "{rest:?}");
+        let end = tokio::time::timeout(WAIT, server.served).await.unwrap();
+        let err = end.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnectionError::Protocol(ProtocolError::SequenceGap {
+                    expected: 7,
+                    got: 8
+                })
+            ),
+            "{err}"
+        );
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state().durable_seq, 6);
+        let mut bytes = vec![0u8; 6 * 4096];
+        replica.volume().read(0, &mut bytes).unwrap();
+        for (block, expected) in bytes.chunks(4096).zip([1u8, 2, 3, 4, 6, 0]) {
+            assert!(block.iter().all(|&b| b == expected), "block of {expected}");
+        }
     }
 }

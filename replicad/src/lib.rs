@@ -6,8 +6,8 @@
 //! - [`connection`]: one link, handshake then entry streaming, `Ack`s back;
 //! - [`takeover`]: one active session; a new welcomed `Hello` takes over the old one;
 //! - [`handshake`]: whether a `Hello` may start a session;
-//! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks;
-//!   [`entry`]: the validated result;
+//! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks,
+//!   skipping of resent entries, pings; [`entry`]: the validated result;
 //! - [`applier`]: in-order apply and group commit; [`replica`]: target plus state;
 //!   [`volume`]: the target; [`state`]: the crash-safe durable sequence and identity;
 //! - [`config`]: command line and TOML settings.

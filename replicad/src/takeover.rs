@@ -1,8 +1,18 @@
 //! One active session at a time.
 //!
-//! The sender reconnects after a link failure, possibly before this side noticed the old
-//! connection died, so a new session that passed the identity check takes over: the
-//! active one is cancelled, finishes its batch and releases the replica.
+//! The sender reconnects after a link failure (or fails over to its other link), possibly
+//! before this side noticed the old connection died, so a new session that passed the
+//! identity check takes over: the active one is cancelled, stops reading, and its applier
+//! applies what was already queued, makes it all durable and only then releases the
+//! replica.
+//!
+//! The new session reads the durable sequence for its `Welcome` only once it holds the
+//! replica, so the `Welcome` covers every entry the old session applied: the sender
+//! resends exactly from there, and nothing past the welcomed sequence is on the target.
+//! (If the old session's final commit failed, the state stays behind what was written;
+//! the sender then resends those entries and they are written again, in order, which
+//! is what a failed sync needs.) A sender that resends more than that, entries already
+//! applied, has them skipped by the [`crate::sequencer::Sequencer`].
 
 use std::sync::Mutex;
 

@@ -221,12 +221,50 @@ fn stream_malformed_input_sigterm_and_status_through_the_binaries() {
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains(": ok: "));
 
+    let output = daemon.send(&["ping", "--count", "2"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert!(stdout.contains("ping: 2 answered with Ack 12"), "{stdout}");
+
+    // The same stream, longer, resent from seq 1: the 12 entries held are skipped.
+    let output = daemon.send(&[
+        "stream",
+        "--seed",
+        "5",
+        "--count",
+        "16",
+        "--first-seq",
+        "1",
+        "--ping-every",
+        "5",
+        "--expect-image",
+        &expected,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert!(
+        stdout.contains("(12 already held by the server)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 pings"), "{stdout}");
+    assert!(stdout.contains("final ack 16"), "{stdout}");
+    assert!(std::fs::read(&target).unwrap() == std::fs::read(&expected).unwrap());
+
+    // Starting past the server's next sequence is refused by arepl-send itself.
+    let output = daemon.send(&["stream", "--count", "1", "--first-seq", "18"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr_of(&output).contains("first seq 18 is not one the receiver accepts"),
+        "{}",
+        stderr_of(&output)
+    );
+
     let status = daemon.stop(Signal::SIGTERM);
     assert!(status.success(), "exit after SIGTERM: {status}");
     let output = replicad(&["status", "--state-dir", &state]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
-    assert!(stdout.contains("durable seq: 12\n"), "{stdout}");
+    assert!(stdout.contains("durable seq: 16\n"), "{stdout}");
     assert!(
         stdout.contains(&format!("volume: clivol ({VOLUME_SIZE} bytes)")),
         "{stdout}"

@@ -3,9 +3,12 @@
 mod common;
 
 use common::{assert_image, run, stream, TestServer, VOLUME_SIZE};
+use std::ops::RangeInclusive;
+
+use arepl_core::wire::FrameKind;
 use futures_util::{SinkExt, StreamExt};
-use replicad::sender::client::{frame_for, Greeting};
-use replicad::sender::workload::Workload;
+use replicad::sender::client::{frame_for, Connection, Greeting, StreamOptions};
+use replicad::sender::workload::{Op, Workload};
 
 #[test]
 fn a_valid_stream_leaves_the_target_equal_to_the_expected_image() {
@@ -164,5 +167,141 @@ fn shutdown_makes_applied_entries_durable_and_closes_sessions() {
         assert_eq!(state.durable_seq, 5);
         assert_image(&std::fs::read(target).unwrap(), &image);
         drop(dir);
+    });
+}
+
+/// Sends entries `seqs` of `ops` (entry `seq` is `ops[seq - 1]`) without waiting for acks.
+async fn send_entries(conn: &mut Connection, ops: &[Op], seqs: RangeInclusive<u64>) {
+    for seq in seqs {
+        conn.feed(frame_for(seq, ops[seq as usize - 1].clone()))
+            .await
+            .unwrap();
+    }
+    conn.flush().await.unwrap();
+}
+
+/// Reads acks until one covers `seq`; acks never go backwards nor past `seq`.
+async fn wait_for_ack(conn: &mut Connection, seq: u64) {
+    let mut last = 0;
+    while last < seq {
+        let frame = conn.next().await.expect("server closed").unwrap();
+        assert_eq!(frame.header.kind, FrameKind::Ack);
+        assert!(frame.header.seq >= last, "Ack went back");
+        assert!(
+            frame.header.seq <= seq,
+            "Ack {} past {seq}",
+            frame.header.seq
+        );
+        last = frame.header.seq;
+    }
+}
+
+/// The image after applying `ops[range]` in turn, for each range.
+fn image_of<'a>(
+    ops: &[Op],
+    ranges: impl IntoIterator<Item = &'a [RangeInclusive<u64>]>,
+) -> Vec<u8> {
+    let mut image = vec![0u8; VOLUME_SIZE as usize];
+    for range in ranges.into_iter().flatten() {
+        for seq in range.clone() {
+            ops[seq as usize - 1].apply_to(&mut image);
+        }
+    }
+    image
+}
+
+#[test]
+fn a_reconnecting_sender_resends_applied_entries_and_they_are_skipped() {
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let peer = server.peer();
+        let ops: Vec<Op> = Workload::new(31, 60, VOLUME_SIZE).unwrap().collect();
+        let after = |last: u64| image_of(&ops, [&[1..=last][..]]);
+
+        // First link: 1..=20 acknowledged, 21..=40 in flight when it fails over.
+        let (mut first, durable) = peer.open_session().await.unwrap();
+        assert_eq!(durable, 0);
+        send_entries(&mut first, &ops, 1..=20).await;
+        wait_for_ack(&mut first, 20).await;
+        send_entries(&mut first, &ops, 21..=40).await;
+
+        // Second link takes over. Its Welcome covers all the old session applied, and
+        // nothing past the welcomed sequence is on the target.
+        let (mut second, welcomed) = peer.open_session().await.unwrap();
+        assert!((20..=40).contains(&welcomed), "welcomed at {welcomed}");
+        assert_image(&server.target(), &after(welcomed));
+        let state = replicad::state::inspect(&server.dir.path().join("state"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.state.durable_seq, welcomed);
+        while let Some(Ok(frame)) = first.next().await {
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            assert!(frame.header.seq <= welcomed);
+        }
+
+        // A sender that resends its whole log: 1..=welcomed are skipped.
+        send_entries(&mut second, &ops, 1..=50).await;
+        wait_for_ack(&mut second, 50).await;
+        assert_image(&server.target(), &after(50));
+        drop(second);
+
+        // Reconnecting again and resending only an old prefix before going on: had the
+        // prefix been applied again, it would undo later writes it overlaps.
+        let (mut third, welcomed) = peer.open_session().await.unwrap();
+        assert_eq!(welcomed, 50);
+        let reapplied = image_of(&ops, [&[1..=50, 1..=10, 51..=60][..]]);
+        assert!(
+            reapplied != after(60),
+            "the stream needs overlapping writes"
+        );
+        send_entries(&mut third, &ops, 1..=10).await;
+        send_entries(&mut third, &ops, 51..=60).await;
+        wait_for_ack(&mut third, 60).await;
+        assert_image(&server.target(), &after(60));
+
+        // A gap still drops the session; nothing of it is applied.
+        let gap = Op::Write {
+            offset: 0,
+            data: vec![0xEE; 4096].into(),
+            fua: true,
+        };
+        third.send(frame_for(62, gap)).await.unwrap();
+        while let Some(Ok(frame)) = third.next().await {
+            assert!(frame.header.seq <= 60, "acknowledged the gap");
+        }
+        let (dir, state) = server.stop().await;
+        assert_eq!(state.durable_seq, 60);
+        assert_image(
+            &std::fs::read(dir.path().join("target.img")).unwrap(),
+            &after(60),
+        );
+    });
+}
+
+#[test]
+fn rerunning_a_stream_from_seq_1_completes_it_with_pings_in_between() {
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let mut partial = vec![0u8; VOLUME_SIZE as usize];
+        let first = stream(&server.peer(), 7, 20, &mut partial).await;
+        assert_eq!(first.final_ack, 20);
+
+        // The same seed, longer: its first 20 entries are the ones already applied.
+        let mut image = vec![0u8; VOLUME_SIZE as usize];
+        let ops = Workload::new(7, 45, VOLUME_SIZE)
+            .unwrap()
+            .inspect(|op| op.apply_to(&mut image));
+        let options = StreamOptions {
+            first_seq: Some(1),
+            ping_every: Some(4),
+        };
+        let report = server.peer().stream_with(ops, options).await.unwrap();
+        assert_eq!(report.welcome_seq, 20);
+        assert_eq!((report.sent, report.resent), (45, 20));
+        assert_eq!((report.last_seq, report.final_ack), (45, 45));
+        assert_eq!(report.pings, 11);
+        assert_image(&server.target(), &image);
+        let (_dir, state) = server.stop().await;
+        assert_eq!(state.durable_seq, 45);
     });
 }

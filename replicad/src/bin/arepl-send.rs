@@ -1,5 +1,6 @@
-//! `arepl-send`: a test sender for `replicad`. Streams a deterministic write load, or sends
-//! one kind of malformed input and checks that the server drops the connection.
+//! `arepl-send`: a test sender for `replicad`. Streams a deterministic write load (also
+//! resending entries the server holds, or with pings in between), pings, or sends one
+//! kind of malformed input and checks that the server drops the connection.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use replicad::sender::client::Peer;
+use replicad::sender::client::{Peer, StreamOptions};
 use replicad::sender::malformed::{self, MalformedKind};
 use replicad::sender::workload::{Op, Workload};
 use sha2::{Digest, Sha256};
@@ -52,6 +53,22 @@ enum Mode {
         /// The volume's contents before the stream (default: all zeroes).
         #[arg(long, value_name = "PATH")]
         base_image: Option<PathBuf>,
+        /// Number the stream's first entry SEQ instead of the one after the server's
+        /// durable sequence. With an earlier SEQ the entries the server already holds are
+        /// resent, as by a sender that resends its log after a reconnect; the server skips
+        /// them. Rerunning an interrupted stream with `--first-seq 1` completes it.
+        #[arg(long, value_name = "SEQ")]
+        first_seq: Option<u64>,
+        /// Send a Ping after every N entries.
+        #[arg(long, value_name = "N")]
+        ping_every: Option<u64>,
+    },
+    /// Send Pings one at a time; exit 0 only if each is answered by an Ack of the
+    /// server's durable sequence.
+    Ping {
+        /// Number of pings.
+        #[arg(long, default_value_t = 3)]
+        count: u64,
     },
     /// Send one kind of bad input; exit 0 only if the server drops the connection without
     /// acknowledging it.
@@ -88,7 +105,22 @@ fn main() -> ExitCode {
                 count,
                 expect_image,
                 base_image,
-            } => stream(&peer, seed, count, expect_image, base_image).await,
+                first_seq,
+                ping_every,
+            } => {
+                let options = StreamOptions {
+                    first_seq,
+                    ping_every,
+                };
+                stream(&peer, seed, count, expect_image, base_image, options).await
+            }
+            Mode::Ping { count } => {
+                let (durable_seq, longest) = peer.ping(count).await?;
+                println!(
+                    "ping: {count} answered with Ack {durable_seq}, longest round trip {longest:?}"
+                );
+                Ok(true)
+            }
             Mode::Malformed { kind } => {
                 let outcome = malformed::run(&peer, kind).await?;
                 let verdict = if outcome.dropped { "ok" } else { "FAILED" };
@@ -113,6 +145,7 @@ async fn stream(
     count: u64,
     expect_image: Option<PathBuf>,
     base_image: Option<PathBuf>,
+    options: StreamOptions,
 ) -> anyhow::Result<bool> {
     let workload = Workload::new(seed, count, peer.volume_size)
         .context("--volume-size must be a positive multiple of 512")?;
@@ -132,10 +165,17 @@ async fn stream(
         None => vec![0u8; peer.volume_size as usize],
     };
     let ops = workload.inspect(|op: &Op| op.apply_to(&mut image));
-    let report = peer.stream(ops).await?;
+    let report = peer.stream_with(ops, options).await?;
     println!(
-        "stream: welcome seq {}, sent {} entries up to seq {}, {} acks, final ack {}",
-        report.welcome_seq, report.sent, report.last_seq, report.acks, report.final_ack
+        "stream: welcome seq {}, sent {} entries ({} already held by the server) up to seq {}, \
+         {} pings, {} acks, final ack {}",
+        report.welcome_seq,
+        report.sent,
+        report.resent,
+        report.last_seq,
+        report.pings,
+        report.acks,
+        report.final_ack
     );
     println!("expected image sha256: {:x}", Sha256::digest(&image));
     if let Some(path) = expect_image {

@@ -43,19 +43,34 @@ pub enum Greeting {
     Refused(String),
 }
 
+/// How to number and interleave a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Sequence of the first entry; `None`: right after the receiver's durable sequence.
+    /// An earlier one resends entries the receiver holds, as a sender does that resends
+    /// its whole log after a reconnect: the receiver skips them.
+    pub first_seq: Option<u64>,
+    /// Send a `Ping` after every this many entries (0 or `None`: never).
+    pub ping_every: Option<u64>,
+}
+
 /// What a completed stream did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamReport {
     /// The receiver's durable sequence at the handshake.
     pub welcome_seq: u64,
-    /// Entries sent.
+    /// Entries sent, resent ones included.
     pub sent: u64,
-    /// The last sequence sent (`welcome_seq` if none).
+    /// Entries sent that the receiver already held (sequence up to `welcome_seq`).
+    pub resent: u64,
+    /// The highest sequence the stream reached (`welcome_seq` if it sent nothing newer).
     pub last_seq: u64,
     /// The highest `Ack` received.
     pub final_ack: u64,
-    /// `Ack` frames received.
+    /// `Ack` frames received, ping answers included.
     pub acks: u64,
+    /// `Ping` frames sent.
+    pub pings: u64,
 }
 
 /// A framed connection to the server.
@@ -129,16 +144,43 @@ impl Peer {
     /// acknowledgement that goes backwards or covers entries not sent yet, or when the
     /// server closes first.
     pub async fn stream(&self, ops: impl Iterator<Item = Op>) -> anyhow::Result<StreamReport> {
+        self.stream_with(ops, StreamOptions::default()).await
+    }
+
+    /// [`Self::stream`], numbered from `options.first_seq` and with pings interleaved.
+    /// Fails without sending if the first sequence would skip past the receiver's next.
+    pub async fn stream_with(
+        &self,
+        ops: impl Iterator<Item = Op>,
+        options: StreamOptions,
+    ) -> anyhow::Result<StreamReport> {
         let (conn, welcome_seq) = self.open_session().await?;
+        let first_seq = options.first_seq.unwrap_or(welcome_seq + 1);
+        if first_seq == 0 || first_seq > welcome_seq + 1 {
+            bail!(
+                "first seq {first_seq} is not one the receiver accepts: it is durable at \
+                 {welcome_seq}, so 1 to {} may follow",
+                welcome_seq + 1
+            );
+        }
+        let ping_every = options.ping_every.filter(|&every| every > 0);
         let (read, write) = conn.into_inner().into_split();
         let mut frames = FramedRead::new(read, FrameCodec::new());
         let mut sink = FramedWrite::new(write, FrameCodec::new());
         let highest_sent = Cell::new(welcome_seq);
+        let (sent, resent, pings) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
         let send_all = async {
-            for op in ops {
-                let seq = highest_sent.get() + 1;
+            for (seq, op) in (first_seq..).zip(ops) {
                 sink.send(frame_for(seq, op)).await?;
-                highest_sent.set(seq);
+                highest_sent.set(highest_sent.get().max(seq));
+                sent.set(sent.get() + 1);
+                if seq <= welcome_seq {
+                    resent.set(resent.get() + 1);
+                }
+                if ping_every.is_some_and(|every| sent.get() % every == 0) {
+                    sink.send(Frame::bare(Header::ping())).await?;
+                    pings.set(pings.get() + 1);
+                }
             }
             anyhow::Ok(highest_sent.get())
         };
@@ -168,11 +210,38 @@ impl Peer {
         let last_seq = last_seq.unwrap_or(welcome_seq);
         Ok(StreamReport {
             welcome_seq,
-            sent: last_seq - welcome_seq,
+            sent: sent.get(),
+            resent: resent.get(),
             last_seq,
             final_ack,
             acks,
+            pings: pings.get(),
         })
+    }
+
+    /// Opens a session and sends `count` pings one at a time, each of which must be
+    /// answered by an `Ack` of the welcomed durable sequence (nothing else is in flight).
+    /// Returns that sequence and the longest round trip.
+    pub async fn ping(&self, count: u64) -> anyhow::Result<(u64, Duration)> {
+        let (mut conn, welcome_seq) = self.open_session().await?;
+        let mut longest = Duration::ZERO;
+        for n in 1..=count {
+            let started = tokio::time::Instant::now();
+            conn.send(Frame::bare(Header::ping())).await?;
+            let frame = tokio::time::timeout(self.timeout, conn.next())
+                .await
+                .with_context(|| format!("ping {n}: no answer within {:?}", self.timeout))?
+                .with_context(|| format!("ping {n}: server closed the connection"))??;
+            longest = longest.max(started.elapsed());
+            if frame.header.kind != FrameKind::Ack || frame.header.seq != welcome_seq {
+                bail!(
+                    "ping {n}: answered with {:?} {}, expected Ack {welcome_seq}",
+                    frame.header.kind,
+                    frame.header.seq
+                );
+            }
+        }
+        Ok((welcome_seq, longest))
     }
 }
 

@@ -28,17 +28,20 @@ pub enum MalformedKind {
     Oversized,
     /// Payload does not match its checksum.
     BadPayloadCrc,
-    /// A write whose sequence skips ahead.
+    /// A write whose sequence skips ahead of the next one (an already applied sequence
+    /// is skipped, not refused, so a gap must go forward).
     SequenceGap,
     /// A Hello for a different volume than the one the server replicates.
     WrongVolume,
     /// A write before any Hello.
     DataBeforeHello,
+    /// A Ping before any Hello.
+    PingBeforeHello,
 }
 
 impl MalformedKind {
     /// Every kind.
-    pub const ALL: [MalformedKind; 10] = [
+    pub const ALL: [MalformedKind; 11] = [
         Self::BadMagic,
         Self::BadVersion,
         Self::BadHeaderCrc,
@@ -49,6 +52,7 @@ impl MalformedKind {
         Self::SequenceGap,
         Self::WrongVolume,
         Self::DataBeforeHello,
+        Self::PingBeforeHello,
     ];
 }
 
@@ -72,6 +76,12 @@ pub async fn run(peer: &Peer, kind: MalformedKind) -> anyhow::Result<Outcome> {
             let (header, payload) = valid_write(1, 0);
             send_raw(&mut conn, &header.encode(), &payload).await?;
             observe(peer, conn, 1).await
+        }
+        MalformedKind::PingBeforeHello => {
+            let mut conn = peer.connect().await?;
+            send_raw(&mut conn, &Header::ping().encode(), &[]).await?;
+            // Any Ack would be an answer to it.
+            observe(peer, conn, 0).await
         }
         MalformedKind::WrongVolume => wrong_volume(peer).await,
         _ => {
@@ -112,10 +122,13 @@ fn bad_frame(peer: &Peer, kind: MalformedKind, seq: u64) -> ([u8; HEADER_LEN], V
             (header, payload)
         }
         MalformedKind::SequenceGap => {
+            // `seq` is the next one; anything past it is a gap.
             let (gapped, payload) = valid_write(seq + 4, 0);
             (gapped.encode(), payload)
         }
-        MalformedKind::WrongVolume | MalformedKind::DataBeforeHello => {
+        MalformedKind::WrongVolume
+        | MalformedKind::DataBeforeHello
+        | MalformedKind::PingBeforeHello => {
             unreachable!("handled without a session")
         }
     }
