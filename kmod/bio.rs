@@ -2,6 +2,8 @@
 
 //! A safe view of one `struct bio` handed to a target's map callback.
 
+use kernel::prelude::*;
+
 use crate::bindings;
 use crate::dm::DmDevice;
 
@@ -84,12 +86,17 @@ impl<'a> Bio<'a> {
         unsafe { bindings::arepl_bio_size(self.raw) }
     }
 
-    /// Copies the payload into `dst`, which must be exactly [`Self::size`] bytes.
-    pub(crate) fn copy_data(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.size() as usize);
-        // SAFETY: `self.raw` is a live bio whose payload is `size()` bytes, and `dst` is
-        // an exclusively borrowed buffer of that length.
-        unsafe { bindings::arepl_bio_copy_data(self.raw, dst.as_mut_ptr().cast()) };
+    /// Appends a copy of the payload to `dst`, which must be empty with room for
+    /// [`Self::size`] bytes (so nothing is zeroed just to be overwritten).
+    pub(crate) fn copy_data_into(&self, dst: &mut KVVec<u8>) {
+        let len = self.size() as usize;
+        assert!(dst.is_empty() && dst.capacity() >= len);
+        let spare = dst.spare_capacity_mut();
+        // SAFETY: `self.raw` is a live bio whose payload is `len` bytes, and `spare` is
+        // writable memory of at least `len` bytes owned by `dst`.
+        unsafe { bindings::arepl_bio_copy_data(self.raw, spare.as_mut_ptr().cast()) };
+        // SAFETY: the helper initialised exactly the first `len` bytes.
+        unsafe { dst.set_len(len) };
     }
 
     /// Start of the bio within the target, in bytes.

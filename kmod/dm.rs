@@ -41,6 +41,9 @@ pub(crate) trait Target: Sized + Send + Sync {
     /// Writes `dmsetup status` output.
     fn status(&self, out: &mut StatusWriter<'_>);
 
+    /// Handles `dmsetup message <dev> 0 <args>`; the error text is logged.
+    fn message(&self, args: &[&str]) -> Result<(), &'static str>;
+
     /// Writes the canonical table line shown by `dmsetup table`.
     fn table(&self, out: &mut StatusWriter<'_>);
 
@@ -98,6 +101,7 @@ impl<T: Target> Registration<T> {
                 map: Some(map_callback::<T>),
                 end_io: Some(end_io_callback::<T>),
                 status: Some(status_callback::<T>),
+                message: Some(message_callback::<T>),
                 iterate_devices: Some(iterate_devices_callback::<T>),
                 ..Default::default()
             },
@@ -393,6 +397,37 @@ unsafe extern "C" fn status_callback<T: Target>(
         bindings::status_type_t_STATUSTYPE_INFO => target.status(&mut out),
         bindings::status_type_t_STATUSTYPE_TABLE => target.table(&mut out),
         _ => {} // IMA measurement: nothing beyond the table is measured.
+    }
+}
+
+/// Device-mapper's `message`: `dmsetup message <dev> 0 ...`.
+///
+/// # Safety
+///
+/// Called by device-mapper only, for a constructed target and `argc` argument strings.
+unsafe extern "C" fn message_callback<T: Target>(
+    ti: *mut bindings::dm_target,
+    argc: c_uint,
+    argv: *mut *mut c_char,
+    _result: *mut c_char,
+    _maxlen: c_uint,
+) -> c_int {
+    // SAFETY: messages are delivered only to constructed targets.
+    let target = unsafe { instance::<T>(ti) };
+    let mut args = [""; MAX_TABLE_ARGS];
+    let argc = (argc as usize).min(MAX_TABLE_ARGS);
+    for (i, arg) in args.iter_mut().take(argc).enumerate() {
+        // SAFETY: device-mapper passes `argc` NUL-terminated strings, alive for the call.
+        *arg = unsafe { CStr::from_char_ptr(*argv.add(i)) }
+            .to_str()
+            .unwrap_or("");
+    }
+    match target.message(&args[..argc]) {
+        Ok(()) => 0,
+        Err(reason) => {
+            pr_err!("message refused: {}\n", reason);
+            EINVAL.to_errno()
+        }
     }
 }
 

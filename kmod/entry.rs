@@ -54,8 +54,8 @@ impl Entry {
     /// A write entry holding a copy of the bio's payload.
     pub(crate) fn write(bio: &Bio<'_>) -> Result<Arc<Self>> {
         let len = bio.size() as usize;
-        let mut data = KVVec::from_elem(0u8, len, GFP_KERNEL)?;
-        bio.copy_data(&mut data);
+        let mut data = KVVec::with_capacity(len, GFP_KERNEL)?;
+        bio.copy_data_into(&mut data);
         Ok(Arc::new(
             Self {
                 kind: EntryKind::Write { fua: bio.is_fua() },

@@ -12,10 +12,10 @@ use kernel::time::Ktime;
 
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
-use crate::inflight::InFlight;
+use crate::inflight::{InFlight, RangeSlot};
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
-use crate::status::{Counters, LinkState};
+use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::sync::IrqSpinLock;
 use crate::table::{ReplicationConfig, VolumeName};
 
@@ -31,10 +31,37 @@ pub(crate) struct QueueState {
     pub(crate) wire_base: Option<u64>,
     /// Highest local sequence acknowledged (0: none).
     pub(crate) acked_local: u64,
-    pub(crate) link: LinkState,
+    /// Index into `links` of the link carrying the stream, if a session is up.
+    pub(crate) active_link: Option<usize>,
+    pub(crate) links: [LinkStats; 2],
+    /// Set by `dmsetup message ... pause`: no session until `resume`.
+    pub(crate) paused: bool,
+    /// Set by `dmsetup message ... switch-link`: end the session, use the other link.
+    pub(crate) switch_requested: bool,
     pub(crate) write_errors: u64,
-    pub(crate) link_errors: u64,
+}
+
+/// Per-link state and counters.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LinkStats {
+    pub(crate) state: LinkState,
     pub(crate) connects: u64,
+    pub(crate) errors: u64,
+    /// errno of the last failure, positive.
+    pub(crate) last_error: u64,
+}
+
+impl QueueState {
+    /// Records a failure on link `index`.
+    pub(crate) fn link_failed(&mut self, index: usize, err: Error) {
+        let link = &mut self.links[index];
+        link.errors += 1;
+        link.last_error = err.to_errno().unsigned_abs().into();
+        link.state = LinkState::Down;
+        if self.active_link == Some(index) {
+            self.active_link = None;
+        }
+    }
 }
 
 /// Shared replication state of one `arepl` device.
@@ -50,7 +77,7 @@ pub(crate) struct Replication {
     pub(crate) work: CondVar,
     /// Ranges of writes in flight on the local device.
     #[pin]
-    inflight: IrqSpinLock<InFlight<MAX_WRITES_IN_FLIGHT>>,
+    inflight: IrqSpinLock<InFlight<KVVec<RangeSlot>>>,
     /// Signalled when a range leaves `inflight`.
     #[pin]
     range_freed: CondVar,
@@ -68,6 +95,7 @@ impl Replication {
     ) -> Result<Arc<Self>> {
         let capacity = u64::from(config.queue_mb) << 20;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
+        let ranges = KVVec::from_elem(None, MAX_WRITES_IN_FLIGHT, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 queue <- new_irq_spinlock!(
@@ -76,16 +104,27 @@ impl Replication {
                         budget: Budget::new(capacity),
                         wire_base: None,
                         acked_local: 0,
-                        link: LinkState::Down,
+                        active_link: None,
+                        links: [
+                            LinkStats::default(),
+                            LinkStats {
+                                state: if config.backup.is_some() {
+                                    LinkState::Down
+                                } else {
+                                    LinkState::Absent
+                                },
+                                ..LinkStats::default()
+                            },
+                        ],
+                        paused: false,
+                        switch_requested: false,
                         write_errors: 0,
-                        link_errors: 0,
-                        connects: 0,
                     },
                     "arepl_queue"
                 ),
                 space_freed <- new_condvar!("arepl_space"),
                 work <- new_condvar!("arepl_work"),
-                inflight <- new_irq_spinlock!(InFlight::new(), "arepl_inflight"),
+                inflight <- new_irq_spinlock!(InFlight::new(ranges), "arepl_inflight"),
                 range_freed <- new_condvar!("arepl_range"),
                 net: NetNamespace::current(),
                 links: [Some(config.primary), config.backup],
@@ -173,8 +212,8 @@ impl Replication {
         }
     }
 
-    /// Status counters for `dmsetup status` (bio counters are the target's).
-    pub(crate) fn counters(&self) -> (LinkState, Counters) {
+    /// The status line's figures (bio counters are the target's and left 0 here).
+    pub(crate) fn status(&self) -> Status {
         let now = Ktime::ktime_get().to_ns();
         let mut queue = self.queue.lock();
         let base = queue.wire_base.unwrap_or(0);
@@ -192,11 +231,32 @@ impl Replication {
             acked_seq: if queue.acked_local > 0 { base + queue.acked_local } else { 0 },
             lag_ms: oldest_ns.map_or(0, |t| ((now - t).max(0) / 1_000_000) as u64),
             write_errors: queue.write_errors,
-            link_errors: queue.link_errors,
-            connects: queue.connects,
+            link_errors: queue.links.iter().map(|l| l.errors).sum(),
+            connects: queue.links.iter().map(|l| l.connects).sum(),
             ..Counters::default()
         };
-        (queue.link, counters)
+        let report = |l: &LinkStats| LinkReport {
+            state: l.state,
+            connects: l.connects,
+            errors: l.errors,
+            last_error: l.last_error,
+        };
+        let (link, active_link) = match queue.active_link {
+            Some(0) => (queue.links[0].state, ActiveLink::Primary),
+            Some(_) => (queue.links[1].state, ActiveLink::Backup),
+            None if queue.links.iter().any(|l| l.state == LinkState::Connecting) => {
+                (LinkState::Connecting, ActiveLink::None)
+            }
+            None => (LinkState::Down, ActiveLink::None),
+        };
+        Status {
+            mode: Mode::Replicating,
+            link,
+            counters,
+            active_link,
+            paused: queue.paused,
+            links: [report(&queue.links[0]), report(&queue.links[1])],
+        }
     }
 
     /// Drops every queued entry (device teardown); returns how many and their bytes.

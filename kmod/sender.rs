@@ -1,9 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The sender thread: connects, performs the handshake, and streams the FIFO in sequence
-//! order; plus the receiver thread of each connection, which applies acknowledgements.
+//! The sender thread: picks a link, connects, performs the handshake, and streams the
+//! FIFO in sequence order; plus the receiver thread of each connection, which applies
+//! acknowledgements.
+//!
+//! Link policy (passive mode): one link carries the stream. A connect failure, a send or
+//! receive error, or a silent link (no frame from the receiver for
+//! [`SILENCE_LIMIT_MS`] although a `Ping` goes out every [`PING_INTERVAL_MS`]) ends the
+//! session, and the next attempt uses the other link. While the backup carries the
+//! stream, the primary is probed every [`FAILBACK_PROBE_MS`]; once it accepts a
+//! connection the stream returns to it. Failed attempts back off exponentially from
+//! [`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`].
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::net::SocketAddr;
+use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -22,15 +32,28 @@ const SEND_WINDOW: usize = 4096;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN_MS: u32 = 100;
 const BACKOFF_MAX_MS: u32 = 5_000;
+/// A `Ping` goes out this often.
+const PING_INTERVAL_MS: i64 = 1_000;
+/// A link that sends nothing back for this long is dead.
+const SILENCE_LIMIT_MS: i64 = 5_000;
+/// While on the backup link, the primary is tried this often.
+const FAILBACK_PROBE_MS: i64 = 10_000;
+/// Connect timeout of a failback probe (it stalls sending meanwhile).
+const FAILBACK_PROBE_TIMEOUT_MS: u32 = 1_000;
 
-/// The receiver refused the session (its reason is logged).
-fn refused() -> Error {
-    Error::from_errno(-(kernel::bindings::ECONNREFUSED as i32))
-}
+const PRIMARY: usize = 0;
+const BACKUP: usize = 1;
 
-/// The receiver broke the protocol (the violation is logged).
-fn protocol_error() -> Error {
-    Error::from_errno(-(kernel::bindings::EPROTO as i32))
+/// Why a session ended.
+enum SessionEnd {
+    /// The link failed.
+    Failed(Error),
+    /// The thread is stopping, or replication was paused.
+    Stopped,
+    /// `dmsetup message ... switch-link`.
+    SwitchRequested,
+    /// The primary link answers again while the backup carries the stream.
+    PrimaryBack,
 }
 
 /// One live connection, shared by the sender and its receiver thread.
@@ -41,6 +64,8 @@ struct Session {
     wire_base: u64,
     /// Set by whichever side sees the connection fail.
     broken: AtomicBool,
+    /// When the receiver last sent a frame (ms, monotonic).
+    last_heard_ms: AtomicI64,
 }
 
 impl Session {
@@ -52,45 +77,94 @@ impl Session {
     }
 }
 
+fn now_ms() -> i64 {
+    Ktime::ktime_get().to_ms()
+}
+
+fn protocol_error() -> Error {
+    Error::from_errno(-(kernel::bindings::EPROTO as i32))
+}
+
+fn refused() -> Error {
+    Error::from_errno(-(kernel::bindings::ECONNREFUSED as i32))
+}
+
+fn timed_out() -> Error {
+    Error::from_errno(-(kernel::bindings::ETIMEDOUT as i32))
+}
+
 /// Body of the per-device sender thread.
 pub(crate) fn sender_main(repl: &Arc<Replication>) {
+    let mut link = PRIMARY;
     let mut backoff_ms = BACKOFF_MIN_MS;
-    let mut link = 0;
     while !kthread::should_stop() {
-        let Some(addr) = repl.links[link].or(repl.links[0]) else {
-            return;
+        if repl.queue.lock().paused {
+            pause(repl, 1_000);
+            continue;
+        }
+        let Some(addr) = repl.links[link] else {
+            link = PRIMARY;
+            continue;
         };
-        set_link(repl, LinkState::Connecting);
-        match connect(repl, addr) {
+        repl.queue.lock().links[link].state = LinkState::Connecting;
+        let end = match connect(repl, link, addr) {
             Ok(session) => {
-                backoff_ms = BACKOFF_MIN_MS;
-                if let Err(err) = run_session(&session) {
-                    pr_warn!("link to {} lost (error {})\n", addr, err.to_errno());
-                }
+                let end = run_session(&session, link);
                 session.fail();
-                note_link_error(repl);
+                end
             }
-            Err(err) => {
-                note_link_error(repl);
-                pr_debug!("connect to {} failed (error {})\n", addr, err.to_errno());
-                // Alternate between the links while one is unreachable.
-                if repl.links[1].is_some() {
+            Err(err) => SessionEnd::Failed(err),
+        };
+        let mut queue = repl.queue.lock();
+        queue.active_link = None;
+        match end {
+            SessionEnd::Failed(err) => {
+                queue.link_failed(link, err);
+                drop(queue);
+                pr_warn!(
+                    "{} link {} failed (error {})\n",
+                    link_name(link),
+                    addr,
+                    err.to_errno()
+                );
+                if repl.links[BACKUP].is_some() {
                     link ^= 1;
                 }
+                pause(repl, backoff_ms);
+                backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+                continue;
             }
+            SessionEnd::SwitchRequested => {
+                queue.links[link].state = LinkState::Down;
+                queue.switch_requested = false;
+                link ^= 1;
+                pr_info!("switching to the {} link on request\n", link_name(link));
+            }
+            SessionEnd::PrimaryBack => {
+                queue.links[link].state = LinkState::Down;
+                link = PRIMARY;
+                pr_info!("primary link answers again; returning to it\n");
+            }
+            SessionEnd::Stopped => queue.links[link].state = LinkState::Down,
         }
-        set_link(repl, LinkState::Down);
-        pause(repl, backoff_ms);
-        backoff_ms = (backoff_ms * 2).min(BACKOFF_MAX_MS);
+        backoff_ms = BACKOFF_MIN_MS;
     }
 }
 
-/// Waits `ms` milliseconds, or less if the thread is asked to stop.
+fn link_name(link: usize) -> &'static str {
+    if link == PRIMARY {
+        "primary"
+    } else {
+        "backup"
+    }
+}
+
+/// Waits `ms` milliseconds, or less if the thread is asked to stop or resumed.
 fn pause(repl: &Replication, ms: u32) {
-    let deadline = Ktime::ktime_get().to_ms() + i64::from(ms);
+    let deadline = now_ms() + i64::from(ms);
     let mut queue = repl.queue.lock();
     loop {
-        let left = deadline - Ktime::ktime_get().to_ms();
+        let left = deadline - now_ms();
         if left <= 0 || kthread::should_stop() {
             return;
         }
@@ -100,17 +174,9 @@ fn pause(repl: &Replication, ms: u32) {
     }
 }
 
-fn set_link(repl: &Replication, state: LinkState) {
-    repl.queue.lock().link = state;
-}
-
-fn note_link_error(repl: &Replication) {
-    repl.queue.lock().link_errors += 1;
-}
-
 /// Connects and performs the handshake; on success the FIFO is rewound to resend
 /// everything after the receiver's durable sequence.
-fn connect(repl: &Arc<Replication>, addr: core::net::SocketAddr) -> Result<Arc<Session>> {
+fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc<Session>> {
     let stream = TcpStream::connect(&repl.net, addr, IO_TIMEOUT_MS)?;
 
     let oldest_wire = {
@@ -166,14 +232,16 @@ fn connect(repl: &Arc<Replication>, addr: core::net::SocketAddr) -> Result<Arc<S
             return Err(protocol_error());
         }
         queue.fifo.rewind();
-        queue.link = LinkState::Connected;
-        queue.connects += 1;
+        queue.active_link = Some(link);
+        queue.links[link].state = LinkState::Connected;
+        queue.links[link].connects += 1;
         base
     };
     repl.acknowledge(durable_wire - wire_base);
     pr_info!(
-        "connected to {} for volume {}, resuming after sequence {}\n",
+        "connected to {} ({} link) for volume {}, resuming after sequence {}\n",
         addr,
+        link_name(link),
         repl.volume,
         durable_wire
     );
@@ -183,6 +251,7 @@ fn connect(repl: &Arc<Replication>, addr: core::net::SocketAddr) -> Result<Arc<S
             stream,
             wire_base,
             broken: AtomicBool::new(false),
+            last_heard_ms: AtomicI64::new(now_ms()),
         },
         GFP_KERNEL,
     )?)
@@ -197,39 +266,85 @@ fn recv_header(stream: &TcpStream) -> Result<Header> {
     })
 }
 
-/// Streams entries until the connection breaks or the thread is asked to stop.
-fn run_session(session: &Arc<Session>) -> Result {
-    let receiver = KThread::spawn(
+/// What the sender loop does next.
+enum Step {
+    Send(u64, Arc<crate::entry::Entry>),
+    Idle,
+    End(SessionEnd),
+}
+
+/// Streams entries until the connection breaks, the thread stops, or the link changes.
+fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
+    let receiver = match KThread::spawn(
         kernel::c_str!("arepl_ack"),
         kernel::c_str!("rx"),
         session.clone(),
         receiver_main,
-    )?;
+    ) {
+        Ok(receiver) => receiver,
+        Err(err) => return SessionEnd::Failed(err),
+    };
     let repl = &session.repl;
-    let result = loop {
-        if kthread::should_stop() || session.broken.load(Ordering::Acquire) {
-            break Ok(());
+    let mut next_ping_ms = now_ms() + PING_INTERVAL_MS;
+    let mut next_probe_ms = now_ms() + FAILBACK_PROBE_MS;
+    let end = loop {
+        if kthread::should_stop() {
+            break SessionEnd::Stopped;
         }
-        let next = {
-            let mut queue = repl.queue.lock();
-            if queue.fifo.in_flight() < SEND_WINDOW {
-                queue.fifo.next_to_send().map(|(seq, q)| (seq, q.entry.clone()))
-            } else {
-                None
+        if session.broken.load(Ordering::Acquire) {
+            break SessionEnd::Failed(Error::from_errno(-(kernel::bindings::ECONNRESET as i32)));
+        }
+        let now = now_ms();
+        if now - session.last_heard_ms.load(Ordering::Acquire) > SILENCE_LIMIT_MS {
+            break SessionEnd::Failed(timed_out());
+        }
+        if now >= next_ping_ms {
+            next_ping_ms = now + PING_INTERVAL_MS;
+            if let Err(err) = session.stream.send(&Header::ping().encode(), &[]) {
+                break SessionEnd::Failed(err);
             }
-        };
-        match next {
-            Some((seq, entry)) => {
-                let header = entry.header(session.wire_base + seq);
-                if let Err(err) = session.stream.send(&header.encode(), entry.payload()) {
-                    break Err(err);
+        }
+        if link == BACKUP && now >= next_probe_ms {
+            next_probe_ms = now + FAILBACK_PROBE_MS;
+            if let Some(primary) = repl.links[PRIMARY] {
+                if TcpStream::connect(&repl.net, primary, FAILBACK_PROBE_TIMEOUT_MS).is_ok() {
+                    break SessionEnd::PrimaryBack;
                 }
             }
-            None => {
+        }
+
+        let step = {
+            let mut queue = repl.queue.lock();
+            if queue.paused {
+                Step::End(SessionEnd::Stopped)
+            } else if queue.switch_requested {
+                Step::End(SessionEnd::SwitchRequested)
+            } else if queue.fifo.in_flight() < SEND_WINDOW {
+                match queue.fifo.next_to_send() {
+                    Some((seq, q)) => Step::Send(seq, q.entry.clone()),
+                    None => Step::Idle,
+                }
+            } else {
+                Step::Idle
+            }
+        };
+        match step {
+            Step::End(end) => break end,
+            Step::Send(seq, entry) => {
+                let header = entry.header(session.wire_base + seq);
+                if let Err(err) = session.stream.send(&header.encode(), entry.payload()) {
+                    break SessionEnd::Failed(err);
+                }
+            }
+            Step::Idle => {
                 let mut queue = repl.queue.lock();
-                let idle = queue.fifo.in_flight() == queue.fifo.len()
+                let nothing_to_send = queue.fifo.in_flight() == queue.fifo.len()
                     || queue.fifo.in_flight() >= SEND_WINDOW;
-                if idle && !session.broken.load(Ordering::Acquire) {
+                if nothing_to_send
+                    && !queue.paused
+                    && !queue.switch_requested
+                    && !session.broken.load(Ordering::Acquire)
+                {
                     let _ = repl
                         .work
                         .wait_interruptible_timeout(&mut queue, msecs_to_jiffies(100));
@@ -239,7 +354,7 @@ fn run_session(session: &Arc<Session>) -> Result {
     };
     session.fail();
     drop(receiver);
-    result
+    end
 }
 
 /// Body of a connection's receiver thread: applies cumulative acknowledgements.
@@ -249,14 +364,14 @@ fn receiver_main(session: &Arc<Session>) {
             Ok(header) => header,
             Err(_) => break,
         };
+        session.last_heard_ms.store(now_ms(), Ordering::Release);
         if header.kind != FrameKind::Ack {
             pr_err!("unexpected {:?} frame from replicad\n", header.kind);
             break;
         }
         let repl = &session.repl;
         let sent_local = repl.queue.lock().fifo.last_sent_seq();
-        let acked_local = header.seq.checked_sub(session.wire_base);
-        match acked_local {
+        match header.seq.checked_sub(session.wire_base) {
             Some(local) if local <= sent_local => repl.acknowledge(local),
             _ => {
                 pr_err!(

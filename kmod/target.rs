@@ -16,7 +16,6 @@ use crate::entry::{Entry, EntryKind, NoIoScope};
 use crate::kthread::KThread;
 use crate::replication::Replication;
 use crate::sender::sender_main;
-use crate::status::{Mode, Status};
 use crate::table::{ReplicationConfig, TableArgs, VolumeName};
 
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
@@ -238,17 +237,28 @@ impl Target for Arepl {
 
     fn status(&self, out: &mut StatusWriter<'_>) {
         let c = &self.counters;
-        let (link, mut counters) = self.replication.counters();
-        counters.reads = c.reads.load(Ordering::Relaxed);
-        counters.writes = c.writes.load(Ordering::Relaxed);
-        counters.flushes = c.flushes.load(Ordering::Relaxed);
-        counters.discards = c.discards.load(Ordering::Relaxed);
-        let status = Status {
-            mode: Mode::Replicating,
-            link,
-            counters,
-        };
+        let mut status = self.replication.status();
+        status.counters.reads = c.reads.load(Ordering::Relaxed);
+        status.counters.writes = c.writes.load(Ordering::Relaxed);
+        status.counters.flushes = c.flushes.load(Ordering::Relaxed);
+        status.counters.discards = c.discards.load(Ordering::Relaxed);
         let _ = write!(out, "{status}");
+    }
+
+    fn message(&self, args: &[&str]) -> Result<(), &'static str> {
+        let mut queue = self.replication.queue.lock();
+        match args {
+            ["switch-link"] if self.config.backup.is_none() => {
+                return Err("switch-link: this device has no backup link")
+            }
+            ["switch-link"] => queue.switch_requested = true,
+            ["pause"] => queue.paused = true,
+            ["resume"] => queue.paused = false,
+            _ => return Err("unknown message: expected switch-link, pause or resume"),
+        }
+        drop(queue);
+        self.replication.work.notify_all();
+        Ok(())
     }
 
     fn table(&self, out: &mut StatusWriter<'_>) {
@@ -263,8 +273,10 @@ impl Target for Arepl {
 impl Drop for Arepl {
     fn drop(&mut self) {
         // Give the sender a chance to deliver what is queued before the device goes.
+        // (A paused device has no session to drain through.)
         let deadline = Ktime::ktime_get().to_ms() + DRAIN_TIMEOUT_MS;
-        while !self.replication.queue.lock().fifo.is_empty()
+        while !self.replication.queue.lock().paused
+            && !self.replication.queue.lock().fifo.is_empty()
             && Ktime::ktime_get().to_ms() < deadline
         {
             let mut queue = self.replication.queue.lock();

@@ -37,8 +37,9 @@ done
 # The command line travels as one string; quote every word for the guest shell.
 guest_cmd=$(printf '%q ' "$@")
 
-exec "$VNG_VENV/bin/vng" --run "$kdir/arch/x86/boot/bzImage" \
-    --disable-kvm --force-9p --cpus 2 --memory 2G --cwd "$REPO_ROOT" \
+# Not exec: the trap must remove the disk images when the VM ends.
+"$VNG_VENV/bin/vng" --run "$kdir/arch/x86/boot/bzImage" \
+    --disable-kvm --force-9p --cpus 2 --memory 2G --cwd "$REPO_ROOT" ${AREPL_VM_VERBOSE:+--verbose} \
     "${rwdirs[@]}" \
     --qemu-opts="${qemu_opts[*]}" \
     --exec "$guest_cmd"

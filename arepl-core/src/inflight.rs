@@ -5,22 +5,23 @@
 //! other write on top. So a write that overlaps one in flight waits until it completes:
 //! for overlapping writes, disk order, completion order and queue order are then one.
 
-/// At most `N` ranges, each occupying a slot until removed.
+use core::ops::DerefMut;
+
+/// One slot: a byte range `[start, end)`, or free.
+pub type RangeSlot = Option<(u64, u64)>;
+
+/// Ranges in caller-provided slots (all free to begin with), each occupying a slot
+/// until removed. The slots live on the heap in the kernel: a table this size would
+/// not fit on a kernel stack while being built.
 #[derive(Debug)]
-pub struct InFlight<const N: usize> {
-    ranges: [Option<(u64, u64)>; N],
+pub struct InFlight<S: DerefMut<Target = [RangeSlot]>> {
+    ranges: S,
 }
 
-impl<const N: usize> Default for InFlight<N> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<const N: usize> InFlight<N> {
-    /// No range in flight.
-    pub const fn new() -> Self {
-        Self { ranges: [None; N] }
+impl<S: DerefMut<Target = [RangeSlot]>> InFlight<S> {
+    /// Tracks ranges in `slots`, which must all be `None`.
+    pub fn new(slots: S) -> Self {
+        Self { ranges: slots }
     }
 
     /// Records `[start, end)` and returns its slot, unless it overlaps a range in
@@ -51,9 +52,12 @@ impl<const N: usize> InFlight<N> {
 mod tests {
     use super::*;
 
+    extern crate std;
+    use std::vec;
+
     #[test]
     fn overlapping_ranges_wait_and_disjoint_ones_pass() {
-        let mut f = InFlight::<4>::new();
+        let mut f = InFlight::new(vec![None; 4]);
         let a = f.try_insert(0, 4096).unwrap();
         assert_eq!(f.try_insert(4095, 8192), None, "one byte of overlap");
         assert_eq!(f.try_insert(0, 512), None, "contained");
@@ -68,7 +72,7 @@ mod tests {
 
     #[test]
     fn full_table_waits() {
-        let mut f = InFlight::<2>::new();
+        let mut f = InFlight::new(vec![None; 2]);
         let a = f.try_insert(0, 1).unwrap();
         f.try_insert(10, 11).unwrap();
         assert_eq!(f.try_insert(20, 21), None);

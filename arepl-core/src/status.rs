@@ -14,14 +14,42 @@ pub enum Mode {
 }
 
 /// State of the replication link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LinkState {
     /// No connection; the sender waits before the next attempt.
+    #[default]
     Down,
     /// Connecting or in the handshake.
     Connecting,
     /// Streaming entries.
     Connected,
+    /// Not configured (a table line without a backup link).
+    Absent,
+}
+
+/// Which link carries the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActiveLink {
+    /// Neither: no session is up.
+    #[default]
+    None,
+    /// The primary link.
+    Primary,
+    /// The backup link.
+    Backup,
+}
+
+/// One link's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkReport {
+    /// Its state.
+    pub state: LinkState,
+    /// Handshakes completed on it.
+    pub connects: u64,
+    /// Failed connection attempts and broken sessions on it.
+    pub errors: u64,
+    /// errno of its last failure (positive), 0 if none.
+    pub last_error: u64,
 }
 
 macro_rules! words {
@@ -40,7 +68,13 @@ macro_rules! words {
 }
 
 words!(Mode { Replicating => "replicating" });
-words!(LinkState { Down => "down", Connecting => "connecting", Connected => "connected" });
+words!(LinkState {
+    Down => "down",
+    Connecting => "connecting",
+    Connected => "connected",
+    Absent => "none",
+});
+words!(ActiveLink { None => "none", Primary => "primary", Backup => "backup" });
 
 /// Everything the status line reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,11 +112,20 @@ pub struct Counters {
 pub struct Status {
     /// What the target does with writes.
     pub mode: Mode,
-    /// State of the link.
+    /// State of the link carrying the stream (or of the one being tried).
     pub link: LinkState,
     /// Counters and gauges.
     pub counters: Counters,
+    /// Which link carries the stream.
+    pub active_link: ActiveLink,
+    /// Replication paused by `dmsetup message ... pause`.
+    pub paused: bool,
+    /// Primary link, then backup link.
+    pub links: [LinkReport; 2],
 }
+
+/// Link names on the status line, in `Status::links` order.
+const LINK_NAMES: [&str; 2] = ["primary", "backup"];
 
 /// Why a status line could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +180,22 @@ impl fmt::Display for Status {
         for (key, field) in COUNTER_KEYS {
             write!(f, " {key}={}", *field(&mut counters))?;
         }
+        write!(
+            f,
+            " active_link={} paused={}",
+            self.active_link.as_str(),
+            u8::from(self.paused)
+        )?;
+        for (name, link) in LINK_NAMES.iter().zip(&self.links) {
+            write!(
+                f,
+                " {name}={} {name}_connects={} {name}_errors={} {name}_last_error={}",
+                link.state.as_str(),
+                link.connects,
+                link.errors,
+                link.last_error
+            )?;
+        }
         Ok(())
     }
 }
@@ -144,7 +203,9 @@ impl fmt::Display for Status {
 impl Status {
     /// Reads the words device-mapper prints after the target name in `dmsetup status`.
     pub fn parse(line: &str) -> Result<Self, StatusError<'_>> {
-        let (mut mode, mut link) = (None, None);
+        let (mut mode, mut link, mut active_link, mut paused) = (None, None, None, None);
+        let mut links = [LinkReport::default(); 2];
+        let mut link_states = [None; 2];
         let mut counters = Counters::default();
         let mut seen = [false; COUNTER_KEYS.len()];
         for word in line.split_ascii_whitespace() {
@@ -153,6 +214,16 @@ impl Status {
             match key {
                 "mode" => mode = Some(Mode::from_word(value).ok_or(bad)?),
                 "link" => link = Some(LinkState::from_word(value).ok_or(bad)?),
+                "active_link" => active_link = Some(ActiveLink::from_word(value).ok_or(bad)?),
+                "paused" => {
+                    paused = Some(match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad),
+                    })
+                }
+                _ if parse_link_key(key, value, &mut links, &mut link_states)
+                    .map_err(|()| bad)? => {}
                 _ => {
                     // Unknown keys come from a newer module; skip them.
                     if let Some(i) = COUNTER_KEYS.iter().position(|(k, _)| *k == key) {
@@ -165,12 +236,39 @@ impl Status {
         if let Some(i) = seen.iter().position(|seen| !seen) {
             return Err(StatusError::Missing(COUNTER_KEYS[i].0));
         }
+        for (i, state) in link_states.iter().enumerate() {
+            links[i].state = state.ok_or(StatusError::Missing(LINK_NAMES[i]))?;
+        }
         Ok(Status {
             mode: mode.ok_or(StatusError::Missing("mode"))?,
             link: link.ok_or(StatusError::Missing("link"))?,
             counters,
+            active_link: active_link.ok_or(StatusError::Missing("active_link"))?,
+            paused: paused.ok_or(StatusError::Missing("paused"))?,
+            links,
         })
     }
+}
+
+/// Reads a `primary*`/`backup*` key; `Ok(false)` if `key` is not one.
+fn parse_link_key(
+    key: &str,
+    value: &str,
+    links: &mut [LinkReport; 2],
+    states: &mut [Option<LinkState>; 2],
+) -> Result<bool, ()> {
+    let Some(i) = LINK_NAMES.iter().position(|name| key.starts_with(name)) else {
+        return Ok(false);
+    };
+    let number = || value.parse::<u64>().map_err(|_| ());
+    match &key[LINK_NAMES[i].len()..] {
+        "" => states[i] = Some(LinkState::from_word(value).ok_or(())?),
+        "_connects" => links[i].connects = number()?,
+        "_errors" => links[i].errors = number()?,
+        "_last_error" => links[i].last_error = number()?,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -197,6 +295,22 @@ mod tests {
             link_errors: 2,
             connects: 3,
         },
+        active_link: ActiveLink::Backup,
+        paused: false,
+        links: [
+            LinkReport {
+                state: LinkState::Down,
+                connects: 1,
+                errors: 2,
+                last_error: 110,
+            },
+            LinkReport {
+                state: LinkState::Connected,
+                connects: 2,
+                errors: 0,
+                last_error: 0,
+            },
+        ],
     };
 
     #[test]
@@ -205,7 +319,9 @@ mod tests {
             SAMPLE.to_string(),
             "mode=replicating link=connected reads=7 writes=1099511627776 flushes=3 discards=0 \
              queued=12 queued_bytes=49152 capacity_bytes=67108864 sent_seq=100 acked_seq=90 \
-             lag_ms=15 write_errors=1 link_errors=2 connects=3"
+             lag_ms=15 write_errors=1 link_errors=2 connects=3 active_link=backup paused=0 \
+             primary=down primary_connects=1 primary_errors=2 primary_last_error=110 \
+             backup=connected backup_connects=2 backup_errors=0 backup_last_error=0"
         );
     }
 

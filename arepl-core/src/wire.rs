@@ -21,7 +21,9 @@
 //! (payload: reason) and closes. The sender then streams `Write`, `Flush`, `Discard` and
 //! `WriteZeroes` frames with consecutive sequence numbers starting right after the
 //! receiver's durable sequence; the receiver answers `Ack` frames carrying its highest
-//! durable sequence, cumulatively.
+//! durable sequence, cumulatively. The sender may send `Ping` at any time after the
+//! handshake; the receiver answers each with an `Ack` of its current durable sequence
+//! at once, so a silent path is noticed even when no data flows.
 
 use crate::crc32c::crc32c;
 use core::fmt;
@@ -63,6 +65,8 @@ pub enum FrameKind {
     Ack = 7,
     /// Receiver: the session is refused; the payload says why.
     Refuse = 8,
+    /// Sender: liveness probe; answered by an `Ack`.
+    Ping = 9,
 }
 
 impl FrameKind {
@@ -76,6 +80,7 @@ impl FrameKind {
             6 => Self::WriteZeroes,
             7 => Self::Ack,
             8 => Self::Refuse,
+            9 => Self::Ping,
             _ => return None,
         })
     }
@@ -253,6 +258,11 @@ impl Header {
         Self::new(FrameKind::Ack, durable_seq, 0, 0, 0)
     }
 
+    /// `Ping`: the receiver answers with an `Ack`.
+    pub fn ping() -> Self {
+        Self::new(FrameKind::Ping, 0, 0, 0, 0)
+    }
+
     /// `Refuse` with a reason text.
     pub fn refuse(reason: &[u8]) -> Self {
         Self::new(FrameKind::Refuse, 0, 0, reason.len() as u32, crc32c(reason))
@@ -352,7 +362,9 @@ impl Header {
             FrameKind::Refuse => self.length <= MAX_REASON_LEN,
             FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
             FrameKind::Discard | FrameKind::WriteZeroes => self.length > 0,
-            FrameKind::Welcome | FrameKind::Flush | FrameKind::Ack => self.length == 0,
+            FrameKind::Welcome | FrameKind::Flush | FrameKind::Ack | FrameKind::Ping => {
+                self.length == 0
+            }
         };
         if !length_ok {
             return bad_length;
@@ -449,6 +461,7 @@ mod tests {
             Header::write_zeroes(11, 1024, 512),
             Header::ack(11),
             Header::refuse(b"volume mismatch"),
+            Header::ping(),
         ];
         for header in headers {
             assert_eq!(Header::decode(&header.encode()), Ok(header));

@@ -40,7 +40,11 @@ pub fn render(lines: &[String]) -> Result<String, String> {
         rows.push([
             name.to_string(),
             status.mode.as_str().to_string(),
-            status.link.as_str().to_string(),
+            match status.active_link {
+                arepl_core::status::ActiveLink::None if status.paused => "paused".to_string(),
+                arepl_core::status::ActiveLink::None => status.link.as_str().to_string(),
+                active => format!("{}:{}", status.link.as_str(), active.as_str()),
+            },
             c.queued.to_string(),
             format!("{:.1}", c.queued_bytes as f64 / f64::from(1 << 20)),
             format!("{percent:.0}"),
@@ -77,7 +81,9 @@ mod tests {
 
     const LINE: &str = "db: 0 2048 arepl mode=replicating link=connected reads=1 writes=2 \
         flushes=3 discards=4 queued=5 queued_bytes=1048576 capacity_bytes=4194304 sent_seq=9 \
-        acked_seq=8 lag_ms=12 write_errors=0 link_errors=1 connects=1";
+        acked_seq=8 lag_ms=12 write_errors=0 link_errors=1 connects=1 active_link=primary \
+        paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
+        backup=none backup_connects=0 backup_errors=0 backup_last_error=0";
 
     #[test]
     fn renders_one_aligned_row_per_device() {
@@ -89,7 +95,7 @@ mod tests {
             [
                 "db",
                 "replicating",
-                "connected",
+                "connected:primary",
                 "5",
                 "1.0",
                 "25",
@@ -101,6 +107,10 @@ mod tests {
         let link_column = rows[0].find("LINK").unwrap();
         assert_eq!(rows[1].find("connected"), Some(link_column));
         assert_eq!(rows[2].find("connected"), Some(link_column));
+        let paused = LINE
+            .replace("active_link=primary", "active_link=none")
+            .replace("paused=0", "paused=1");
+        assert!(render(&[paused]).unwrap().contains(" paused "));
     }
 
     #[test]

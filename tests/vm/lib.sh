@@ -167,3 +167,29 @@ assert_same_image() { # primary device, replica device, MiB
     note "sha256 replica $b"
     [[ $a == "$b" ]] || fail "replica differs from primary"
 }
+
+# Silently drops all traffic of DR interface $1 (dr0: primary link, dr1: backup link).
+link_cut() {
+    ip netns exec dr nft add table inet "cut_$1"
+    ip netns exec dr nft add chain inet "cut_$1" in '{ type filter hook input priority 0; policy accept; }'
+    ip netns exec dr nft add chain inet "cut_$1" out '{ type filter hook output priority 0; policy accept; }'
+    ip netns exec dr nft add rule inet "cut_$1" in iifname "$1" drop
+    ip netns exec dr nft add rule inet "cut_$1" out oifname "$1" drop
+}
+
+link_restore() {
+    ip netns exec dr nft delete table inet "cut_$1" 2>/dev/null || true
+}
+
+# Waits until status key $2 of device $1 equals $3; $4 seconds at most.
+wait_status() {
+    local dev=$1 key=$2 want=$3 limit=${4:-30} start=$SECONDS
+    until [[ $(status_field "$dev" "$key") == "$want" ]]; do
+        if ((SECONDS - start > limit)); then
+            dmsetup status "$dev" >&2
+            fail "$dev: $key never became $want within ${limit}s"
+        fi
+        sleep 0.2
+    done
+    echo "$dev: $key=$want after $((SECONDS - start))s"
+}

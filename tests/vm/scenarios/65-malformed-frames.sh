@@ -29,8 +29,9 @@ declare -A reason=(
     [sequence-gap]="sequence"
     [wrong-volume]="volume"
     [data-before-hello]="Hello"
+    [ping-before-hello]="Hello"
 )
-for kind in bad-magic bad-version bad-header-crc unknown-kind past-end oversized \
+for kind in bad-magic bad-version bad-header-crc unknown-kind past-end oversized ping-before-hello \
     bad-payload-crc sequence-gap wrong-volume data-before-hello; do
     before=$(target_sha)
     lines=$(wc -l <"$state/replicad.log")
