@@ -9,6 +9,7 @@
 pub mod crc32c;
 pub mod fifo;
 pub mod inflight;
+pub mod spill;
 pub mod status;
 pub mod table;
 pub mod wire;
