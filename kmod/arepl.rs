@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod bindings;
 mod bio;
+mod claim;
 mod dm;
 mod entry;
 mod kthread;

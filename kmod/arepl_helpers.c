@@ -9,6 +9,9 @@
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/kthread.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/slab.h>
 #include <linux/net.h>
 #include <linux/nsproxy.h>
 #include <linux/sched.h>
@@ -86,6 +89,58 @@ int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len)
 	if (strscpy(name, full, len) < 0)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+/*
+ * Names of the volumes live targets replicate. Two targets streaming into one
+ * volume would interleave two sequences on the replica, so a second claim fails.
+ */
+struct arepl_volume {
+	struct list_head list;
+	char name[];
+};
+
+static LIST_HEAD(arepl_volumes);
+static DEFINE_MUTEX(arepl_volumes_lock);
+
+int arepl_volume_claim(const char *name)
+{
+	struct arepl_volume *vol;
+	size_t len = strlen(name) + 1;
+	int err = 0;
+
+	mutex_lock(&arepl_volumes_lock);
+	list_for_each_entry(vol, &arepl_volumes, list) {
+		if (!strcmp(vol->name, name)) {
+			err = -EBUSY;
+			goto out;
+		}
+	}
+	vol = kmalloc(sizeof(*vol) + len, GFP_KERNEL);
+	if (!vol) {
+		err = -ENOMEM;
+		goto out;
+	}
+	memcpy(vol->name, name, len);
+	list_add(&vol->list, &arepl_volumes);
+out:
+	mutex_unlock(&arepl_volumes_lock);
+	return err;
+}
+
+void arepl_volume_release(const char *name)
+{
+	struct arepl_volume *vol;
+
+	mutex_lock(&arepl_volumes_lock);
+	list_for_each_entry(vol, &arepl_volumes, list) {
+		if (!strcmp(vol->name, name)) {
+			list_del(&vol->list);
+			kfree(vol);
+			break;
+		}
+	}
+	mutex_unlock(&arepl_volumes_lock);
 }
 
 unsigned int arepl_memalloc_noio_save(void)

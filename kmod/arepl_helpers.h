@@ -30,6 +30,10 @@ void *arepl_bio_per_bio_data(struct bio *bio, size_t size);
 /* device-mapper */
 int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
 
+/* volumes in use by live targets */
+int arepl_volume_claim(const char *name);
+void arepl_volume_release(const char *name);
+
 /* allocation scope */
 unsigned int arepl_memalloc_noio_save(void);
 void arepl_memalloc_noio_restore(unsigned int flags);

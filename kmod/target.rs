@@ -11,6 +11,7 @@ use kernel::sync::{Arc, CondVarTimeoutResult};
 use kernel::time::Ktime;
 
 use crate::bio::{Bio, BioKind};
+use crate::claim::VolumeClaim;
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
 use crate::entry::{Entry, EntryKind, NoIoScope};
 use crate::kthread::KThread;
@@ -29,6 +30,8 @@ pub(crate) struct Arepl {
     replication: Arc<Replication>,
     /// Stopped (joined) before the queue is discarded in `drop`.
     sender: Option<KThread>,
+    /// Released last, once nothing of this target streams any more.
+    _claim: VolumeClaim,
 }
 
 /// Bios mapped since construction, by kind.
@@ -151,6 +154,18 @@ impl Target for Arepl {
                 })?
             }
         };
+        let claim = VolumeClaim::new(&volume).map_err(|code| {
+            pr_err!(
+                "volume {} is already replicated by another live arepl target (two streams \
+                 into one replica would corrupt it; reloading a live arepl table is not \
+                 supported yet)\n",
+                volume
+            );
+            ConstructError {
+                summary: kernel::c_str!("volume already in use by another arepl target"),
+                code,
+            }
+        })?;
         let local = ctx.get_device(table.local_dev).map_err(|code| {
             pr_err!(
                 "cannot open local device '{}' (error {})\n",
@@ -189,6 +204,7 @@ impl Target for Arepl {
                 counters: BioCounters::default(),
                 replication,
                 sender: Some(sender),
+                _claim: claim,
             },
             GFP_KERNEL,
         )

@@ -257,11 +257,17 @@ fn parse_link_key(
     links: &mut [LinkReport; 2],
     states: &mut [Option<LinkState>; 2],
 ) -> Result<bool, ()> {
-    let Some(i) = LINK_NAMES.iter().position(|name| key.starts_with(name)) else {
+    // strip_prefix, not slicing: slicing a str can panic, and the kernel build rejects
+    // panic paths its objtool cannot follow.
+    let Some((i, suffix)) = LINK_NAMES
+        .iter()
+        .enumerate()
+        .find_map(|(i, name)| key.strip_prefix(name).map(|suffix| (i, suffix)))
+    else {
         return Ok(false);
     };
     let number = || value.parse::<u64>().map_err(|_| ());
-    match &key[LINK_NAMES[i].len()..] {
+    match suffix {
         "" => states[i] = Some(LinkState::from_word(value).ok_or(())?),
         "_connects" => links[i].connects = number()?,
         "_errors" => links[i].errors = number()?,

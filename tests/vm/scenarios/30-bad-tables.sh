@@ -44,3 +44,25 @@ dmsetup create arepl-good --table "0 $size arepl $disk $PRIMARY_ADDR $BACKUP_ADD
 table=$(dmsetup table arepl-good)
 [[ $table == *" $PRIMARY_ADDR $BACKUP_ADDR 2 queue_mb:8 volume:db-01" ]] || fail "table reads back as '$table'"
 dmsetup remove arepl-good
+
+note "one live target per volume: a second device and a live reload are refused"
+dmsetup create arepl-one --table "0 $size arepl $disk $PRIMARY_ADDR 1 volume:shared"
+spare=$(disk_by_serial arepl2)
+expect_refused_named() { # device name, table, expected dmesg text
+    local mark
+    mark=$(dmesg_mark)
+    # shellcheck disable=SC2086 # $1 is "create NAME" or "reload NAME"
+    if printf "%s\n" "$2" | dmsetup $1 2>/dev/null; then fail "accepted: $2"; fi
+    dmesg_since "$mark" | grep -qF -- "$3" || fail "no '$3' in dmesg"
+    echo "refused: $2 -> $3"
+}
+expect_refused_named "create arepl-two" "0 $(sectors_of "$spare") arepl $spare $PRIMARY_ADDR 1 volume:shared" \
+    "volume shared is already replicated by another live arepl target"
+dmsetup info arepl-two >/dev/null 2>&1 && fail "refused device arepl-two exists"
+expect_refused_named "reload arepl-one" "0 $size arepl $disk $PRIMARY_ADDR 1 volume:shared" \
+    "reloading a live arepl table is not supported yet"
+[[ $(dmsetup table arepl-one) == *"volume:shared" ]] || fail "arepl-one lost its table"
+dmsetup remove arepl-one
+dmsetup create arepl-one --table "0 $size arepl $disk $PRIMARY_ADDR 1 volume:shared" ||
+    fail "the volume was not released by dmsetup remove"
+dmsetup remove arepl-one
