@@ -2,6 +2,8 @@
 # (When Kbuild descends into this directory it reads ./Kbuild, not this file.)
 
 SHELL := /bin/bash
+# rustup's cargo and the tools cargo installs (bindgen) live here.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 # Scenario filter for the VM suite, e.g. `make vm-test ONLY=bad-tables`.
