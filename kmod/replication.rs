@@ -7,6 +7,7 @@ use core::net::SocketAddr;
 
 use kernel::new_condvar;
 use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::{Arc, CondVar};
 use kernel::time::Ktime;
 
@@ -85,6 +86,8 @@ pub(crate) struct Replication {
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
     pub(crate) volume_size: u64,
+    /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
+    pub(crate) thread_name: CString,
 }
 
 impl Replication {
@@ -94,6 +97,7 @@ impl Replication {
         volume_size: u64,
     ) -> Result<Arc<Self>> {
         let capacity = u64::from(config.queue_mb) << 20;
+        let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
         let ranges = KVVec::from_elem(None, MAX_WRITES_IN_FLIGHT, GFP_KERNEL)?;
         Arc::pin_init(
@@ -130,6 +134,7 @@ impl Replication {
                 links: [Some(config.primary), config.backup],
                 volume,
                 volume_size,
+                thread_name,
             }),
             GFP_KERNEL,
         )

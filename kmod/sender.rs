@@ -277,7 +277,7 @@ enum Step {
 fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
     let receiver = match KThread::spawn(
         kernel::c_str!("arepl_ack"),
-        kernel::c_str!("rx"),
+        &session.repl.thread_name,
         session.clone(),
         receiver_main,
     ) {

@@ -188,7 +188,7 @@ impl Target for Arepl {
             Replication::new(&table.config, volume, volume_size).map_err(out_of_memory)?;
         let sender = KThread::spawn(
             kernel::c_str!("arepl_tx"),
-            kernel::c_str!("send"),
+            &replication.thread_name,
             replication.clone(),
             sender_main,
         )
