@@ -193,3 +193,25 @@ wait_status() {
     done
     echo "$dev: $key=$want after $((SECONDS - start))s"
 }
+
+# Sets disk (arepl0, the primary), replica (arepl1, the DR side) and state
+# (/tmp/state-$1); removes leftover devices $2...; copies the primary onto the replica;
+# starts replicad.
+pair_setup() {
+    state=/tmp/state-$1
+    shift
+    disk=$(disk_by_serial arepl0)
+    replica=$(disk_by_serial arepl1)
+    remove_if_present "$@"
+    initial_sync "$disk" "$replica"
+    replicad_start "$replica" "$state"
+}
+
+# Waits until device $1 is drained ($2 seconds at most), checks the whole replica
+# against the primary, removes the device and stops replicad.
+pair_verify_and_teardown() {
+    wait_drained "$1" "${2:-120}"
+    assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
+    dmsetup remove "$1"
+    replicad_stop "$state"
+}

@@ -3,12 +3,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-fio
-remove_if_present arepl-fio
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup fio arepl-fio
 arepl_create arepl-fio "$disk"
 wait_connected arepl-fio
 
@@ -23,8 +18,6 @@ note "status drained: $(dmsetup status arepl-fio)"
 (($(status_field arepl-fio lag_ms) == 0)) || fail "lag not 0 with an empty queue"
 (($(status_field arepl-fio acked_seq) >= $(status_field arepl-fio writes))) ||
     fail "fewer sequences acknowledged than writes issued"
-assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
-dmsetup remove arepl-fio
-replicad_stop "$state"
+pair_verify_and_teardown arepl-fio
 grep -iE 'warn|error' "$state/replicad.log" >&2 && fail "replicad logged warnings"
 true

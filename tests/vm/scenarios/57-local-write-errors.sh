@@ -4,13 +4,8 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-write-errors
+pair_setup write-errors arepl-err flaky
 sectors=$(sectors_of "$disk")
-remove_if_present arepl-err flaky
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
 
 # dm-flakey that is always "down" and fails every write beneath arepl.
 dmsetup create flaky --table "0 $sectors flakey $disk 0 0 1 1 error_writes"

@@ -4,12 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-restart
-remove_if_present arepl-restart
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup restart arepl-restart
 arepl_create arepl-restart "$disk"
 wait_connected arepl-restart
 
@@ -36,6 +31,4 @@ wait_connected arepl-restart 30
 wait_drained arepl-restart 300
 note "status: $(dmsetup status arepl-restart)"
 (($(status_field arepl-restart connects) >= 2)) || fail "no reconnect counted"
-assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
-dmsetup remove arepl-restart
-replicad_stop "$state"
+pair_verify_and_teardown arepl-restart

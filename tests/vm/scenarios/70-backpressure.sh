@@ -4,12 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-backpressure
-remove_if_present arepl-bp
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup backpressure arepl-bp
 ip netns exec prod tc qdisc replace dev prod0 root netem rate 40mbit delay 5ms
 arepl_create arepl-bp "$disk" "$PRIMARY_ADDR 1 queue_mb:4"
 wait_connected arepl-bp
@@ -31,7 +26,4 @@ note "queue peak $max_queued of $capacity bytes"
 ((capacity == 4 * 1024 * 1024)) || fail "capacity_bytes=$capacity, expected 4 MiB"
 ((max_queued > capacity / 2)) || fail "the queue never filled (peak $max_queued): no backpressure tested"
 ((max_queued <= capacity)) || fail "queue exceeded its bound: $max_queued"
-wait_drained arepl-bp 300
-assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
-dmsetup remove arepl-bp
-replicad_stop "$state"
+pair_verify_and_teardown arepl-bp 300

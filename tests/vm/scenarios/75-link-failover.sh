@@ -4,12 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-failover
-remove_if_present arepl-fo
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup failover arepl-fo
 arepl_create arepl-fo "$disk" "$PRIMARY_ADDR $BACKUP_ADDR"
 wait_status arepl-fo active_link primary
 
@@ -33,6 +28,4 @@ note "status: $(dmsetup status arepl-fo)"
 (($(status_field arepl-fo primary_errors) >= 1)) || fail "the primary's failure was not counted"
 (($(status_field arepl-fo backup_connects) >= 1)) || fail "no backup connection counted"
 (($(status_field arepl-fo primary_connects) >= 2)) || fail "no return to the primary counted"
-assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
-dmsetup remove arepl-fo
-replicad_stop "$state"
+pair_verify_and_teardown arepl-fo

@@ -4,12 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-flap
-remove_if_present arepl-flap
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup flap arepl-flap
 arepl_create arepl-flap "$disk" "$PRIMARY_ADDR $BACKUP_ADDR"
 wait_status arepl-flap active_link primary
 
@@ -39,6 +34,4 @@ sum=$(($(status_field arepl-flap primary_connects) + $(status_field arepl-flap b
 ((connects == sum)) || fail "connects=$connects is not primary+backup=$sum"
 ((connects >= 3)) || fail "only $connects connections through 3 rounds of flapping"
 ((errors >= 3)) || fail "only $errors link errors through 3 rounds of flapping"
-assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
-dmsetup remove arepl-flap
-replicad_stop "$state"
+pair_verify_and_teardown arepl-flap

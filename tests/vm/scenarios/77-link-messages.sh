@@ -4,12 +4,7 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-disk=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-state=/tmp/state-messages
-remove_if_present arepl-msg arepl-single
-initial_sync "$disk" "$replica"
-replicad_start "$replica" "$state"
+pair_setup messages arepl-msg arepl-single
 arepl_create arepl-msg "$disk" "$PRIMARY_ADDR $BACKUP_ADDR"
 wait_status arepl-msg active_link primary
 
