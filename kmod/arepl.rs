@@ -10,6 +10,7 @@ use kernel::prelude::*;
 
 mod bindings;
 mod bio;
+mod blockio;
 mod claim;
 mod dm;
 mod entry;
@@ -17,6 +18,8 @@ mod kthread;
 mod net;
 mod replication;
 mod sender;
+mod spill_log;
+mod spiller;
 mod sync;
 mod target;
 
@@ -28,6 +31,8 @@ pub mod crc32c;
 pub mod fifo;
 #[path = "../arepl-core/src/inflight.rs"]
 pub mod inflight;
+#[path = "../arepl-core/src/spill.rs"]
+pub mod spill;
 #[path = "../arepl-core/src/status.rs"]
 pub mod status;
 #[path = "../arepl-core/src/table.rs"]

@@ -4,7 +4,10 @@
  * macros Rust cannot call, and the few loops that are clearer next to the C API.
  */
 #include <linux/bio.h>
+#include <linux/blkdev.h>
 #include <linux/device-mapper.h>
+#include <linux/dm-io.h>
+#include <linux/ioprio.h>
 #include <linux/highmem.h>
 #include <linux/in.h>
 #include <linux/in6.h>
@@ -309,4 +312,62 @@ void arepl_sock_shutdown(struct socket *sock)
 void arepl_sock_release(struct socket *sock)
 {
 	sock_release(sock);
+}
+
+/*
+ * Synchronous I/O on a held device (the spill log), through dm-io: it splits the
+ * buffer into bios and handles vmalloc memory (cache maintenance included).
+ */
+struct dm_io_client *arepl_io_client_create(void)
+{
+	struct dm_io_client *client = dm_io_client_create();
+
+	return IS_ERR(client) ? NULL : client;
+}
+
+void arepl_io_client_destroy(struct dm_io_client *client)
+{
+	dm_io_client_destroy(client);
+}
+
+/*
+ * Reads or writes len bytes (a multiple of 512) at byte offset on bdev. A durable
+ * write is preceded by a cache flush and written with FUA, so it reaches stable
+ * storage after everything written before it.
+ */
+int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
+		  u64 offset, void *buf, size_t len, bool write, bool durable)
+{
+	struct dm_io_region region = {
+		.bdev = bdev,
+		.sector = offset >> SECTOR_SHIFT,
+		.count = len >> SECTOR_SHIFT,
+	};
+	struct dm_io_request req = {
+		.bi_opf = write ? REQ_OP_WRITE | REQ_SYNC : REQ_OP_READ,
+		.mem.type = is_vmalloc_addr(buf) ? DM_IO_VMA : DM_IO_KMEM,
+		.mem.ptr.addr = buf,
+		.client = client,
+	};
+	unsigned long error_bits = 0;
+	int ret;
+
+	if ((offset | len) & (SECTOR_SIZE - 1))
+		return -EINVAL;
+	if (write && durable)
+		req.bi_opf |= REQ_PREFLUSH | REQ_FUA;
+	ret = dm_io(&req, 1, &region, &error_bits, IOPRIO_DEFAULT);
+	if (!ret && error_bits)
+		ret = -EIO;
+	return ret;
+}
+
+u64 arepl_bdev_bytes(struct block_device *bdev)
+{
+	return bdev_nr_bytes(bdev);
+}
+
+void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors)
+{
+	ti->max_io_len = sectors;
 }

@@ -11,6 +11,7 @@
 #include <linux/spinlock_types.h>
 
 struct block_device;
+struct dm_io_client;
 struct dm_target;
 struct net;
 struct socket;
@@ -29,6 +30,15 @@ void *arepl_bio_per_bio_data(struct bio *bio, size_t size);
 
 /* device-mapper */
 int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
+
+void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors);
+
+/* synchronous I/O on a held device */
+struct dm_io_client *arepl_io_client_create(void);
+void arepl_io_client_destroy(struct dm_io_client *client);
+int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
+		  u64 offset, void *buf, size_t len, bool write, bool durable);
+u64 arepl_bdev_bytes(struct block_device *bdev);
 
 /* volumes in use by live targets */
 int arepl_volume_claim(const char *name);

@@ -171,6 +171,12 @@ impl ConstructCtx<'_> {
         unsafe { (*self.ti).len }
     }
 
+    /// Makes device-mapper split bios larger than `sectors`.
+    pub(crate) fn set_max_io_sectors(&mut self, sectors: u32) {
+        // SAFETY: `self.ti` is the target under construction, valid for the whole call.
+        unsafe { bindings::arepl_dm_set_max_io_len(self.ti, sectors) };
+    }
+
     /// Lets device-mapper send this many flush, discard and write-zeroes bios per
     /// request (linear targets use 1 of each).
     pub(crate) fn set_passdown_bios(&mut self, count: u32) {

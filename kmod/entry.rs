@@ -8,7 +8,9 @@ use kernel::sync::Arc;
 
 use crate::bio::Bio;
 use crate::bindings;
+use crate::crc32c::crc32c;
 use crate::fifo::{Budget, Slots};
+use crate::spill::{RecordHeader, RecordKind};
 use crate::wire::Header;
 
 /// What an entry asks the receiver to do.
@@ -27,7 +29,7 @@ pub(crate) struct Entry {
     offset: u64,
     /// Payload bytes for writes, range bytes for discards and write-zeroes.
     length: u32,
-    /// Payload of a write; empty otherwise.
+    /// Payload of a write (its first `length` bytes); empty otherwise.
     data: KVVec<u8>,
 }
 
@@ -80,15 +82,56 @@ impl Entry {
         )?)
     }
 
+    /// An entry read back from the spill log; `data` holds at least the payload.
+    pub(crate) fn from_record(header: &RecordHeader, data: KVVec<u8>) -> Result<Arc<Self>> {
+        let kind = match header.kind {
+            RecordKind::Write => EntryKind::Write { fua: header.fua },
+            RecordKind::Flush => EntryKind::Flush,
+            RecordKind::Discard => EntryKind::Discard,
+            RecordKind::WriteZeroes => EntryKind::WriteZeroes,
+            RecordKind::Wrap => return Err(EINVAL),
+        };
+        if header.payload_len() > data.len() as u64 {
+            return Err(EINVAL);
+        }
+        Ok(Arc::new(
+            Self {
+                kind,
+                offset: header.offset,
+                length: header.length,
+                data,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// The spill record header for this entry at local sequence `seq`.
+    pub(crate) fn record_header(&self, seq: u64) -> RecordHeader {
+        let (kind, fua) = match self.kind {
+            EntryKind::Write { fua } => (RecordKind::Write, fua),
+            EntryKind::Flush => (RecordKind::Flush, false),
+            EntryKind::Discard => (RecordKind::Discard, false),
+            EntryKind::WriteZeroes => (RecordKind::WriteZeroes, false),
+        };
+        RecordHeader {
+            seq,
+            kind,
+            fua,
+            offset: self.offset,
+            length: self.length,
+            payload_crc: crc32c(self.payload()),
+        }
+    }
+
     /// What the entry costs against the queue's byte budget.
     pub(crate) fn cost(&self) -> u64 {
-        Budget::cost(self.data.len() as u64)
+        Budget::cost(self.payload().len() as u64)
     }
 
     /// The frame header for this entry at wire sequence `seq`.
     pub(crate) fn header(&self, seq: u64) -> Header {
         match self.kind {
-            EntryKind::Write { fua } => Header::write(seq, self.offset, &self.data, fua),
+            EntryKind::Write { fua } => Header::write(seq, self.offset, self.payload(), fua),
             EntryKind::Flush => Header::flush(seq),
             EntryKind::Discard => Header::discard(seq, self.offset, self.length),
             EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),
@@ -97,7 +140,10 @@ impl Entry {
 
     /// The payload sent after the header.
     pub(crate) fn payload(&self) -> &[u8] {
-        &self.data
+        match self.kind {
+            EntryKind::Write { .. } => self.data.get(..self.length as usize).unwrap_or(&[]),
+            _ => &[],
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! its byte budget, sequence mapping to the wire, link state and counters.
 
 use core::net::SocketAddr;
+use core::pin::Pin;
 
 use kernel::new_condvar;
 use kernel::prelude::*;
@@ -17,6 +18,7 @@ use crate::inflight::{InFlight, RangeSlot};
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
+use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
 use crate::table::{ReplicationConfig, VolumeName};
 
@@ -32,6 +34,17 @@ pub(crate) struct QueueState {
     pub(crate) wire_base: Option<u64>,
     /// Highest local sequence acknowledged (0: none).
     pub(crate) acked_local: u64,
+    /// Highest local sequence sent in the current session.
+    pub(crate) sent_local: u64,
+    /// Writers waiting for queue space; the spill thread acts on them.
+    pub(crate) writers_waiting: u32,
+    /// The spill log's figures, kept here for status and policy.
+    pub(crate) spill: SpillFigures,
+    pub(crate) has_spill: bool,
+    /// The oldest entry does not fit in the spill log.
+    pub(crate) spill_full: bool,
+    /// Spill I/O failed (details in the kernel log); retried.
+    pub(crate) spill_failed: bool,
     /// Index into `links` of the link carrying the stream, if a session is up.
     pub(crate) active_link: Option<usize>,
     pub(crate) links: [LinkStats; 2],
@@ -40,6 +53,16 @@ pub(crate) struct QueueState {
     /// Set by `dmsetup message ... switch-link`: end the session, use the other link.
     pub(crate) switch_requested: bool,
     pub(crate) write_errors: u64,
+}
+
+/// What the spill log holds.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SpillFigures {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) capacity: u64,
+    pub(crate) head_seq: u64,
+    pub(crate) tail_seq: u64,
 }
 
 /// Per-link state and counters.
@@ -53,6 +76,35 @@ pub(crate) struct LinkStats {
 }
 
 impl QueueState {
+    /// Local sequence of the oldest entry not yet acknowledged, spilled or in memory.
+    pub(crate) fn oldest_local(&self) -> u64 {
+        if self.spill.entries > 0 {
+            self.spill.head_seq
+        } else {
+            self.fifo.head_seq()
+        }
+    }
+
+    /// Whether entries should move from memory to the spill log now: the memory queue
+    /// is (nearly) full, and no link is taking it, or the log is still ahead of it.
+    pub(crate) fn wants_spill(&self) -> bool {
+        let nearly_full = self.budget.reserved() * 4 >= self.budget.capacity() * 3;
+        self.has_spill
+            && !self.fifo.is_empty()
+            && self.fifo.in_flight() == 0
+            && (self.active_link.is_none() || self.spill.entries > 0)
+            && (self.writers_waiting > 0 || nearly_full)
+    }
+
+    /// Whether the sender has something it may send now.
+    pub(crate) fn has_unsent(&self, window: u64) -> bool {
+        if self.sent_local - self.acked_local.min(self.sent_local) >= window {
+            return false;
+        }
+        let spill_unread = self.spill.entries > 0 && self.sent_local + 1 < self.spill.tail_seq;
+        spill_unread || self.fifo.in_flight() < self.fifo.len()
+    }
+
     /// Records a failure on link `index`.
     pub(crate) fn link_failed(&mut self, index: usize, err: Error) {
         let link = &mut self.links[index];
@@ -83,6 +135,8 @@ pub(crate) struct Replication {
     #[pin]
     range_freed: CondVar,
     pub(crate) net: NetNamespace,
+    /// The spill log, if the table names a spill device.
+    pub(crate) spill: Option<Pin<KBox<SpillLog>>>,
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
     pub(crate) volume_size: u64,
@@ -95,7 +149,13 @@ impl Replication {
         config: &ReplicationConfig,
         volume: VolumeName,
         volume_size: u64,
+        spill: Option<(Pin<KBox<SpillLog>>, Resume)>,
     ) -> Result<Arc<Self>> {
+        let (spill, resume) = match spill {
+            Some((log, resume)) => (Some(log), Some(resume)),
+            None => (None, None),
+        };
+        let first_seq = resume.as_ref().map_or(1, |r| r.first_seq);
         let capacity = u64::from(config.queue_mb) << 20;
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
@@ -104,10 +164,16 @@ impl Replication {
             pin_init!(Self {
                 queue <- new_irq_spinlock!(
                     QueueState {
-                        fifo: Fifo::new(slots),
+                        fifo: Fifo::starting_at(slots, first_seq),
                         budget: Budget::new(capacity),
-                        wire_base: None,
+                        wire_base: resume.as_ref().and_then(|r| r.wire_base),
                         acked_local: 0,
+                        sent_local: 0,
+                        writers_waiting: 0,
+                        spill: resume.as_ref().map(|r| r.figures).unwrap_or_default(),
+                        has_spill: resume.is_some(),
+                        spill_full: false,
+                        spill_failed: false,
                         active_link: None,
                         links: [
                             LinkStats::default(),
@@ -131,6 +197,7 @@ impl Replication {
                 inflight <- new_irq_spinlock!(InFlight::new(ranges), "arepl_inflight"),
                 range_freed <- new_condvar!("arepl_range"),
                 net: NetNamespace::current(),
+                spill,
                 links: [Some(config.primary), config.backup],
                 volume,
                 volume_size,
@@ -162,7 +229,11 @@ impl Replication {
     pub(crate) fn reserve(&self, cost: u64) {
         let mut queue = self.queue.lock();
         while !queue.budget.try_reserve(cost) {
+            // The spill thread makes room when no link can.
+            queue.writers_waiting += 1;
+            self.work.notify_all();
             self.space_freed.wait(&mut queue);
+            queue.writers_waiting -= 1;
         }
     }
 
@@ -215,6 +286,8 @@ impl Replication {
             drop(done);
             self.space_freed.notify_all();
         }
+        // The sender frees acknowledged spill records and may send more.
+        self.work.notify_all();
     }
 
     /// The status line's figures (bio counters are the target's and left 0 here).
@@ -223,7 +296,7 @@ impl Replication {
         let mut queue = self.queue.lock();
         let base = queue.wire_base.unwrap_or(0);
         let oldest_ns = queue.fifo.oldest().map(|q| q.queued_ns);
-        let sent_local = queue.fifo.last_sent_seq();
+        let sent_local = queue.sent_local;
         let counters = Counters {
             queued: queue.fifo.len() as u64,
             queued_bytes: queue.budget.reserved(),
@@ -238,6 +311,9 @@ impl Replication {
             write_errors: queue.write_errors,
             link_errors: queue.links.iter().map(|l| l.errors).sum(),
             connects: queue.links.iter().map(|l| l.connects).sum(),
+            spill_entries: queue.spill.entries,
+            spill_bytes: queue.spill.bytes,
+            spill_capacity_bytes: queue.spill.capacity,
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {
@@ -254,8 +330,19 @@ impl Replication {
             }
             None => (LinkState::Down, ActiveLink::None),
         };
+        let mode = if queue.spill_failed {
+            Mode::SpillFailed
+        } else if queue.spill_full {
+            Mode::SpillFull
+        } else if queue.spill.entries > 0 && queue.active_link.is_some() {
+            Mode::Draining
+        } else if queue.spill.entries > 0 {
+            Mode::Spilling
+        } else {
+            Mode::Replicating
+        };
         Status {
-            mode: Mode::Replicating,
+            mode,
             link,
             counters,
             active_link,

@@ -19,16 +19,18 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::{msecs_to_jiffies, Ktime};
 
+use crate::entry::{Entry, NoIoScope};
 use crate::kthread::{self, KThread};
 use crate::net::TcpStream;
 use crate::replication::Replication;
+use crate::spill_log::{NextRecord, SpillLog, SpillState};
 use crate::status::LinkState;
 use crate::wire::{FrameKind, Header, HEADER_LEN, MAX_REASON_LEN};
 
 /// Connect and send timeout.
 const IO_TIMEOUT_MS: u32 = 5_000;
 /// Entries sent but not yet acknowledged, at most.
-const SEND_WINDOW: usize = 4096;
+const SEND_WINDOW: u64 = crate::spill_log::READ_WINDOW as u64;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN_MS: u32 = 100;
 const BACKOFF_MAX_MS: u32 = 5_000;
@@ -54,6 +56,8 @@ enum SessionEnd {
     SwitchRequested,
     /// The primary link answers again while the backup carries the stream.
     PrimaryBack,
+    /// The spill log could not be read; the link is fine.
+    SpillUnreadable,
 }
 
 /// One live connection, shared by the sender and its receiver thread.
@@ -95,6 +99,8 @@ fn timed_out() -> Error {
 
 /// Body of the per-device sender thread.
 pub(crate) fn sender_main(repl: &Arc<Replication>) {
+    // Reading the spill log allocates; that must not wait on writes to this device.
+    let _noio = NoIoScope::enter();
     let mut link = PRIMARY;
     let mut backoff_ms = BACKOFF_MIN_MS;
     while !kthread::should_stop() {
@@ -115,8 +121,8 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
             }
             Err(err) => SessionEnd::Failed(err),
         };
+        end_session(repl);
         let mut queue = repl.queue.lock();
-        queue.active_link = None;
         match end {
             SessionEnd::Failed(err) => {
                 queue.link_failed(link, err);
@@ -146,9 +152,29 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
                 pr_info!("primary link answers again; returning to it\n");
             }
             SessionEnd::Stopped => queue.links[link].state = LinkState::Down,
+            SessionEnd::SpillUnreadable => {
+                queue.links[link].state = LinkState::Down;
+                drop(queue);
+                pause(repl, BACKOFF_MAX_MS);
+            }
         }
         backoff_ms = BACKOFF_MIN_MS;
     }
+}
+
+/// Forgets what the ended session sent: the next one resends after what the receiver
+/// holds, and the spill thread may take unsent entries again.
+fn end_session(repl: &Replication) {
+    if let Some(log) = &repl.spill {
+        let mut st = log.lock();
+        let mut queue = repl.queue.lock();
+        log.free_acked(&mut st, &mut queue);
+        log.reset_reader(&mut st);
+    }
+    let mut queue = repl.queue.lock();
+    queue.active_link = None;
+    queue.fifo.rewind();
+    queue.sent_local = queue.acked_local;
 }
 
 fn link_name(link: usize) -> &'static str {
@@ -181,7 +207,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
 
     let oldest_wire = {
         let queue = repl.queue.lock();
-        queue.wire_base.map_or(0, |base| base + queue.fifo.head_seq())
+        queue.wire_base.map_or(0, |base| base + queue.oldest_local())
     };
     let name = repl.volume.as_str().as_bytes();
     let hello = Header::hello(oldest_wire, repl.volume_size, name);
@@ -222,7 +248,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         let mut queue = repl.queue.lock();
         let base = *queue.wire_base.get_or_insert(durable_wire);
         let newest_wire = base + queue.fifo.next_seq() - 1;
-        if durable_wire < base + queue.fifo.head_seq() - 1 || durable_wire > newest_wire {
+        if durable_wire < base + queue.oldest_local() - 1 || durable_wire > newest_wire {
             drop(queue);
             pr_err!(
                 "replicad at {} is durable at sequence {}, outside what this device holds\n",
@@ -232,6 +258,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
             return Err(protocol_error());
         }
         queue.fifo.rewind();
+        queue.sent_local = durable_wire - base;
         queue.active_link = Some(link);
         queue.links[link].state = LinkState::Connected;
         queue.links[link].connects += 1;
@@ -268,9 +295,80 @@ fn recv_header(stream: &TcpStream) -> Result<Header> {
 
 /// What the sender loop does next.
 enum Step {
-    Send(u64, Arc<crate::entry::Entry>),
+    Send(u64, Arc<Entry>),
     Idle,
     End(SessionEnd),
+}
+
+/// Picks the next entry to send: spilled records first, then the memory FIFO, so the
+/// stream stays in sequence order. The log stays locked while the FIFO is consulted,
+/// so the spill thread cannot move entries between the two meanwhile.
+fn next_step(repl: &Replication) -> Step {
+    let mut spill = repl.spill.as_deref().map(|log| (log, log.lock()));
+    {
+        let queue = repl.queue.lock();
+        if queue.paused {
+            return Step::End(SessionEnd::Stopped);
+        }
+        if queue.switch_requested {
+            return Step::End(SessionEnd::SwitchRequested);
+        }
+        if queue.sent_local - queue.acked_local.min(queue.sent_local) >= SEND_WINDOW {
+            return Step::Idle;
+        }
+    }
+    if let Some((log, st)) = spill.as_mut() {
+        if let Some(step) = next_spilled(repl, log, st) {
+            return step;
+        }
+    }
+    let mut queue = repl.queue.lock();
+    let expected = queue.sent_local + 1;
+    let Some((seq, queued)) = queue.fifo.next_to_send() else {
+        return Step::Idle;
+    };
+    if seq != expected {
+        let entry_seq = seq;
+        drop(queue);
+        pr_err!(
+            "volume {}: next queued entry is sequence {}, expected {}
+",
+            repl.volume,
+            entry_seq,
+            expected
+        );
+        return Step::End(SessionEnd::Failed(protocol_error()));
+    }
+    let entry = queued.entry.clone();
+    queue.sent_local = seq;
+    Step::Send(seq, entry)
+}
+
+/// The spill log's part of [`next_step`]: `None` when the log has nothing more.
+fn next_spilled(repl: &Replication, log: &SpillLog, st: &mut SpillState) -> Option<Step> {
+    match log.read_next(st, repl) {
+        Ok(NextRecord::Send(seq, entry)) => {
+            let mut queue = repl.queue.lock();
+            queue.spill_failed = false;
+            queue.sent_local = seq;
+            Some(Step::Send(seq, entry))
+        }
+        Ok(NextRecord::WindowFull) => Some(Step::Idle),
+        Ok(NextRecord::Exhausted) => None,
+        Err(err) => {
+            let first = !core::mem::replace(&mut repl.queue.lock().spill_failed, true);
+            if first {
+                pr_err!(
+                    "volume {}: cannot read the spill log (error {}); sending stops until it reads
+",
+                    repl.volume,
+                    err.to_errno()
+                );
+            }
+            // Nothing after the unreadable record may be sent: order comes first.
+            Some(Step::End(SessionEnd::SpillUnreadable))
+        }
+    }
 }
 
 /// Streams entries until the connection breaks, the thread stops, or the link changes.
@@ -313,21 +411,7 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
             }
         }
 
-        let step = {
-            let mut queue = repl.queue.lock();
-            if queue.paused {
-                Step::End(SessionEnd::Stopped)
-            } else if queue.switch_requested {
-                Step::End(SessionEnd::SwitchRequested)
-            } else if queue.fifo.in_flight() < SEND_WINDOW {
-                match queue.fifo.next_to_send() {
-                    Some((seq, q)) => Step::Send(seq, q.entry.clone()),
-                    None => Step::Idle,
-                }
-            } else {
-                Step::Idle
-            }
-        };
+        let step = next_step(repl);
         match step {
             Step::End(end) => break end,
             Step::Send(seq, entry) => {
@@ -338,9 +422,7 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
             }
             Step::Idle => {
                 let mut queue = repl.queue.lock();
-                let nothing_to_send = queue.fifo.in_flight() == queue.fifo.len()
-                    || queue.fifo.in_flight() >= SEND_WINDOW;
-                if nothing_to_send
+                if !queue.has_unsent(SEND_WINDOW)
                     && !queue.paused
                     && !queue.switch_requested
                     && !session.broken.load(Ordering::Acquire)
@@ -370,7 +452,7 @@ fn receiver_main(session: &Arc<Session>) {
             break;
         }
         let repl = &session.repl;
-        let sent_local = repl.queue.lock().fifo.last_sent_seq();
+        let sent_local = repl.queue.lock().sent_local;
         match header.seq.checked_sub(session.wire_base) {
             Some(local) if local <= sent_local => repl.acknowledge(local),
             _ => {

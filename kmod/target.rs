@@ -11,12 +11,15 @@ use kernel::sync::{Arc, CondVarTimeoutResult};
 use kernel::time::Ktime;
 
 use crate::bio::{Bio, BioKind};
+use crate::blockio::BlockIo;
 use crate::claim::VolumeClaim;
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
 use crate::entry::{Entry, EntryKind, NoIoScope};
 use crate::kthread::KThread;
 use crate::replication::Replication;
 use crate::sender::sender_main;
+use crate::spill_log::{BatchOutcome, SpillLog, MAX_IO_BYTES};
+use crate::spiller::spiller_main;
 use crate::table::{ReplicationConfig, TableArgs, VolumeName};
 
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
@@ -30,6 +33,7 @@ pub(crate) struct Arepl {
     replication: Arc<Replication>,
     /// Stopped (joined) before the queue is discarded in `drop`.
     sender: Option<KThread>,
+    spiller: Option<KThread>,
     /// Released last, once nothing of this target streams any more.
     _claim: VolumeClaim,
 }
@@ -132,7 +136,7 @@ impl Arepl {
 
 impl Target for Arepl {
     const NAME: &'static CStr = kernel::c_str!("arepl");
-    const VERSION: [u32; 3] = [0, 2, 0];
+    const VERSION: [u32; 3] = [0, 3, 0];
     type PerBio = PendingEntries;
 
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError> {
@@ -178,14 +182,20 @@ impl Target for Arepl {
             }
         })?;
         ctx.set_passdown_bios(1);
+        // Bounded bios keep every spill record within one batch buffer.
+        ctx.set_max_io_sectors((MAX_IO_BYTES >> 9) as u32);
 
         let out_of_memory = |_| ConstructError {
             summary: kernel::c_str!("out of memory"),
             code: ENOMEM,
         };
         let volume_size = ctx.len_sectors() << 9;
-        let replication =
-            Replication::new(&table.config, volume, volume_size).map_err(out_of_memory)?;
+        let spill = match table.spill_dev {
+            Some(path) => Some(open_spill(ctx, path, &local, volume, volume_size)?),
+            None => None,
+        };
+        let replication = Replication::new(&table.config, volume, volume_size, spill)
+            .map_err(out_of_memory)?;
         let sender = KThread::spawn(
             kernel::c_str!("arepl_tx"),
             &replication.thread_name,
@@ -196,6 +206,21 @@ impl Target for Arepl {
             summary: kernel::c_str!("cannot start the sender thread"),
             code,
         })?;
+        let spiller = match replication.spill {
+            Some(_) => Some(
+                KThread::spawn(
+                    kernel::c_str!("arepl_spill"),
+                    &replication.thread_name,
+                    replication.clone(),
+                    spiller_main,
+                )
+                .map_err(|code| ConstructError {
+                    summary: kernel::c_str!("cannot start the spill thread"),
+                    code,
+                })?,
+            ),
+            None => None,
+        };
 
         let target = KBox::new(
             Arepl {
@@ -204,6 +229,7 @@ impl Target for Arepl {
                 counters: BioCounters::default(),
                 replication,
                 sender: Some(sender),
+                spiller,
                 _claim: claim,
             },
             GFP_KERNEL,
@@ -278,7 +304,8 @@ impl Target for Arepl {
     }
 
     fn table(&self, out: &mut StatusWriter<'_>) {
-        let _ = write!(out, "{}", self.config.canonical(self.local.name()));
+        let spill = self.replication.spill.as_deref().map(SpillLog::device_name);
+        let _ = write!(out, "{}", self.config.canonical(self.local.name(), spill));
     }
 
     fn data_device(&self) -> &DmDevice {
@@ -286,25 +313,119 @@ impl Target for Arepl {
     }
 }
 
-impl Drop for Arepl {
-    fn drop(&mut self) {
-        // Give the sender a chance to deliver what is queued before the device goes.
-        // (A paused device has no session to drain through.)
+/// Opens the spill device named on the table line and its log.
+fn open_spill(
+    ctx: &mut ConstructCtx<'_>,
+    path: &str,
+    local: &crate::dm::DmDevice,
+    volume: VolumeName,
+    volume_size: u64,
+) -> Result<(core::pin::Pin<KBox<SpillLog>>, crate::spill_log::Resume), ConstructError> {
+    let refused = |code| ConstructError {
+        summary: kernel::c_str!("spill device refused"),
+        code,
+    };
+    let dev = ctx.get_device(path).map_err(|code| {
+        pr_err!("cannot open spill device '{}' (error {})\n", path, code.to_errno());
+        ConstructError {
+            summary: kernel::c_str!("cannot open spill device"),
+            code,
+        }
+    })?;
+    if dev.name() == local.name() {
+        pr_err!("spill device '{}' is the local device itself\n", path);
+        return Err(refused(EINVAL));
+    }
+    let io = BlockIo::new(dev).map_err(refused)?;
+    SpillLog::open(io, volume, volume_size).map_err(|_| refused(EINVAL))
+}
+
+impl Arepl {
+    /// Waits, up to [`DRAIN_TIMEOUT_MS`], for the queue to drain through a link. Without
+    /// a link, a device with a spill log keeps its entries there instead of waiting.
+    fn wait_for_drain(&self) {
+        let repl = &self.replication;
         let deadline = Ktime::ktime_get().to_ms() + DRAIN_TIMEOUT_MS;
-        while !self.replication.queue.lock().paused
-            && !self.replication.queue.lock().fifo.is_empty()
-            && Ktime::ktime_get().to_ms() < deadline
-        {
-            let mut queue = self.replication.queue.lock();
-            let woke = self
-                .replication
+        loop {
+            let mut queue = repl.queue.lock();
+            let drained = queue.fifo.is_empty() && queue.spill.entries == 0;
+            let no_way_out = queue.paused || (queue.has_spill && queue.active_link.is_none());
+            if drained || no_way_out || Ktime::ktime_get().to_ms() >= deadline {
+                return;
+            }
+            let woke = repl
                 .space_freed
                 .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(100));
             if matches!(woke, CondVarTimeoutResult::Signal { .. }) {
-                break;
+                return;
             }
         }
+    }
+
+    /// Moves everything still in memory to the spill log, so a later construction with
+    /// the same spill device sends it.
+    fn spill_remaining(&self, log: &SpillLog) {
+        let repl = &self.replication;
+        {
+            let mut st = log.lock();
+            let mut queue = repl.queue.lock();
+            log.free_acked(&mut st, &mut queue);
+            log.reset_reader(&mut st);
+            queue.fifo.rewind();
+        }
+        loop {
+            match log.spill_batch(repl) {
+                Ok(BatchOutcome::Moved) => continue,
+                Ok(BatchOutcome::Idle) => break,
+                Ok(BatchOutcome::Full) => {
+                    pr_err!(
+                        "volume {}: spill device {} is full; entries still in memory are lost \
+                         to replication\n",
+                        repl.volume,
+                        log.device_name()
+                    );
+                    break;
+                }
+                Err(err) => {
+                    pr_err!(
+                        "volume {}: cannot write the spill log (error {}); entries still in \
+                         memory are lost to replication\n",
+                        repl.volume,
+                        err.to_errno()
+                    );
+                    break;
+                }
+            }
+        }
+        if let Err(err) = log.persist_head(repl) {
+            pr_err!(
+                "volume {}: cannot update the spill log (error {})\n",
+                repl.volume,
+                err.to_errno()
+            );
+        }
+        let spill = repl.queue.lock().spill;
+        if spill.entries > 0 {
+            pr_info!(
+                "volume {}: {} entries ({} bytes) stay in the spill log on {}; they are sent \
+                 when the device is created again with it\n",
+                repl.volume,
+                spill.entries,
+                spill.bytes,
+                log.device_name()
+            );
+        }
+    }
+}
+
+impl Drop for Arepl {
+    fn drop(&mut self) {
+        self.wait_for_drain();
         drop(self.sender.take());
+        drop(self.spiller.take());
+        if let Some(log) = self.replication.spill.as_deref() {
+            self.spill_remaining(log);
+        }
         let (count, bytes) = self.replication.discard_all();
         if count > 0 {
             pr_warn!(

@@ -93,13 +93,34 @@ pub struct Fifo<S: Slots> {
 impl<S: Slots> Fifo<S> {
     /// An empty FIFO whose first entry will get sequence 1.
     pub fn new(slots: S) -> Self {
+        Self::starting_at(slots, 1)
+    }
+
+    /// An empty FIFO whose first entry will get sequence `first_seq` (older entries live
+    /// elsewhere, in a spill log).
+    pub fn starting_at(slots: S, first_seq: u64) -> Self {
         Self {
             slots,
             head: 0,
             len: 0,
             sent: 0,
-            head_seq: 1,
+            head_seq: first_seq,
         }
+    }
+
+    /// The entry `index` places after the oldest (0: the oldest), if held.
+    pub fn get(&mut self, index: usize) -> Option<&S::Item> {
+        if index >= self.len {
+            return None;
+        }
+        // checked: a remainder panic path trips the kernel build's objtool.
+        let at = (self.head + index).checked_rem(self.slots.capacity())?;
+        self.slots.slot(at).as_ref()
+    }
+
+    /// Removes the oldest entry, sent or not (it moves to the spill log).
+    pub fn pop_oldest(&mut self) -> Option<S::Item> {
+        self.pop_acked(self.head_seq)
     }
 
     /// Appends an entry and returns its sequence number.
@@ -251,6 +272,19 @@ mod tests {
         q.rewind();
         let resent: Vec<u64> = core::iter::from_fn(|| q.next_to_send().map(|(s, _)| s)).collect();
         assert_eq!(resent, [3, 4, 5]);
+    }
+
+    #[test]
+    fn starts_at_a_given_sequence_and_moves_entries_out() {
+        let mut q = fifo(4);
+        q = Fifo::starting_at(q.slots, 41);
+        assert_eq!(q.push(1), Ok(41));
+        assert_eq!(q.push(2), Ok(42));
+        assert_eq!(q.get(1), Some(&2));
+        assert_eq!(q.get(2), None);
+        assert_eq!(q.pop_oldest(), Some(1));
+        assert_eq!(q.head_seq(), 42);
+        assert_eq!(q.next_to_send(), Some((42, &2)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The on-disk format of the spill log: where queued entries go, in sequence order,
-//! when no link is up and the memory queue is full. (Format and ring arithmetic only;
-//! the kernel side that reads and writes it is not built yet.)
+//! when no link is up and the memory queue is full. Format and ring arithmetic only;
+//! the kernel module does the I/O.
 //!
 //! Layout of the spill device, all integers big-endian:
 //!
@@ -36,11 +36,20 @@ pub const SPILL_VERSION: u32 = 1;
 pub enum SpillError {
     /// Neither superblock slot holds a valid superblock: not a spill device.
     NoSuperblock,
+    /// A superblock magic is there, but no slot holds a valid superblock.
+    Damaged,
+    /// Neither blank nor a spill log: some other data, which must not be overwritten.
+    NotBlank,
     /// A superblock of another format version.
     BadVersion(u32),
     /// The spill device belongs to another volume.
-    OtherVolume,
-    /// The device is too small for a ring.
+    OtherVolume {
+        /// The volume the log belongs to.
+        volume: VolumeName,
+        /// That volume's size in bytes.
+        size: u64,
+    },
+    /// The device is too small for a ring, or smaller than the log it holds.
     TooSmall,
     /// Bytes that are not a valid record header.
     BadRecord,
@@ -271,16 +280,82 @@ impl Superblock {
         let mut best: Option<Self> = None;
         for slot in slots {
             if let Some(sb) = Self::decode(slot)? {
-                if best.is_none_or(|b| sb.generation > b.generation) {
+                if best.map_or(true, |b| sb.generation > b.generation) {
                     best = Some(sb);
                 }
             }
         }
         let sb = best.ok_or(SpillError::NoSuperblock)?;
         if sb.volume != *volume || sb.volume_size != volume_size {
-            return Err(SpillError::OtherVolume);
+            return Err(SpillError::OtherVolume {
+                volume: sb.volume,
+                size: sb.volume_size,
+            });
         }
         Ok(sb)
+    }
+}
+
+/// What a device offered as spill device holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Zeroes where the superblocks go: free to format.
+    Blank,
+    /// The spill log of this volume.
+    Log(Superblock),
+}
+
+/// Looks at the two superblock slots of a device of `device_bytes` offered as the
+/// spill device of `volume`. Only a blank device or this volume's own log is accepted:
+/// anything else may be somebody's data, or another volume's unsent writes.
+pub fn probe(
+    slots: [&[u8; BLOCK as usize]; 2],
+    volume: &VolumeName,
+    volume_size: u64,
+    device_bytes: u64,
+) -> Result<Probe, SpillError> {
+    if slots.iter().all(|slot| slot.iter().all(|&b| b == 0)) {
+        return Ok(Probe::Blank);
+    }
+    let sb = match Superblock::choose(slots, volume, volume_size) {
+        Err(SpillError::NoSuperblock) if slots.iter().any(|s| s[0..8] == SUPER_MAGIC) => {
+            return Err(SpillError::Damaged)
+        }
+        Err(SpillError::NoSuperblock) => return Err(SpillError::NotBlank),
+        other => other?,
+    };
+    if sb.ring.end > device_bytes {
+        return Err(SpillError::TooSmall);
+    }
+    Ok(Probe::Log(sb))
+}
+
+impl core::fmt::Display for SpillError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSuperblock => write!(f, "no valid spill superblock"),
+            Self::Damaged => write!(
+                f,
+                "its spill superblocks are damaged (both copies fail their checksum)"
+            ),
+            Self::NotBlank => write!(
+                f,
+                "it is neither blank nor a spill log (its first 4 KiB must be zeroes to use it)"
+            ),
+            Self::BadVersion(version) => {
+                write!(
+                    f,
+                    "its spill log has format version {version}, this module reads {SPILL_VERSION}"
+                )
+            }
+            Self::OtherVolume { volume, size } => write!(
+                f,
+                "it holds the spill log of volume {volume} ({size} bytes), not this one"
+            ),
+            Self::TooSmall => write!(f, "it is too small for its spill log"),
+            Self::BadRecord => write!(f, "a spill record header is damaged"),
+            Self::BadPayload => write!(f, "a spill record's data fails its checksum"),
+        }
     }
 }
 
@@ -476,13 +551,17 @@ mod tests {
             "a torn newer slot falls back to the older one"
         );
 
+        let theirs = SpillError::OtherVolume {
+            volume: volume("db"),
+            size: 1 << 30,
+        };
         assert_eq!(
             Superblock::choose([&older, &newer], &volume("other"), 1 << 30),
-            Err(SpillError::OtherVolume)
+            Err(theirs)
         );
         assert_eq!(
             Superblock::choose([&older, &newer], &volume("db"), 1 << 29),
-            Err(SpillError::OtherVolume)
+            Err(theirs)
         );
         let blank = [0u8; BLOCK as usize];
         assert_eq!(
@@ -494,6 +573,48 @@ mod tests {
         let crc = crc32c(&future[..508]);
         future[508..].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(Superblock::decode(&future), Err(SpillError::BadVersion(2)));
+    }
+
+    #[test]
+    fn probe_accepts_only_blank_devices_and_own_logs() {
+        let sb = Superblock {
+            generation: 3,
+            volume_size: 1 << 30,
+            volume: volume("db"),
+            ring: Ring::empty(1 << 20, 1).unwrap(),
+            wire_base: None,
+        };
+        let slot = sb.encode();
+        let blank = [0u8; BLOCK as usize];
+        let db = volume("db");
+        assert_eq!(
+            probe([&blank, &blank], &db, 1 << 30, 1 << 20),
+            Ok(Probe::Blank)
+        );
+        assert_eq!(
+            probe([&blank, &slot], &db, 1 << 30, 1 << 20),
+            Ok(Probe::Log(sb))
+        );
+        assert_eq!(
+            probe([&blank, &slot], &db, 1 << 30, 1 << 19),
+            Err(SpillError::TooSmall)
+        );
+        assert!(matches!(
+            probe([&slot, &blank], &volume("web"), 1 << 30, 1 << 20),
+            Err(SpillError::OtherVolume { .. })
+        ));
+        let mut damaged = slot;
+        damaged[40] ^= 0xFF;
+        assert_eq!(
+            probe([&damaged, &blank], &db, 1 << 30, 1 << 20),
+            Err(SpillError::Damaged)
+        );
+        let mut filesystem = blank;
+        filesystem[0x38] = 0x53;
+        assert_eq!(
+            probe([&filesystem, &blank], &db, 1 << 30, 1 << 20),
+            Err(SpillError::NotBlank)
+        );
     }
 
     #[test]

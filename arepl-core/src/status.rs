@@ -9,8 +9,16 @@ use core::fmt;
 /// What the target currently does with writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Writes are queued in memory and sent over a link.
+    /// Writes are queued in memory and sent over a link (or wait in memory for one).
     Replicating,
+    /// No link is up and the memory queue overflowed: entries go to the spill device.
+    Spilling,
+    /// A link is up and the spill log is being sent, ahead of the memory queue.
+    Draining,
+    /// The spill device is full too: writers wait until a link drains it.
+    SpillFull,
+    /// The spill log could not be read or written; writers wait once memory is full.
+    SpillFailed,
 }
 
 /// State of the replication link.
@@ -67,7 +75,13 @@ macro_rules! words {
     };
 }
 
-words!(Mode { Replicating => "replicating" });
+words!(Mode {
+    Replicating => "replicating",
+    Spilling => "spilling",
+    Draining => "draining",
+    SpillFull => "spill_full",
+    SpillFailed => "spill_failed",
+});
 words!(LinkState {
     Down => "down",
     Connecting => "connecting",
@@ -105,6 +119,12 @@ pub struct Counters {
     pub link_errors: u64,
     /// Handshakes completed (the first connection counts).
     pub connects: u64,
+    /// Entries held in the spill log.
+    pub spill_entries: u64,
+    /// Bytes of the spill log in use.
+    pub spill_bytes: u64,
+    /// Bytes the spill log can hold (0: no spill device).
+    pub spill_capacity_bytes: u64,
 }
 
 /// The whole status line.
@@ -157,7 +177,8 @@ impl fmt::Display for StatusError<'_> {
 type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
-const COUNTER_KEYS: [(&str, CounterField); 13] = [
+/// Those from [`LATER_KEYS`] on were added later and follow the link keys.
+const COUNTER_KEYS: [(&str, CounterField); 16] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -171,13 +192,19 @@ const COUNTER_KEYS: [(&str, CounterField); 13] = [
     ("write_errors", |c| &mut c.write_errors),
     ("link_errors", |c| &mut c.link_errors),
     ("connects", |c| &mut c.connects),
+    ("spill_entries", |c| &mut c.spill_entries),
+    ("spill_bytes", |c| &mut c.spill_bytes),
+    ("spill_capacity_bytes", |c| &mut c.spill_capacity_bytes),
 ];
+
+/// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
+const LATER_KEYS: usize = 13;
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "mode={} link={}", self.mode.as_str(), self.link.as_str())?;
         let mut counters = self.counters;
-        for (key, field) in COUNTER_KEYS {
+        for (key, field) in &COUNTER_KEYS[..LATER_KEYS] {
             write!(f, " {key}={}", *field(&mut counters))?;
         }
         write!(
@@ -195,6 +222,9 @@ impl fmt::Display for Status {
                 link.errors,
                 link.last_error
             )?;
+        }
+        for (key, field) in &COUNTER_KEYS[LATER_KEYS..] {
+            write!(f, " {key}={}", *field(&mut counters))?;
         }
         Ok(())
     }
@@ -300,6 +330,9 @@ mod tests {
             write_errors: 1,
             link_errors: 2,
             connects: 3,
+            spill_entries: 4,
+            spill_bytes: 9216,
+            spill_capacity_bytes: 1 << 30,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -327,13 +360,28 @@ mod tests {
              queued=12 queued_bytes=49152 capacity_bytes=67108864 sent_seq=100 acked_seq=90 \
              lag_ms=15 write_errors=1 link_errors=2 connects=3 active_link=backup paused=0 \
              primary=down primary_connects=1 primary_errors=2 primary_last_error=110 \
-             backup=connected backup_connects=2 backup_errors=0 backup_last_error=0"
+             backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
+             spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824"
         );
     }
 
     #[test]
     fn round_trip() {
         assert_eq!(Status::parse(&SAMPLE.to_string()), Ok(SAMPLE));
+    }
+
+    #[test]
+    fn every_mode_round_trips() {
+        for mode in [
+            Mode::Replicating,
+            Mode::Spilling,
+            Mode::Draining,
+            Mode::SpillFull,
+            Mode::SpillFailed,
+        ] {
+            let status = Status { mode, ..SAMPLE };
+            assert_eq!(Status::parse(&status.to_string()), Ok(status));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Device-mapper hands the target everything after `arepl`; [`TableArgs::parse`] takes
-//! exactly that. Feature arguments are `queue_mb:N` and `volume:NAME`.
+//! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME` and `spill:DEV`.
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -19,13 +19,15 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 2;
+pub const MAX_FEATURE_ARGS: usize = 3;
 
 /// The validated arguments of one `arepl` table line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableArgs<'a> {
     /// Path or `major:minor` of the local device every bio is mapped to.
     pub local_dev: &'a str,
+    /// Path or `major:minor` of the device queued entries spill to when no link is up.
+    pub spill_dev: Option<&'a str>,
     /// Everything else on the line; owns its data, so the target can keep it.
     pub config: ReplicationConfig,
 }
@@ -41,6 +43,8 @@ pub struct ReplicationConfig {
     pub queue_mb: u32,
     /// Volume name the receiver checks; `None` means the device-mapper name.
     pub volume: Option<VolumeName>,
+    /// Whether a spill device was given (its name lives with the opened device).
+    pub spill: bool,
 }
 
 /// A validated volume name, stored inline so it needs no allocation.
@@ -144,6 +148,8 @@ pub enum TableError<'a> {
         /// The value given.
         text: &'a str,
     },
+    /// `spill:` without a device.
+    EmptySpillDevice,
 }
 
 impl TableError<'_> {
@@ -169,6 +175,7 @@ impl TableError<'_> {
             Self::DuplicateFeature { .. } => "duplicate feature argument\0",
             Self::BadQueueSize { .. } => "invalid queue_mb\0",
             Self::BadVolumeName { .. } => "invalid volume name\0",
+            Self::EmptySpillDevice => "spill: needs a device\0",
         }
     }
 }
@@ -201,7 +208,7 @@ impl fmt::Display for TableError<'_> {
             ),
             Self::UnknownFeature { text } => write!(
                 f,
-                "unknown feature argument '{text}': known are queue_mb:N and volume:NAME"
+                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME and spill:DEV"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -212,6 +219,9 @@ impl fmt::Display for TableError<'_> {
                 f,
                 "invalid volume name '{text}': 1 to {MAX_VOLUME_LEN} characters from A-Z a-z 0-9 . _ -"
             ),
+            Self::EmptySpillDevice => {
+                write!(f, "invalid spill device '': expected spill:/dev/PATH or spill:MAJOR:MINOR")
+            }
         }
     }
 }
@@ -241,16 +251,22 @@ impl<'a> TableArgs<'a> {
             backup,
             queue_mb: DEFAULT_QUEUE_MB,
             volume: None,
+            spill: false,
         };
-        config.parse_features(rest)?;
-        Ok(TableArgs { local_dev, config })
+        let spill_dev = config.parse_features(rest)?;
+        Ok(TableArgs {
+            local_dev,
+            spill_dev,
+            config,
+        })
     }
 }
 
 impl ReplicationConfig {
-    fn parse_features<'a>(&mut self, args: &[&'a str]) -> Result<(), TableError<'a>> {
+    /// Applies the feature arguments; returns the spill device, if one is named.
+    fn parse_features<'a>(&mut self, args: &[&'a str]) -> Result<Option<&'a str>, TableError<'a>> {
         let [count, features @ ..] = args else {
-            return Ok(());
+            return Ok(None);
         };
         let declared: usize = count
             .parse()
@@ -266,6 +282,7 @@ impl ReplicationConfig {
         }
 
         let mut seen_queue = false;
+        let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
                 Some(("queue_mb", value)) => {
@@ -281,18 +298,33 @@ impl ReplicationConfig {
                     let name = VolumeName::new(value);
                     self.volume = Some(name.ok_or(TableError::BadVolumeName { text: value })?);
                 }
+                Some(("spill", value)) => {
+                    if spill_dev.is_some() {
+                        return Err(TableError::DuplicateFeature { key: "spill" });
+                    }
+                    if value.is_empty() {
+                        return Err(TableError::EmptySpillDevice);
+                    }
+                    spill_dev = Some(value);
+                    self.spill = true;
+                }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
         }
-        Ok(())
+        Ok(spill_dev)
     }
 
-    /// The table line as device-mapper shows it in `dmsetup table`, with the local
-    /// device given as `local_dev_name` (device-mapper's `major:minor` form).
-    pub fn canonical<'b>(&'b self, local_dev_name: &'b str) -> CanonicalTable<'b> {
+    /// The table line as device-mapper shows it in `dmsetup table`, with the local and
+    /// spill devices given as their names (device-mapper's `major:minor` form).
+    pub fn canonical<'b>(
+        &'b self,
+        local_dev_name: &'b str,
+        spill_dev_name: Option<&'b str>,
+    ) -> CanonicalTable<'b> {
         CanonicalTable {
             config: self,
             local_dev_name,
+            spill_dev_name,
         }
     }
 }
@@ -302,6 +334,7 @@ impl ReplicationConfig {
 pub struct CanonicalTable<'b> {
     config: &'b ReplicationConfig,
     local_dev_name: &'b str,
+    spill_dev_name: Option<&'b str>,
 }
 
 impl fmt::Display for CanonicalTable<'_> {
@@ -311,10 +344,14 @@ impl fmt::Display for CanonicalTable<'_> {
         if let Some(backup) = t.backup {
             write!(f, " {backup}")?;
         }
-        let features = 1 + usize::from(t.volume.is_some());
+        let features =
+            1 + usize::from(t.volume.is_some()) + usize::from(self.spill_dev_name.is_some());
         write!(f, " {features} queue_mb:{}", t.queue_mb)?;
         if let Some(volume) = &t.volume {
             write!(f, " volume:{volume}")?;
+        }
+        if let Some(spill) = self.spill_dev_name {
+            write!(f, " spill:{spill}")?;
         }
         Ok(())
     }
@@ -358,6 +395,28 @@ mod tests {
         assert_eq!(t.backup, None);
         assert_eq!(t.queue_mb, DEFAULT_QUEUE_MB);
         assert_eq!(t.volume, None);
+        assert_eq!(args.spill_dev, None);
+        assert!(!t.spill);
+    }
+
+    #[test]
+    fn spill_device_feature() {
+        let args = TableArgs::parse(&[
+            "/dev/vdb",
+            "10.0.0.2:1",
+            "3",
+            "spill:/dev/vdd",
+            "queue_mb:4",
+            "volume:v",
+        ])
+        .unwrap();
+        assert_eq!(args.spill_dev, Some("/dev/vdd"));
+        assert!(args.config.spill);
+        let text = args.config.canonical("254:16", Some("254:48")).to_string();
+        assert_eq!(text, "254:16 10.0.0.2:1 3 queue_mb:4 volume:v spill:254:48");
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        let again = TableArgs::parse(&words).unwrap();
+        assert_eq!(again.spill_dev, Some("254:48"));
     }
 
     #[test]
@@ -396,14 +455,14 @@ mod tests {
             "volume:v",
         ];
         let t = TableArgs::parse(&line).unwrap().config;
-        let text = t.canonical("254:16").to_string();
+        let text = t.canonical("254:16", None).to_string();
         assert_eq!(
             text,
             "254:16 10.0.0.2:7788 10.1.0.2:7788 2 queue_mb:64 volume:v"
         );
         let words: std::vec::Vec<&str> = text.split(' ').collect();
         let again = TableArgs::parse(&words).unwrap();
-        assert_eq!(again.config.canonical("254:16").to_string(), text);
+        assert_eq!(again.config.canonical("254:16", None).to_string(), text);
     }
 
     #[test]
@@ -455,8 +514,22 @@ mod tests {
                 },
             ),
             (
-                &["/dev/vdb", "10.0.0.2:1", "3", "a", "b", "c"],
-                TableError::TooManyFeatures { declared: 3 },
+                &["/dev/vdb", "10.0.0.2:1", "4", "a", "b", "c", "d"],
+                TableError::TooManyFeatures { declared: 4 },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
+                TableError::EmptySpillDevice,
+            ),
+            (
+                &[
+                    "/dev/vdb",
+                    "10.0.0.2:1",
+                    "2",
+                    "spill:/dev/a",
+                    "spill:/dev/b",
+                ],
+                TableError::DuplicateFeature { key: "spill" },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "fast:yes"],

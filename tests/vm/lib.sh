@@ -126,7 +126,7 @@ status_field() {
 # Waits until device $1 has nothing queued (everything acknowledged); $2 seconds at most.
 wait_drained() {
     local dev=$1 limit=${2:-120} start=$SECONDS
-    while (( $(status_field "$dev" queued) > 0 )); do
+    while (( $(status_field "$dev" queued) > 0 || $(status_field "$dev" spill_entries) > 0 )); do
         if (( SECONDS - start > limit )); then
             dmsetup status "$dev" >&2
             fail "$dev not drained after ${limit}s"
@@ -214,4 +214,18 @@ pair_verify_and_teardown() {
     assert_same_image "$disk" "$replica" "$(($(sectors_of "$disk") / 2048))"
     dmsetup remove "$1"
     replicad_stop "$state"
+}
+
+# A blank spill device: arepl formats one whose first 4 KiB are zeroes.
+spill_blank() {
+    dd if=/dev/zero of="$1" bs=4k count=1 oflag=direct status=none
+}
+# Cuts both links so nothing leaves the production side.
+links_cut_both() {
+    link_cut dr0
+    link_cut dr1
+}
+links_restore_both() {
+    link_restore dr0
+    link_restore dr1
 }

@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The spill log on its device: opening (and refusing) a device, moving the oldest
+//! queued entries into the log, and reading them back in order for the sender.
+//!
+//! The log holds local sequences `[head_seq, tail_seq)`; the memory FIFO continues at
+//! `tail_seq`, so log and FIFO together are one stream in write order. One mutex
+//! serialises every use of the log: the spill thread appending, the sender reading
+//! and freeing, the destructor flushing what is left.
+//!
+//! Crash safety: records are written, then a superblock covering them is written with
+//! a preceding cache flush and FUA. Space freed by acknowledgements is reused only
+//! after a superblock recording the new head is on disk, so the on-disk head never
+//! points at overwritten records.
+
+use core::pin::Pin;
+
+use kernel::new_mutex;
+use kernel::prelude::*;
+use kernel::sync::lock::{mutex::MutexBackend, Guard};
+use kernel::sync::{Arc, Mutex};
+
+use crate::blockio::BlockIo;
+use crate::entry::Entry;
+use crate::replication::{QueueState, Replication, SpillFigures};
+use crate::spill::{
+    probe, record_len, Probe, RecordHeader, RecordKind, Ring, SpillError, Superblock, BLOCK,
+};
+use crate::table::VolumeName;
+
+/// Largest bio the target takes (`max_io_len`), so one record always fits a batch.
+pub(crate) const MAX_IO_BYTES: usize = 1 << 20;
+/// Bytes written to the log per batch, at most.
+const BATCH_BYTES: usize = 2 * MAX_IO_BYTES;
+/// Entries per batch, at most.
+const BATCH_ENTRIES: usize = 1024;
+/// Records read and sent but not yet freed, at most (the sender's window).
+pub(crate) const READ_WINDOW: usize = 4096;
+
+/// What one attempt to move entries into the log did.
+pub(crate) enum BatchOutcome {
+    /// Entries moved from memory to the log.
+    Moved,
+    /// The oldest entry does not fit: the log is full.
+    Full,
+    /// Nothing to move (empty FIFO, or its head is being sent).
+    Idle,
+}
+
+/// What the sender gets from the log next.
+pub(crate) enum NextRecord {
+    /// This record, at this local sequence.
+    Send(u64, Arc<Entry>),
+    /// Records remain, but as many are in flight as the window allows.
+    WindowFull,
+    /// Every record has been read: the FIFO comes next.
+    Exhausted,
+}
+
+/// The spill log of one device.
+#[pin_data]
+pub(crate) struct SpillLog {
+    io: BlockIo,
+    volume: VolumeName,
+    volume_size: u64,
+    #[pin]
+    state: Mutex<SpillState>,
+}
+
+/// Where the log starts when a device is constructed.
+pub(crate) struct Resume {
+    /// Local sequence of the first entry the FIFO takes.
+    pub(crate) first_seq: u64,
+    /// Wire mapping learned by an earlier incarnation (only with records held).
+    pub(crate) wire_base: Option<u64>,
+    pub(crate) figures: SpillFigures,
+}
+
+/// Everything under the log's mutex.
+pub(crate) struct SpillState {
+    ring: Ring,
+    /// The ring as the newest superblock on disk records it.
+    persisted: Ring,
+    generation: u64,
+    /// One block of DMA-able memory: superblocks, record headers, wrap markers.
+    block: KVVec<u8>,
+    /// The batch being written, and its entries until they leave the FIFO.
+    batch: KVVec<u8>,
+    batch_entries: KVVec<Option<Arc<Entry>>>,
+    reader: Reader,
+}
+
+/// The sender's read position and the records it has read but not yet freed.
+struct Reader {
+    /// Offset and sequence of the next record to read; `None`: start at the head.
+    cursor: Option<(u64, u64)>,
+    /// `(seq, offset, len)` of records read, oldest first, as a ring of fixed size.
+    read: KVVec<(u64, u64, u64)>,
+    read_head: usize,
+    read_len: usize,
+}
+
+impl Reader {
+    fn front(&self) -> Option<(u64, u64, u64)> {
+        (self.read_len > 0).then(|| self.read[self.read_head])
+    }
+
+    fn pop_front(&mut self) {
+        self.read_head = (self.read_head + 1) % self.read.len();
+        self.read_len -= 1;
+    }
+
+    /// Appends a record; the caller checked there is room.
+    fn push(&mut self, record: (u64, u64, u64)) {
+        let at = (self.read_head + self.read_len) % self.read.len();
+        self.read[at] = record;
+        self.read_len += 1;
+    }
+
+    fn reset(&mut self) {
+        self.cursor = None;
+        self.read_head = 0;
+        self.read_len = 0;
+    }
+}
+
+/// Why construction refused a spill device; the message is already in the log.
+pub(crate) struct Refused;
+
+fn figures(ring: &Ring) -> SpillFigures {
+    SpillFigures {
+        entries: ring.tail_seq - ring.head_seq,
+        bytes: ring.used(),
+        capacity: ring.capacity(),
+        head_seq: ring.head_seq,
+        tail_seq: ring.tail_seq,
+    }
+}
+
+fn spill_error(err: SpillError) -> Error {
+    pr_err!("spill log: {}\n", err);
+    EIO
+}
+
+impl SpillLog {
+    /// Opens the spill log on `io` for `volume`: formats a blank device, resumes this
+    /// volume's log, refuses anything else with a message.
+    pub(crate) fn open(
+        io: BlockIo,
+        volume: VolumeName,
+        volume_size: u64,
+    ) -> Result<(Pin<KBox<Self>>, Resume), Refused> {
+        // A copy: `io` moves into the log below, and messages still name the device.
+        let mut name_buf = [0u8; 16];
+        let name_len = io.name().len().min(name_buf.len());
+        name_buf[..name_len].copy_from_slice(&io.name().as_bytes()[..name_len]);
+        let name = core::str::from_utf8(&name_buf[..name_len]).unwrap_or("?");
+        let device_bytes = io.size_bytes();
+        let fail = |what: &dyn core::fmt::Display| {
+            pr_err!(
+                "volume {}: spill device {} refused: {}\n",
+                volume,
+                name,
+                what
+            );
+            Refused
+        };
+        let nomem = |_| fail(&"out of memory");
+        let mut block = KVVec::from_elem(0u8, 2 * BLOCK as usize, GFP_KERNEL).map_err(nomem)?;
+        io.read(0, &mut block)
+            .map_err(|err| fail(&format_args!("cannot read it (error {})", err.to_errno())))?;
+        let mut slots = [[0u8; BLOCK as usize]; 2];
+        slots[0].copy_from_slice(&block[..BLOCK as usize]);
+        slots[1].copy_from_slice(&block[BLOCK as usize..]);
+        let found = probe([&slots[0], &slots[1]], &volume, volume_size, device_bytes)
+            .map_err(|err| fail(&err))?;
+
+        let fresh = || Ring::empty(device_bytes, 1).map_err(|err| fail(&err));
+        let (ring, generation, wire_base) = match found {
+            Probe::Blank => (fresh()?, 0, None),
+            // An empty log carries nothing over: start numbering afresh.
+            Probe::Log(sb) if sb.ring.is_empty() => (fresh()?, sb.generation, None),
+            Probe::Log(sb) => (sb.ring, sb.generation, sb.wire_base),
+        };
+        let state = SpillState {
+            ring,
+            persisted: ring,
+            generation,
+            block,
+            batch: KVVec::from_elem(0u8, BATCH_BYTES, GFP_KERNEL).map_err(nomem)?,
+            batch_entries: KVVec::from_elem(None, BATCH_ENTRIES, GFP_KERNEL).map_err(nomem)?,
+            reader: Reader {
+                cursor: None,
+                read: KVVec::from_elem((0, 0, 0), READ_WINDOW, GFP_KERNEL).map_err(nomem)?,
+                read_head: 0,
+                read_len: 0,
+            },
+        };
+        let log = KBox::pin_init(
+            pin_init!(Self {
+                io,
+                volume,
+                volume_size,
+                state <- new_mutex!(state, "arepl_spill"),
+            }),
+            GFP_KERNEL,
+        )
+        .map_err(|_| fail(&"out of memory"))?;
+        {
+            let mut st = log.state.lock();
+            if ring.is_empty() {
+                log.persist(&mut st, ring, None).map_err(|err| {
+                    fail(&format_args!("cannot write it (error {})", err.to_errno()))
+                })?;
+            } else {
+                log.check_head(&mut st).map_err(|err| fail(&err))?;
+                pr_info!(
+                    "volume {}: resuming the spill log on {}: {} entries ({} bytes), sequences {} to {}\n",
+                    volume,
+                    log.io.name(),
+                    ring.tail_seq - ring.head_seq,
+                    ring.used(),
+                    ring.head_seq,
+                    ring.tail_seq - 1
+                );
+            }
+        }
+        let resume = Resume {
+            first_seq: ring.tail_seq,
+            wire_base,
+            figures: figures(&ring),
+        };
+        Ok((log, resume))
+    }
+
+    /// The spill device's `major:minor` name.
+    pub(crate) fn device_name(&self) -> &str {
+        self.io.name()
+    }
+
+    /// Checks that the oldest record is where the superblock says, with its sequence.
+    fn check_head(&self, st: &mut SpillState) -> Result<(), SpillError> {
+        let (header, _) = self
+            .read_header(st, st.ring.head)
+            .map_err(|_| SpillError::BadRecord)?;
+        if header.seq != st.ring.head_seq {
+            return Err(SpillError::BadRecord);
+        }
+        Ok(())
+    }
+
+    /// Writes a superblock recording `ring`, after a cache flush, with FUA.
+    fn persist(&self, st: &mut SpillState, ring: Ring, wire_base: Option<u64>) -> Result {
+        let sb = Superblock {
+            generation: st.generation + 1,
+            volume_size: self.volume_size,
+            volume: self.volume,
+            ring,
+            wire_base,
+        };
+        st.block[..BLOCK as usize].copy_from_slice(&sb.encode());
+        self.io
+            .write(sb.slot() * BLOCK, &st.block[..BLOCK as usize], true)?;
+        st.generation = sb.generation;
+        st.ring = ring;
+        st.persisted = ring;
+        Ok(())
+    }
+
+    /// Records on disk how far acknowledgements freed the log, if that moved.
+    pub(crate) fn persist_head(&self, repl: &Replication) -> Result {
+        let mut st = self.state.lock();
+        if st.ring.head_seq == st.persisted.head_seq {
+            return Ok(());
+        }
+        let wire_base = repl.queue.lock().wire_base;
+        let ring = st.ring;
+        self.persist(&mut st, ring, wire_base)
+    }
+
+    /// Moves the oldest entries of the FIFO, if none of them is being sent, to the end
+    /// of the log, as one contiguous batch.
+    pub(crate) fn spill_batch(&self, repl: &Replication) -> Result<BatchOutcome> {
+        let mut st = self.state.lock();
+        let wire_base = repl.queue.lock().wire_base;
+        if st.ring.head_seq != st.persisted.head_seq {
+            // Space freed since the last superblock must be on record before reuse.
+            let ring = st.ring;
+            self.persist(&mut st, ring, wire_base)?;
+        }
+        let mut ring = st.ring;
+        let mut first_at = None;
+        let mut wrap_marker_at = None;
+        let mut count = 0;
+        let mut bytes = 0;
+        {
+            let SpillState { batch_entries, .. } = &mut *st;
+            let mut queue = repl.queue.lock();
+            if queue.fifo.in_flight() != 0 || queue.fifo.is_empty() {
+                return Ok(BatchOutcome::Idle);
+            }
+            if queue.fifo.head_seq() != ring.tail_seq {
+                pr_err!(
+                    "volume {}: queue starts at sequence {} but the spill log ends at {}\n",
+                    self.volume,
+                    queue.fifo.head_seq(),
+                    ring.tail_seq
+                );
+                return Err(EINVAL);
+            }
+            while count < BATCH_ENTRIES {
+                let Some(queued) = queue.fifo.get(count) else {
+                    break;
+                };
+                let len = record_len(queued.entry.payload().len() as u64);
+                if bytes + len > BATCH_BYTES as u64 {
+                    break;
+                }
+                let Some(placement) = ring.place(len) else {
+                    break;
+                };
+                if count > 0 && placement.wrap_marker_at.is_some() {
+                    break; // The batch is one contiguous write; wrap in the next one.
+                }
+                if count == 0 {
+                    first_at = Some(placement.record_at);
+                    wrap_marker_at = placement.wrap_marker_at;
+                }
+                ring.push(placement, len);
+                batch_entries[count] = Some(queued.entry.clone());
+                count += 1;
+                bytes += len;
+            }
+        }
+        let Some(first_at) = first_at else {
+            return Ok(BatchOutcome::Full);
+        };
+
+        let result = self.write_batch(&mut st, first_at, wrap_marker_at, count, bytes as usize);
+        let result = result.and_then(|()| self.persist(&mut st, ring, wire_base));
+        if result.is_ok() {
+            let mut queue = repl.queue.lock();
+            for expected in st.batch_entries[..count].iter() {
+                let moved = queue.fifo.pop_oldest();
+                let same =
+                    matches!((&moved, expected), (Some(m), Some(e)) if Arc::ptr_eq(&m.entry, e));
+                if !same {
+                    pr_err!(
+                        "volume {}: queue changed under the spill thread\n",
+                        self.volume
+                    );
+                }
+                if let Some(moved) = moved {
+                    queue.budget.release(moved.entry.cost());
+                    // The batch still holds a reference: nothing is freed under the lock.
+                    drop(moved);
+                }
+            }
+            queue.spill = figures(&st.ring);
+        }
+        // The entries' memory is freed here, outside the spinlock.
+        for slot in st.batch_entries[..count].iter_mut() {
+            *slot = None;
+        }
+        drop(st);
+        result?;
+        repl.space_freed.notify_all();
+        repl.work.notify_all();
+        Ok(BatchOutcome::Moved)
+    }
+
+    /// Encodes the batch's records into the batch buffer and writes them.
+    fn write_batch(
+        &self,
+        st: &mut SpillState,
+        first_at: u64,
+        wrap_marker_at: Option<u64>,
+        count: usize,
+        bytes: usize,
+    ) -> Result {
+        let first_seq = st.ring.tail_seq;
+        let SpillState {
+            batch,
+            batch_entries,
+            block,
+            ..
+        } = st;
+        let mut pos = 0;
+        for (i, entry) in batch_entries[..count].iter().enumerate() {
+            let Some(entry) = entry else {
+                return Err(EINVAL);
+            };
+            let payload = entry.payload();
+            let len = record_len(payload.len() as u64) as usize;
+            let record = &mut batch[pos..pos + len];
+            record[..BLOCK as usize]
+                .copy_from_slice(&entry.record_header(first_seq + i as u64).encode());
+            let (data, padding) = record[BLOCK as usize..].split_at_mut(payload.len());
+            data.copy_from_slice(payload);
+            padding.fill(0);
+            pos += len;
+        }
+        if let Some(marker_at) = wrap_marker_at {
+            let marker = RecordHeader {
+                seq: first_seq,
+                kind: RecordKind::Wrap,
+                fua: false,
+                offset: 0,
+                length: 0,
+                payload_crc: 0,
+            };
+            block[..BLOCK as usize].copy_from_slice(&marker.encode());
+            self.io.write(marker_at, &block[..BLOCK as usize], false)?;
+        }
+        self.io.write(first_at, &batch[..bytes], false)
+    }
+
+    fn read_header(&self, st: &mut SpillState, at: u64) -> Result<(RecordHeader, u64)> {
+        self.io.read(at, &mut st.block[..BLOCK as usize])?;
+        let mut bytes = [0u8; BLOCK as usize];
+        bytes.copy_from_slice(&st.block[..BLOCK as usize]);
+        let header = RecordHeader::decode(&bytes).map_err(spill_error)?;
+        if header.kind != RecordKind::Wrap {
+            return Ok((header, at));
+        }
+        if at == st.ring.start {
+            return Err(spill_error(SpillError::BadRecord));
+        }
+        // A wrap marker: the record is at the ring's start.
+        let at = st.ring.start;
+        self.io.read(at, &mut st.block[..BLOCK as usize])?;
+        bytes.copy_from_slice(&st.block[..BLOCK as usize]);
+        let header = RecordHeader::decode(&bytes).map_err(spill_error)?;
+        Ok((header, at))
+    }
+
+    /// Locks the log for the sender's next decision.
+    pub(crate) fn lock(&self) -> Guard<'_, SpillState, MutexBackend> {
+        self.state.lock()
+    }
+
+    /// Frees records the receiver acknowledged (local sequence `acked` and older).
+    pub(crate) fn free_acked(&self, st: &mut SpillState, queue: &mut QueueState) -> bool {
+        let mut freed = false;
+        while let Some((seq, at, len)) = st.reader.front() {
+            if seq > queue.acked_local {
+                break;
+            }
+            st.ring.pop(at, len);
+            st.reader.pop_front();
+            freed = true;
+        }
+        if freed {
+            queue.spill = figures(&st.ring);
+        }
+        freed
+    }
+
+    /// Forgets what was read in the ended session; the next one reads from the head.
+    pub(crate) fn reset_reader(&self, st: &mut SpillState) {
+        st.reader.reset();
+    }
+
+    /// The next record to send, in sequence order. Records the receiver already holds
+    /// are freed, not returned.
+    pub(crate) fn read_next(&self, st: &mut SpillState, repl: &Replication) -> Result<NextRecord> {
+        loop {
+            let acked = {
+                let mut queue = repl.queue.lock();
+                self.free_acked(st, &mut queue);
+                queue.acked_local
+            };
+            let (at, seq) = match st.reader.cursor {
+                Some((at, seq)) if seq > st.ring.head_seq => (at, seq),
+                _ => (st.ring.head, st.ring.head_seq),
+            };
+            if seq >= st.ring.tail_seq {
+                return Ok(NextRecord::Exhausted);
+            }
+            if st.reader.read_len == st.reader.read.len() {
+                return Ok(NextRecord::WindowFull);
+            }
+            let (header, at) = self.read_header(st, at)?;
+            if header.seq != seq {
+                pr_err!(
+                    "volume {}: spill record at byte {} has sequence {}, expected {}\n",
+                    self.volume,
+                    at,
+                    header.seq,
+                    seq
+                );
+                return Err(EIO);
+            }
+            let payload_len = header.payload_len();
+            let padded = payload_len.div_ceil(BLOCK) * BLOCK;
+            let mut data = KVVec::from_elem(0u8, padded as usize, GFP_KERNEL)?;
+            if padded > 0 {
+                self.io.read(at + BLOCK, &mut data)?;
+            }
+            header
+                .check_payload(&data[..payload_len as usize])
+                .map_err(spill_error)?;
+            let len = record_len(payload_len);
+            st.reader.push((seq, at, len));
+            let next_at = if at + len == st.ring.end {
+                st.ring.start
+            } else {
+                at + len
+            };
+            st.reader.cursor = Some((next_at, seq + 1));
+            if seq <= acked {
+                continue; // Durable on the replica already; freed on the next turn.
+            }
+            return Ok(NextRecord::Send(seq, Entry::from_record(&header, data)?));
+        }
+    }
+}
