@@ -280,8 +280,10 @@ impl Superblock {
         let mut best: Option<Self> = None;
         for slot in slots {
             if let Some(sb) = Self::decode(slot)? {
-                if best.map_or(true, |b| sb.generation > b.generation) {
-                    best = Some(sb);
+                // Not `Option::is_none_or`: the kernel build's MSRV predates it.
+                match best {
+                    Some(b) if b.generation >= sb.generation => {}
+                    _ => best = Some(sb),
                 }
             }
         }

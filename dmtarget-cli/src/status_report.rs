@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use arepl_core::status::Status;
 
-const HEADER: [&str; 9] = [
+const HEADER: [&str; 10] = [
     "NAME",
     "MODE",
     "LINK",
@@ -13,6 +13,7 @@ const HEADER: [&str; 9] = [
     "QUEUE%",
     "LAG-ms",
     "ACKED-SEQ",
+    "SPILL-MiB",
     "ERRORS",
 ];
 
@@ -50,6 +51,7 @@ pub fn render(lines: &[String]) -> Result<String, String> {
             format!("{percent:.0}"),
             c.lag_ms.to_string(),
             c.acked_seq.to_string(),
+            format!("{:.1}", c.spill_bytes as f64 / f64::from(1 << 20)),
             format!("w{}/l{}", c.write_errors, c.link_errors),
         ]);
     }
@@ -83,7 +85,8 @@ mod tests {
         flushes=3 discards=4 queued=5 queued_bytes=1048576 capacity_bytes=4194304 sent_seq=9 \
         acked_seq=8 lag_ms=12 write_errors=0 link_errors=1 connects=1 active_link=primary \
         paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
-        backup=none backup_connects=0 backup_errors=0 backup_last_error=0";
+        backup=none backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
+        spill_bytes=3145728 spill_capacity_bytes=67108864";
 
     #[test]
     fn renders_one_aligned_row_per_device() {
@@ -101,6 +104,7 @@ mod tests {
                 "25",
                 "12",
                 "8",
+                "3.0",
                 "w0/l1"
             ]
         );
