@@ -256,7 +256,8 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 	err = kernel_connect(sock, (struct sockaddr *)&ss, addrlen, 0);
 	if (err) {
 		sock_release(sock);
-		return err;
+		/* A blocking connect that ran out of sk_sndtimeo says -EINPROGRESS. */
+		return err == -EINPROGRESS ? -ETIMEDOUT : err;
 	}
 	*out = sock;
 	return 0;

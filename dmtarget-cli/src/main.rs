@@ -42,6 +42,10 @@ enum Command {
         /// Volume name the receiver checks (defaults to NAME).
         #[arg(long)]
         volume: Option<String>,
+        /// Spill device for when no link is up and the queue is full (first 4 KiB
+        /// zeroes, or this volume's spill log).
+        #[arg(long)]
+        spill: Option<PathBuf>,
     },
     /// Remove a replicated device.
     Remove {
@@ -74,6 +78,7 @@ fn run(cli: Cli) -> Result<(), String> {
             backup,
             queue_mb,
             volume,
+            spill,
         } => {
             let sectors = dmsetup::device_sectors(&dev)?;
             let args = create_args(
@@ -82,6 +87,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 backup,
                 queue_mb,
                 volume.as_deref().unwrap_or(&name),
+                spill.as_deref(),
             )?;
             let table = format!("0 {sectors} arepl {}", args.join(" "));
             dmsetup::create(&name, &table)?;
@@ -105,15 +111,21 @@ fn create_args(
     backup: Option<SocketAddr>,
     queue_mb: u32,
     volume: &str,
+    spill: Option<&std::path::Path>,
 ) -> Result<Vec<String>, String> {
-    let dev = dev
-        .to_str()
-        .ok_or_else(|| format!("device path {} is not UTF-8", dev.display()))?;
-    let mut args = vec![dev.to_string(), primary.to_string()];
+    let utf8 = |path: &std::path::Path| {
+        path.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("device path {} is not UTF-8", path.display()))
+    };
+    let mut args = vec![utf8(dev)?, primary.to_string()];
     args.extend(backup.map(|b| b.to_string()));
-    args.push("2".into());
-    args.push(format!("queue_mb:{queue_mb}"));
-    args.push(format!("volume:{volume}"));
+    let mut features = vec![format!("queue_mb:{queue_mb}"), format!("volume:{volume}")];
+    if let Some(spill) = spill {
+        features.push(format!("spill:{}", utf8(spill)?));
+    }
+    args.push(features.len().to_string());
+    args.extend(features);
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     TableArgs::parse(&words).map_err(|err| err.to_string())?;
     Ok(args)
@@ -127,15 +139,22 @@ mod tests {
     #[test]
     fn create_args_are_validated_like_the_kernel() {
         let primary = "10.0.0.2:7788".parse().unwrap();
-        let args = create_args(Path::new("/dev/vdb"), primary, None, 8, "db").unwrap();
+        let args = create_args(Path::new("/dev/vdb"), primary, None, 8, "db", None).unwrap();
         assert_eq!(
             args,
             ["/dev/vdb", "10.0.0.2:7788", "2", "queue_mb:8", "volume:db"]
         );
+        let spill = Some(Path::new("/dev/vdc"));
+        let args = create_args(Path::new("/dev/vdb"), primary, None, 8, "db", spill).unwrap();
+        assert_eq!(
+            args[2..],
+            ["3", "queue_mb:8", "volume:db", "spill:/dev/vdc"]
+        );
 
-        let err = create_args(Path::new("/dev/vdb"), primary, None, 0, "db").unwrap_err();
+        let err = create_args(Path::new("/dev/vdb"), primary, None, 0, "db", None).unwrap_err();
         assert!(err.starts_with("invalid queue_mb '0'"), "{err}");
-        let err = create_args(Path::new("/dev/vdb"), primary, Some(primary), 8, "db").unwrap_err();
+        let err =
+            create_args(Path::new("/dev/vdb"), primary, Some(primary), 8, "db", None).unwrap_err();
         assert_eq!(err, "primary and backup links must be different addresses");
     }
 }
