@@ -12,6 +12,7 @@ mod bindings;
 mod bio;
 mod blockio;
 mod claim;
+mod copier;
 mod dm;
 mod entry;
 mod kthread;

@@ -69,6 +69,20 @@ impl Entry {
         )?)
     }
 
+    /// A write entry of `data`, read from the volume at byte `offset` (initial copy).
+    pub(crate) fn copied(offset: u64, data: KVVec<u8>) -> Result<Arc<Self>> {
+        let length = u32::try_from(data.len()).map_err(|_| EINVAL)?;
+        Ok(Arc::new(
+            Self {
+                kind: EntryKind::Write { fua: false },
+                offset,
+                length,
+                data,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     /// A metadata-only entry (flush, discard, write-zeroes).
     pub(crate) fn metadata(kind: EntryKind, offset: u64, length: u32) -> Result<Arc<Self>> {
         Ok(Arc::new(

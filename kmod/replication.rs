@@ -12,6 +12,7 @@ use kernel::str::CString;
 use kernel::sync::{Arc, CondVar};
 use kernel::time::Ktime;
 
+use crate::blockio::BlockIo;
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
 use crate::inflight::{InFlight, RangeSlot};
@@ -53,6 +54,25 @@ pub(crate) struct QueueState {
     /// Set by `dmsetup message ... switch-link`: end the session, use the other link.
     pub(crate) switch_requested: bool,
     pub(crate) write_errors: u64,
+    pub(crate) copy: CopyProgress,
+}
+
+/// How far the initial copy of the volume (`sync:full`) has come.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CopyProgress {
+    /// Bytes to copy: the volume size with `sync:full`, else 0.
+    pub(crate) total: u64,
+    /// Bytes read and queued, from offset 0 up.
+    pub(crate) queued: u64,
+    /// Local sequence of the last copy entry queued.
+    pub(crate) last_seq: u64,
+}
+
+impl CopyProgress {
+    /// Whether the replica holds a consistent image: every copy entry is acknowledged.
+    fn replica_consistent(&self, acked_local: u64) -> bool {
+        self.queued == self.total && acked_local >= self.last_seq
+    }
 }
 
 /// What the spill log holds.
@@ -137,6 +157,8 @@ pub(crate) struct Replication {
     pub(crate) net: NetNamespace,
     /// The spill log, if the table names a spill device.
     pub(crate) spill: Option<Pin<KBox<SpillLog>>>,
+    /// The local device, read by the initial copy (`sync:full` only).
+    pub(crate) copy_source: Option<BlockIo>,
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
     pub(crate) volume_size: u64,
@@ -150,6 +172,7 @@ impl Replication {
         volume: VolumeName,
         volume_size: u64,
         spill: Option<(Pin<KBox<SpillLog>>, Resume)>,
+        copy_source: Option<BlockIo>,
     ) -> Result<Arc<Self>> {
         let (spill, resume) = match spill {
             Some((log, resume)) => (Some(log), Some(resume)),
@@ -189,6 +212,10 @@ impl Replication {
                         paused: false,
                         switch_requested: false,
                         write_errors: 0,
+                        copy: CopyProgress {
+                            total: if copy_source.is_some() { volume_size } else { 0 },
+                            ..CopyProgress::default()
+                        },
                     },
                     "arepl_queue"
                 ),
@@ -198,6 +225,7 @@ impl Replication {
                 range_freed <- new_condvar!("arepl_range"),
                 net: NetNamespace::current(),
                 spill,
+                copy_source,
                 links: [Some(config.primary), config.backup],
                 volume,
                 volume_size,
@@ -263,6 +291,70 @@ impl Replication {
         self.work.notify_all();
     }
 
+    /// Reserves budget for a copy entry costing `cost` bytes if the queue stays at most
+    /// half full with it, waiting up to 100 ms for that: the initial copy leaves the
+    /// rest to writers, so it never makes them wait or spill. Returns whether it did.
+    pub(crate) fn reserve_for_copy(&self, cost: u64) -> bool {
+        let mut queue = self.queue.lock();
+        let try_reserve = |q: &mut QueueState| {
+            (q.budget.reserved() + cost) * 2 <= q.budget.capacity() && q.budget.try_reserve(cost)
+        };
+        if try_reserve(&mut queue) {
+            return true;
+        }
+        let _ = self
+            .space_freed
+            .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(100));
+        try_reserve(&mut queue)
+    }
+
+    /// Whether the initial copy (if any) has queued the whole volume.
+    pub(crate) fn copy_done(&self) -> bool {
+        let queue = self.queue.lock();
+        queue.copy.queued == queue.copy.total
+    }
+
+    /// Sleeps about `ms` milliseconds, or less when woken (thread stop, new work).
+    pub(crate) fn nap(&self, ms: u32) {
+        let mut queue = self.queue.lock();
+        let _ = self
+            .work
+            .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(ms));
+    }
+
+    /// Appends a copy entry covering the volume up to byte `copied_to`; false if it
+    /// could not be queued (its budget is returned).
+    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, copied_to: u64) -> bool {
+        let now = Ktime::ktime_get().to_ns();
+        let mut queue = self.queue.lock();
+        match queue.fifo.push(Queued {
+            entry,
+            queued_ns: now,
+        }) {
+            Ok(seq) => {
+                queue.copy.last_seq = seq;
+                queue.copy.queued = copied_to;
+                drop(queue);
+                self.work.notify_all();
+                true
+            }
+            // The reserved budget guarantees a slot, so this does not happen; if it
+            // did, the copy tries the range again.
+            Err((_, rejected)) => {
+                queue.budget.release(rejected.entry.cost());
+                drop(queue);
+                self.space_freed.notify_all();
+                false
+            }
+        }
+    }
+
+    /// Returns budget reserved for an entry that was never queued.
+    pub(crate) fn release(&self, cost: u64) {
+        self.queue.lock().budget.release(cost);
+        self.space_freed.notify_all();
+    }
+
     /// Counts a write that failed locally and returns its budget.
     pub(crate) fn local_write_failed(&self, cost: u64) {
         let mut queue = self.queue.lock();
@@ -314,6 +406,9 @@ impl Replication {
             spill_entries: queue.spill.entries,
             spill_bytes: queue.spill.bytes,
             spill_capacity_bytes: queue.spill.capacity,
+            sync_bytes: queue.copy.queued,
+            sync_total_bytes: queue.copy.total,
+            consistent: u64::from(queue.copy.replica_consistent(queue.acked_local)),
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {
@@ -338,6 +433,8 @@ impl Replication {
             Mode::Draining
         } else if queue.spill.entries > 0 {
             Mode::Spilling
+        } else if !queue.copy.replica_consistent(queue.acked_local) {
+            Mode::Syncing
         } else {
             Mode::Replicating
         };

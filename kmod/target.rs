@@ -6,11 +6,13 @@
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use kernel::c_str;
 use kernel::prelude::*;
 use kernel::sync::{Arc, CondVarTimeoutResult};
 use kernel::time::Ktime;
 
 use crate::bio::{Bio, BioKind};
+use crate::copier::copier_main;
 use crate::blockio::BlockIo;
 use crate::claim::VolumeClaim;
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
@@ -20,7 +22,7 @@ use crate::replication::Replication;
 use crate::sender::sender_main;
 use crate::spill_log::{BatchOutcome, SpillLog, MAX_IO_BYTES};
 use crate::spiller::spiller_main;
-use crate::table::{ReplicationConfig, TableArgs, VolumeName};
+use crate::table::{InitialSync, ReplicationConfig, TableArgs, VolumeName};
 
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
 const DRAIN_TIMEOUT_MS: i64 = 30_000;
@@ -34,6 +36,7 @@ pub(crate) struct Arepl {
     /// Stopped (joined) before the queue is discarded in `drop`.
     sender: Option<KThread>,
     spiller: Option<KThread>,
+    copier: Option<KThread>,
     /// Released last, once nothing of this target streams any more.
     _claim: VolumeClaim,
 }
@@ -136,7 +139,7 @@ impl Arepl {
 
 impl Target for Arepl {
     const NAME: &'static CStr = kernel::c_str!("arepl");
-    const VERSION: [u32; 3] = [0, 3, 0];
+    const VERSION: [u32; 3] = [0, 4, 0];
     type PerBio = PendingEntries;
 
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError> {
@@ -194,31 +197,30 @@ impl Target for Arepl {
             Some(path) => Some(open_spill(ctx, path, &local, volume, volume_size)?),
             None => None,
         };
-        let replication = Replication::new(&table.config, volume, volume_size, spill)
-            .map_err(out_of_memory)?;
-        let sender = KThread::spawn(
-            kernel::c_str!("arepl_tx"),
-            &replication.thread_name,
-            replication.clone(),
-            sender_main,
-        )
-        .map_err(|code| ConstructError {
-            summary: kernel::c_str!("cannot start the sender thread"),
-            code,
-        })?;
+        let copy_source = match table.config.initial_sync {
+            InitialSync::Full => Some(open_copy_source(ctx, table.local_dev)?),
+            InitialSync::None => None,
+        };
+        let replication =
+            Replication::new(&table.config, volume, volume_size, spill, copy_source)
+                .map_err(out_of_memory)?;
+        let sender = spawn(c_str!("arepl_tx"), &replication, sender_main, c_str!("sender"))?;
         let spiller = match replication.spill {
-            Some(_) => Some(
-                KThread::spawn(
-                    kernel::c_str!("arepl_spill"),
-                    &replication.thread_name,
-                    replication.clone(),
-                    spiller_main,
-                )
-                .map_err(|code| ConstructError {
-                    summary: kernel::c_str!("cannot start the spill thread"),
-                    code,
-                })?,
-            ),
+            Some(_) => Some(spawn(
+                c_str!("arepl_spill"),
+                &replication,
+                spiller_main,
+                c_str!("spill"),
+            )?),
+            None => None,
+        };
+        let copier = match replication.copy_source {
+            Some(_) => Some(spawn(
+                c_str!("arepl_copy"),
+                &replication,
+                copier_main,
+                c_str!("copy"),
+            )?),
             None => None,
         };
 
@@ -230,6 +232,7 @@ impl Target for Arepl {
                 replication,
                 sender: Some(sender),
                 spiller,
+                copier,
                 _claim: claim,
             },
             GFP_KERNEL,
@@ -311,6 +314,40 @@ impl Target for Arepl {
     fn data_device(&self) -> &DmDevice {
         &self.local
     }
+}
+
+/// Starts `body` in a kernel thread named `name/<volume>`; `what` names the thread in
+/// the error.
+fn spawn(
+    name: &'static CStr,
+    replication: &Arc<Replication>,
+    body: fn(&Arc<Replication>),
+    what: &'static CStr,
+) -> Result<KThread, ConstructError> {
+    KThread::spawn(name, &replication.thread_name, replication.clone(), body).map_err(|code| {
+        pr_err!("cannot start the {} thread (error {})\n", what, code.to_errno());
+        ConstructError {
+            summary: c_str!("cannot start a kernel thread"),
+            code,
+        }
+    })
+}
+
+/// Opens the local device a second time, for the initial copy's reads.
+fn open_copy_source(ctx: &mut ConstructCtx<'_>, path: &str) -> Result<BlockIo, ConstructError> {
+    let failed = |code: Error| {
+        pr_err!(
+            "cannot open local device '{}' for the initial copy (error {})\n",
+            path,
+            code.to_errno()
+        );
+        ConstructError {
+            summary: c_str!("cannot set up the initial copy"),
+            code,
+        }
+    };
+    let dev = ctx.get_device(path).map_err(failed)?;
+    BlockIo::new(dev).map_err(failed)
 }
 
 /// Opens the spill device named on the table line and its log.
@@ -420,6 +457,16 @@ impl Arepl {
 
 impl Drop for Arepl {
     fn drop(&mut self) {
+        if let Some(copier) = self.copier.take() {
+            drop(copier);
+            if !self.replication.copy_done() {
+                pr_warn!(
+                    "volume {}: removed before the initial copy finished; the replica is \
+                     not a consistent image\n",
+                    self.replication.volume
+                );
+            }
+        }
         self.wait_for_drain();
         drop(self.sender.take());
         drop(self.spiller.take());

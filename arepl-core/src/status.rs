@@ -19,6 +19,9 @@ pub enum Mode {
     SpillFull,
     /// The spill log could not be read or written; writers wait once memory is full.
     SpillFailed,
+    /// The initial copy of the volume (`sync:full`) is still being sent or is not yet
+    /// acknowledged: the replica is not a consistent image yet.
+    Syncing,
 }
 
 /// State of the replication link.
@@ -81,6 +84,7 @@ words!(Mode {
     Draining => "draining",
     SpillFull => "spill_full",
     SpillFailed => "spill_failed",
+    Syncing => "syncing",
 });
 words!(LinkState {
     Down => "down",
@@ -125,6 +129,13 @@ pub struct Counters {
     pub spill_bytes: u64,
     /// Bytes the spill log can hold (0: no spill device).
     pub spill_capacity_bytes: u64,
+    /// Bytes of the volume the initial copy has read and queued so far.
+    pub sync_bytes: u64,
+    /// Bytes the initial copy covers: the volume size with `sync:full`, else 0.
+    pub sync_total_bytes: u64,
+    /// 1 when the replica is a consistent image of the volume at some earlier moment:
+    /// no initial copy was asked for, or all of it is acknowledged. 0 until then.
+    pub consistent: u64,
 }
 
 /// The whole status line.
@@ -178,7 +189,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 16] = [
+const COUNTER_KEYS: [(&str, CounterField); 19] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -195,6 +206,9 @@ const COUNTER_KEYS: [(&str, CounterField); 16] = [
     ("spill_entries", |c| &mut c.spill_entries),
     ("spill_bytes", |c| &mut c.spill_bytes),
     ("spill_capacity_bytes", |c| &mut c.spill_capacity_bytes),
+    ("sync_bytes", |c| &mut c.sync_bytes),
+    ("sync_total_bytes", |c| &mut c.sync_total_bytes),
+    ("consistent", |c| &mut c.consistent),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -333,6 +347,9 @@ mod tests {
             spill_entries: 4,
             spill_bytes: 9216,
             spill_capacity_bytes: 1 << 30,
+            sync_bytes: 1 << 20,
+            sync_total_bytes: 1 << 30,
+            consistent: 0,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -361,7 +378,8 @@ mod tests {
              lag_ms=15 write_errors=1 link_errors=2 connects=3 active_link=backup paused=0 \
              primary=down primary_connects=1 primary_errors=2 primary_last_error=110 \
              backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
-             spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824"
+             spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
+             sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0"
         );
     }
 
@@ -378,6 +396,7 @@ mod tests {
             Mode::Draining,
             Mode::SpillFull,
             Mode::SpillFailed,
+            Mode::Syncing,
         ] {
             let status = Status { mode, ..SAMPLE };
             assert_eq!(Status::parse(&status.to_string()), Ok(status));

@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Device-mapper hands the target everything after `arepl`; [`TableArgs::parse`] takes
-//! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME` and `spill:DEV`.
+//! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME`, `spill:DEV` and
+//! `sync:full|none`.
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -19,7 +20,7 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 3;
+pub const MAX_FEATURE_ARGS: usize = 4;
 
 /// The validated arguments of one `arepl` table line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,20 @@ pub struct ReplicationConfig {
     pub volume: Option<VolumeName>,
     /// Whether a spill device was given (its name lives with the opened device).
     pub spill: bool,
+    /// Whether the whole volume is first copied to the replica.
+    pub initial_sync: InitialSync,
+}
+
+/// What the replica holds when replication starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InitialSync {
+    /// The same bytes as the volume (both new and blank, or seeded by a copy): only
+    /// writes from now on are sent.
+    #[default]
+    None,
+    /// Anything: the target reads the whole volume and sends it, in order with new
+    /// writes; the replica is a consistent image once that copy is acknowledged.
+    Full,
 }
 
 /// A validated volume name, stored inline so it needs no allocation.
@@ -150,6 +165,11 @@ pub enum TableError<'a> {
     },
     /// `spill:` without a device.
     EmptySpillDevice,
+    /// `sync:` with a value other than `full` or `none`.
+    BadSync {
+        /// The value given.
+        text: &'a str,
+    },
 }
 
 impl TableError<'_> {
@@ -176,6 +196,7 @@ impl TableError<'_> {
             Self::BadQueueSize { .. } => "invalid queue_mb\0",
             Self::BadVolumeName { .. } => "invalid volume name\0",
             Self::EmptySpillDevice => "spill: needs a device\0",
+            Self::BadSync { .. } => "invalid sync mode\0",
         }
     }
 }
@@ -208,7 +229,7 @@ impl fmt::Display for TableError<'_> {
             ),
             Self::UnknownFeature { text } => write!(
                 f,
-                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME and spill:DEV"
+                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV and sync:full|none"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -221,6 +242,9 @@ impl fmt::Display for TableError<'_> {
             ),
             Self::EmptySpillDevice => {
                 write!(f, "invalid spill device '': expected spill:/dev/PATH or spill:MAJOR:MINOR")
+            }
+            Self::BadSync { text } => {
+                write!(f, "invalid sync mode '{text}': expected sync:full or sync:none")
             }
         }
     }
@@ -252,6 +276,7 @@ impl<'a> TableArgs<'a> {
             queue_mb: DEFAULT_QUEUE_MB,
             volume: None,
             spill: false,
+            initial_sync: InitialSync::None,
         };
         let spill_dev = config.parse_features(rest)?;
         Ok(TableArgs {
@@ -282,6 +307,7 @@ impl ReplicationConfig {
         }
 
         let mut seen_queue = false;
+        let mut seen_sync = false;
         let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
@@ -307,6 +333,16 @@ impl ReplicationConfig {
                     }
                     spill_dev = Some(value);
                     self.spill = true;
+                }
+                Some(("sync", value)) => {
+                    if core::mem::replace(&mut seen_sync, true) {
+                        return Err(TableError::DuplicateFeature { key: "sync" });
+                    }
+                    self.initial_sync = match value {
+                        "full" => InitialSync::Full,
+                        "none" => InitialSync::None,
+                        _ => return Err(TableError::BadSync { text: value }),
+                    };
                 }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
@@ -344,14 +380,20 @@ impl fmt::Display for CanonicalTable<'_> {
         if let Some(backup) = t.backup {
             write!(f, " {backup}")?;
         }
-        let features =
-            1 + usize::from(t.volume.is_some()) + usize::from(self.spill_dev_name.is_some());
+        let full_sync = t.initial_sync == InitialSync::Full;
+        let features = 1
+            + usize::from(t.volume.is_some())
+            + usize::from(self.spill_dev_name.is_some())
+            + usize::from(full_sync);
         write!(f, " {features} queue_mb:{}", t.queue_mb)?;
         if let Some(volume) = &t.volume {
             write!(f, " volume:{volume}")?;
         }
         if let Some(spill) = self.spill_dev_name {
             write!(f, " spill:{spill}")?;
+        }
+        if full_sync {
+            write!(f, " sync:full")?;
         }
         Ok(())
     }
@@ -417,6 +459,35 @@ mod tests {
         let words: std::vec::Vec<&str> = text.split(' ').collect();
         let again = TableArgs::parse(&words).unwrap();
         assert_eq!(again.spill_dev, Some("254:48"));
+    }
+
+    #[test]
+    fn initial_sync_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "sync:none"]).unwrap();
+        assert_eq!(args.config.initial_sync, InitialSync::None);
+        assert_eq!(
+            args.config.canonical("254:16", None).to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "sync:none is the default and not shown"
+        );
+        let words = [
+            "/dev/vdb",
+            "10.0.0.2:1",
+            "4",
+            "sync:full",
+            "spill:/dev/vdd",
+            "queue_mb:4",
+            "volume:v",
+        ];
+        let args = TableArgs::parse(&words).unwrap();
+        assert_eq!(args.config.initial_sync, InitialSync::Full);
+        let text = args.config.canonical("254:16", Some("254:48")).to_string();
+        assert_eq!(
+            text,
+            "254:16 10.0.0.2:1 4 queue_mb:4 volume:v spill:254:48 sync:full"
+        );
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
     }
 
     #[test]
@@ -514,8 +585,8 @@ mod tests {
                 },
             ),
             (
-                &["/dev/vdb", "10.0.0.2:1", "4", "a", "b", "c", "d"],
-                TableError::TooManyFeatures { declared: 4 },
+                &["/dev/vdb", "10.0.0.2:1", "5", "a", "b", "c", "d", "e"],
+                TableError::TooManyFeatures { declared: 5 },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
@@ -562,6 +633,14 @@ mod tests {
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "volume:"],
                 TableError::BadVolumeName { text: "" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "sync:partial"],
+                TableError::BadSync { text: "partial" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "2", "sync:full", "sync:none"],
+                TableError::DuplicateFeature { key: "sync" },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "volume:a/b"],
