@@ -9,6 +9,24 @@ CARGO ?= cargo
 # Scenario filter for the VM suite, e.g. `make vm-test ONLY=bad-tables`.
 ONLY ?=
 
+# Installation layout: `make install DESTDIR=... PREFIX=...` (see "Install" in README.md).
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+UNITDIR ?= /lib/systemd/system
+# The kernel tree install-module builds and installs for: the running kernel's by
+# default; the test kernel's is printed by scripts/build-kernel.sh.
+KDIR ?= /lib/modules/$(shell uname -r)/build
+INSTALL_MOD_DIR ?= updates
+# Installed in sbin; the test tools arepl-send and arepl-stamp stay in target/release.
+INSTALL_BINS := arepl replicad
+UNITS := $(wildcard packaging/systemd/*.service packaging/systemd/*.socket packaging/systemd/*.timer)
+DOCS_DIR := target/docs
+AREPL_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
+
 .PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench clean
 
 all: module userspace
@@ -32,6 +50,7 @@ userspace: deps
 check: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	MAKE="$(MAKE)" tests/install-check.sh
 
 cargo-test: deps
 	$(CARGO) test --workspace --locked
@@ -46,6 +65,82 @@ demo: module userspace
 
 bench: module userspace
 	scripts/bench.sh
+
+# Installing. `install` builds what it installs (cargo only: no `deps`); to install as
+# root what you built as yourself: `make build-userspace docs`, then
+# `sudo make install NO_BUILD=1`. The module needs a kernel tree (KDIR); DKMS is the
+# alternative to install-module (`make dkms-source`, docs/packaging.md).
+.PHONY: build-userspace docs install install-userspace install-module dkms-source \
+	uninstall uninstall-userspace uninstall-module
+
+build-userspace:
+	$(CARGO) build --release --workspace --locked
+
+# Man pages and shell completions from the clap definitions (crate arepl-docs).
+docs:
+	rm -rf $(DOCS_DIR)
+	$(CARGO) run --release --locked -q -p arepl-docs -- $(DOCS_DIR) >/dev/null
+
+install: install-userspace install-module
+
+install-userspace: $(if $(NO_BUILD),,build-userspace docs)
+	install -d "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(MANDIR)/man8" "$(DESTDIR)$(BASHCOMPDIR)" \
+		"$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(FISHCOMPDIR)" "$(DESTDIR)$(UNITDIR)" \
+		"$(DESTDIR)/etc/arepl"
+	install -m 755 $(addprefix target/release/,$(INSTALL_BINS)) "$(DESTDIR)$(SBINDIR)/"
+	install -m 644 $(DOCS_DIR)/man/*.8 "$(DESTDIR)$(MANDIR)/man8/"
+	for cmd in $(INSTALL_BINS); do \
+		install -m 644 "$(DOCS_DIR)/completions/$$cmd.bash" "$(DESTDIR)$(BASHCOMPDIR)/$$cmd"; \
+		install -m 644 "$(DOCS_DIR)/completions/_$$cmd" "$(DESTDIR)$(ZSHCOMPDIR)/_$$cmd"; \
+		install -m 644 "$(DOCS_DIR)/completions/$$cmd.fish" "$(DESTDIR)$(FISHCOMPDIR)/$$cmd.fish"; \
+	done
+	for unit in $(UNITS); do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' "$$unit" >"$(DESTDIR)$(UNITDIR)/$${unit##*/}"; \
+		chmod 644 "$(DESTDIR)$(UNITDIR)/$${unit##*/}"; \
+	done
+	$(if $(DESTDIR),,[[ ! -d /run/systemd/system ]] || systemctl daemon-reload)
+
+install-module:
+	$(MAKE) -C "$(KDIR)" M=$(CURDIR) modules
+	$(MAKE) -C "$(KDIR)" M=$(CURDIR) modules_install INSTALL_MOD_DIR=$(INSTALL_MOD_DIR) \
+		INSTALL_MOD_PATH=$(abspath $(DESTDIR)) $(if $(DESTDIR),DEPMOD=true)
+	release=$$(cat "$(KDIR)/include/config/kernel.release"); \
+		$(if $(DESTDIR),: no depmod in a DESTDIR,depmod -a "$$release")
+
+# The module's sources for DKMS in /usr/src/dm-arepl-VERSION: dkms.conf, both Kbuild
+# files, kmod/ less what the build generates, and the arepl-core files kmod compiles
+# through #[path] (relative to kmod/, so the tree keeps the repository's layout).
+DKMS_DIR = $(DESTDIR)/usr/src/dm-arepl-$(AREPL_VERSION)
+KMOD_SOURCES = kmod/Kbuild $(filter-out kmod/bindings_generated.rs %.mod.c, \
+	$(wildcard kmod/*.rs kmod/*.c kmod/*.h))
+KMOD_SHARED_SOURCES = $(shell sed -n 's|^ *\#\[path = "\.\./\([^"]*\)"\].*|\1|p' kmod/*.rs | sort -u)
+
+dkms-source:
+	grep -qx 'PACKAGE_VERSION="$(AREPL_VERSION)"' dkms.conf || \
+		{ echo 'dkms.conf: PACKAGE_VERSION must be the workspace version, "$(AREPL_VERSION)"' >&2; exit 1; }
+	rm -rf "$(DKMS_DIR)"
+	install -d "$(DKMS_DIR)/kmod"
+	install -m 644 dkms.conf Kbuild "$(DKMS_DIR)/"
+	install -m 644 $(KMOD_SOURCES) "$(DKMS_DIR)/kmod/"
+	for file in $(KMOD_SHARED_SOURCES); do install -D -m 644 "$$file" "$(DKMS_DIR)/$$file"; done
+
+uninstall: uninstall-userspace uninstall-module
+
+# The configuration in /etc/arepl stays; the directory goes only if it is empty.
+uninstall-userspace:
+	for cmd in $(INSTALL_BINS); do \
+		rm -f "$(DESTDIR)$(SBINDIR)/$$cmd" "$(DESTDIR)$(MANDIR)/man8/$$cmd.8" \
+			"$(DESTDIR)$(MANDIR)/man8/$$cmd-"*.8 "$(DESTDIR)$(BASHCOMPDIR)/$$cmd" \
+			"$(DESTDIR)$(ZSHCOMPDIR)/_$$cmd" "$(DESTDIR)$(FISHCOMPDIR)/$$cmd.fish"; \
+	done
+	for unit in $(notdir $(UNITS)); do rm -f "$(DESTDIR)$(UNITDIR)/$$unit"; done
+	rmdir --ignore-fail-on-non-empty "$(DESTDIR)/etc/arepl" 2>/dev/null || true
+	$(if $(DESTDIR),,[[ ! -d /run/systemd/system ]] || systemctl daemon-reload)
+
+uninstall-module:
+	release=$$(cat "$(KDIR)/include/config/kernel.release"); \
+		rm -f "$(DESTDIR)/lib/modules/$$release/$(INSTALL_MOD_DIR)/kmod/dm-arepl.ko"; \
+		$(if $(DESTDIR),: no depmod in a DESTDIR,depmod -a "$$release")
 
 clean:
 	$(CARGO) clean

@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(
     linux-source-6.12 build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils
-    clang libclang-dev
+    clang libclang-dev libdevmapper-dev pkg-config
     qemu-system-x86 udev kmod iproute2 iputils-ping nftables
     fio lvm2 dmsetup e2fsprogs util-linux procps psmisc
     python3-venv python3-pip

@@ -365,7 +365,7 @@ fn random_events(rng: &mut XorShift64Star, count: usize, jobs: usize) -> Vec<(u6
     let (mut in_flight, mut next, mut clock) = (Vec::new(), 0, 1);
     while next < count || !in_flight.is_empty() {
         let may_issue = next < count && in_flight.len() < jobs;
-        if may_issue && (in_flight.is_empty() || rng.next_u64() % 2 == 0) {
+        if may_issue && (in_flight.is_empty() || rng.next_u64().is_multiple_of(2)) {
             events[next].0 = clock;
             in_flight.push(next);
             next += 1;

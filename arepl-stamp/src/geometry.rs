@@ -26,7 +26,7 @@ pub enum GeometryError {
 
 impl Geometry {
     pub fn new(block_size: usize, blocks: u64) -> Result<Self, GeometryError> {
-        if !(SECTOR..=MAX_BLOCK_SIZE).contains(&block_size) || block_size % SECTOR != 0 {
+        if !(SECTOR..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_multiple_of(SECTOR) {
             return Err(GeometryError::BlockSize(block_size));
         }
         if blocks == 0 {

@@ -5,54 +5,153 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use arepl_core::table::DEFAULT_QUEUE_MB;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// Default directory of the persistent configuration.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/arepl";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "arepl",
     version,
-    about = "Manage dm-arepl asynchronous replication"
+    about = "Manage dm-arepl asynchronous block replication",
+    long_about = "Manage dm-arepl asynchronous block replication: put it under an LVM logical \
+                  volume online (convert/revert) or on a plain block device (create/remove), \
+                  report its state (status), steer its links (switch-link, pause, resume) and \
+                  apply the volumes described in /etc/arepl/*.toml at boot (up/down)."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How the replication of a device is set up; shared by convert and create.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct LinkArgs {
+    /// replicad address on the primary link (ip:port or [ipv6]:port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub primary: SocketAddr,
+    /// replicad address on the backup link, used while the primary link is down.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub backup: Option<SocketAddr>,
+    /// Bound of the in-kernel replication queue, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_QUEUE_MB)]
+    pub queue_mb: u32,
+    /// Volume name replicad checks (defaults to the device-mapper name).
+    #[arg(long)]
+    pub volume: Option<String>,
+    /// What the replica holds now: `full` copies the whole volume to it first (the
+    /// replica is consistent once that is acknowledged); `none` when it already is
+    /// an identical copy (both blank, or seeded).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = InitialSync::Full)]
+    pub initial_sync: InitialSync,
+}
+
+/// Whether the volume is copied to the replica first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialSync {
+    /// Copy the whole volume, in order with new writes.
+    Full,
+    /// The replica is already identical.
+    None,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Put replication under an active LVM logical volume, online: its table moves to a
+    /// hidden VG-LV-arepl_real device and an arepl table over it is loaded into the LV's
+    /// own device with suspend/load/resume, so mounts and open files keep working.
+    Convert {
+        /// The logical volume, VG/LV.
+        lv: String,
+        #[command(flatten)]
+        link: LinkArgs,
+        /// Spill device for when no link is up and the queue is full: an LV (VG/LV) or
+        /// a block device path. Its first 4 KiB must be zeroes, or hold this volume's
+        /// spill log.
+        #[arg(long, value_name = "VG/LV|DEV")]
+        spill: Option<String>,
+    },
+    /// Take replication away from a converted LV: waits until the queue is drained, then
+    /// loads the LV's original table back, online.
+    Revert {
+        /// The logical volume, VG/LV.
+        lv: String,
+        /// Do not wait for the queue: writes not yet acknowledged never reach the replica
+        /// (the command says how many).
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the queue to drain.
+        #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+        timeout: u64,
+    },
     /// Create a replicated device NAME on top of a block device.
     Create {
         /// Name of the new device-mapper device (/dev/mapper/NAME).
         name: String,
         /// Local block device that receives every write.
-        #[arg(long)]
+        #[arg(long, value_name = "DEV")]
         dev: PathBuf,
-        /// replicad address on the primary link (ip:port or [ipv6]:port).
-        #[arg(long)]
-        primary: SocketAddr,
-        /// replicad address on the backup link.
-        #[arg(long)]
-        backup: Option<SocketAddr>,
-        /// Bound of the in-kernel replication queue, in MiB.
-        #[arg(long, default_value_t = DEFAULT_QUEUE_MB)]
-        queue_mb: u32,
-        /// Volume name the receiver checks (defaults to NAME).
-        #[arg(long)]
-        volume: Option<String>,
+        #[command(flatten)]
+        link: LinkArgs,
         /// Spill device for when no link is up and the queue is full (first 4 KiB
         /// zeroes, or this volume's spill log).
-        #[arg(long)]
+        #[arg(long, value_name = "DEV")]
         spill: Option<PathBuf>,
     },
-    /// Remove a replicated device.
+    /// Remove a replicated device made by create (waits up to 30 s for the queue).
     Remove {
         /// Name of the device-mapper device.
         name: String,
     },
     /// Show the state of one or all replicated devices.
     Status {
-        /// Only this device.
+        /// Only this device (device-mapper name or VG/LV).
         name: Option<String>,
+        /// Machine-readable output (schema in docs/status-json.md).
+        #[arg(long)]
+        json: bool,
+        /// Print again every --interval seconds until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two reports with --watch.
+        #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+        interval: f64,
+    },
+    /// End the session on the active link and continue on the other one.
+    SwitchLink {
+        /// Device-mapper name or VG/LV.
+        name: String,
+    },
+    /// Stop sending: writes queue (and spill) until resume.
+    Pause {
+        /// Device-mapper name or VG/LV.
+        name: String,
+    },
+    /// Resume sending after pause.
+    Resume {
+        /// Device-mapper name or VG/LV.
+        name: String,
+    },
+    /// Set up every volume described in CONFIG_DIR/*.toml that is not up yet.
+    Up {
+        /// Directory of the volume descriptions.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
+        config_dir: PathBuf,
+        /// Only this volume (its file name without .toml).
+        only: Option<String>,
+    },
+    /// Tear down every volume described in CONFIG_DIR/*.toml, after draining it.
+    Down {
+        /// Directory of the volume descriptions.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
+        config_dir: PathBuf,
+        /// Only this volume (its file name without .toml).
+        only: Option<String>,
+        /// Do not wait for queues to drain.
+        #[arg(long)]
+        force: bool,
     },
 }
 

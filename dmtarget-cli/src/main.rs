@@ -1,14 +1,21 @@
-//! `arepl`: create, remove and inspect dm-arepl replicated devices.
+//! `arepl`: put dm-arepl replication on LVM volumes and block devices, and report it.
 
-mod dmsetup;
-mod status_report;
-
-use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use arepl_core::table::TableArgs;
 use clap::Parser;
 use dmtarget_cli::cli::{Cli, Command};
+use dmtarget_cli::convert::{convert, revert};
+use dmtarget_cli::dm::DeviceMapper;
+use dmtarget_cli::lvm::LvName;
+use dmtarget_cli::ops;
+use dmtarget_cli::report::{render_json, render_text};
+use dmtarget_cli::setup::dm_name_of;
+use dmtarget_cli::updown::{self, STATE_DIR};
+
+/// How long `arepl remove` waits for the queue to drain.
+const REMOVE_DRAIN: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -21,91 +28,85 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let dm = DeviceMapper::open()?;
     match cli.command {
+        Command::Convert { lv, link, spill } => {
+            println!(
+                "{}",
+                convert(&dm, &LvName::parse(&lv)?, &link, spill.as_deref())?
+            );
+        }
+        Command::Revert { lv, force, timeout } => {
+            let timeout = Duration::from_secs(timeout);
+            println!("{}", revert(&dm, &LvName::parse(&lv)?, force, timeout)?);
+        }
         Command::Create {
             name,
             dev,
-            primary,
-            backup,
-            queue_mb,
-            volume,
+            link,
             spill,
         } => {
-            let sectors = dmsetup::device_sectors(&dev)?;
-            let args = create_args(
-                &dev,
-                primary,
-                backup,
-                queue_mb,
-                volume.as_deref().unwrap_or(&name),
-                spill.as_deref(),
-            )?;
-            let table = format!("0 {sectors} arepl {}", args.join(" "));
-            dmsetup::create(&name, &table)?;
-            println!("created /dev/mapper/{name}: {table}");
-            Ok(())
+            let spill = spill.map(|p| p.display().to_string());
+            println!(
+                "{}",
+                ops::create(&dm, &name, &dev, &link, spill.as_deref())?
+            );
         }
-        Command::Remove { name } => dmsetup::remove(&name),
-        Command::Status { name } => {
-            let lines = dmsetup::status_lines(name.as_deref())?;
-            print!("{}", status_report::render(&lines)?);
-            Ok(())
+        Command::Remove { name } => println!("{}", ops::remove(&dm, &name, false, REMOVE_DRAIN)?),
+        Command::Status {
+            name,
+            json,
+            watch,
+            interval,
+        } => {
+            let name = name.as_deref().map(dm_name_of).transpose()?;
+            let interval = Duration::try_from_secs_f64(interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or("--interval must be a positive number of seconds")?;
+            loop {
+                let reports = ops::reports(&dm, name.as_deref())?;
+                if json {
+                    println!("{}", render_json(reports));
+                } else {
+                    print!("{}", render_text(&reports));
+                }
+                if !watch {
+                    break;
+                }
+                std::thread::sleep(interval);
+                if !json {
+                    println!();
+                }
+            }
         }
+        Command::SwitchLink { name } => message(&dm, &name, "switch-link")?,
+        Command::Pause { name } => message(&dm, &name, "pause")?,
+        Command::Resume { name } => message(&dm, &name, "resume")?,
+        Command::Up { config_dir, only } => {
+            updown::up(&dm, &config_dir, only.as_deref(), Path::new(STATE_DIR))?;
+        }
+        Command::Down {
+            config_dir,
+            only,
+            force,
+        } => updown::down(
+            &dm,
+            &config_dir,
+            only.as_deref(),
+            force,
+            Path::new(STATE_DIR),
+        )?,
     }
+    Ok(())
 }
 
-/// Table arguments after `arepl`, checked with the parser the kernel module uses, so a
-/// mistake is reported here rather than as a bare EINVAL from the kernel.
-fn create_args(
-    dev: &std::path::Path,
-    primary: SocketAddr,
-    backup: Option<SocketAddr>,
-    queue_mb: u32,
-    volume: &str,
-    spill: Option<&std::path::Path>,
-) -> Result<Vec<String>, String> {
-    let utf8 = |path: &std::path::Path| {
-        path.to_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("device path {} is not UTF-8", path.display()))
-    };
-    let mut args = vec![utf8(dev)?, primary.to_string()];
-    args.extend(backup.map(|b| b.to_string()));
-    let mut features = vec![format!("queue_mb:{queue_mb}"), format!("volume:{volume}")];
-    if let Some(spill) = spill {
-        features.push(format!("spill:{}", utf8(spill)?));
+fn message(dm: &DeviceMapper, name: &str, text: &str) -> Result<(), String> {
+    let dev = dm_name_of(name)?;
+    if !ops::is_arepl(dm, &dev)? {
+        return Err(format!("{name} is not an arepl device"));
     }
-    args.push(features.len().to_string());
-    args.extend(features);
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    TableArgs::parse(&words).map_err(|err| err.to_string())?;
-    Ok(args)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn create_args_are_validated_like_the_kernel() {
-        let primary = "10.0.0.2:7788".parse().unwrap();
-        let args = create_args(Path::new("/dev/vdb"), primary, None, 8, "db", None).unwrap();
-        assert_eq!(
-            args,
-            ["/dev/vdb", "10.0.0.2:7788", "2", "queue_mb:8", "volume:db"]
-        );
-        let spill = Some(Path::new("/dev/vdc"));
-        let args = create_args(Path::new("/dev/vdb"), primary, None, 8, "db", spill).unwrap();
-        assert_eq!(
-            args[2..],
-            ["3", "queue_mb:8", "volume:db", "spill:/dev/vdc"]
-        );
-
-        let err = create_args(Path::new("/dev/vdb"), primary, None, 0, "db", None).unwrap_err();
-        assert!(err.starts_with("invalid queue_mb '0'"), "{err}");
-        let err =
-            create_args(Path::new("/dev/vdb"), primary, Some(primary), 8, "db", None).unwrap_err();
-        assert_eq!(err, "primary and backup links must be different addresses");
-    }
+    dm.message(&dev, text)?;
+    println!("{name}: {text} sent");
+    Ok(())
 }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::entry::Entry;
 use crate::replica::{Replica, ReplicaError};
+use crate::stats::Stats;
 
 /// Longest time an applied entry waits for durability under continuous input.
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
@@ -59,12 +60,13 @@ pub struct ApplyReport {
 }
 
 /// Applies entries from `entries` until the channel closes, publishing every new durable
-/// sequence on `durable`. Stops at the first target or state failure, leaving the entries
+/// sequence on `durable` and counting what it does in `stats`. Stops at the first target or state failure, leaving the entries
 /// applied since the last commit undurable (and unacknowledged).
 pub fn run(
     replica: &mut Replica,
     mut entries: mpsc::Receiver<Queued>,
     durable: &watch::Sender<u64>,
+    stats: &Stats,
 ) -> Result<ApplyReport, ReplicaError> {
     let mut report = ApplyReport {
         applied: 0,
@@ -78,7 +80,7 @@ pub fn run(
             match entries.try_recv() {
                 Ok(entry) => Some(entry),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    commit(replica, last_applied, durable, &mut report)?;
+                    commit(replica, last_applied, durable, stats, &mut report)?;
                     batch_started = None;
                     continue;
                 }
@@ -92,16 +94,17 @@ pub fn run(
         };
         debug_assert_eq!(entry.seq, last_applied + 1, "the sequencer keeps order");
         replica.apply(&entry)?;
+        stats.entry_applied(&entry);
         report.applied += 1;
         last_applied = entry.seq;
         let started = *batch_started.get_or_insert_with(Instant::now);
         if entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE {
-            commit(replica, last_applied, durable, &mut report)?;
+            commit(replica, last_applied, durable, stats, &mut report)?;
             batch_started = None;
         }
     }
     if batch_started.is_some() {
-        commit(replica, last_applied, durable, &mut report)?;
+        commit(replica, last_applied, durable, stats, &mut report)?;
     }
     Ok(report)
 }
@@ -110,9 +113,11 @@ fn commit(
     replica: &mut Replica,
     seq: u64,
     durable: &watch::Sender<u64>,
+    stats: &Stats,
     report: &mut ApplyReport,
 ) -> Result<(), ReplicaError> {
     replica.make_durable(seq)?;
+    stats.committed(seq);
     report.commits += 1;
     report.durable_seq = seq;
     durable.send_replace(seq);
@@ -160,8 +165,13 @@ mod tests {
         }
         drop(tx);
         let (durable_tx, durable_rx) = watch::channel(replica.state().durable_seq);
-        let report = run(replica, rx, &durable_tx).unwrap();
+        let stats = Stats::new(replica.state());
+        let report = run(replica, rx, &durable_tx, &stats).unwrap();
         let published = *durable_rx.borrow();
+        let figures = stats.snapshot();
+        assert_eq!(figures.applied_seq, report.durable_seq);
+        assert_eq!(figures.durable_seq, report.durable_seq);
+        assert_eq!(figures.group_commits, report.commits);
         (report, published)
     }
 
@@ -201,7 +211,8 @@ mod tests {
         let mut replica = replica(dir.path());
         let (tx, rx) = mpsc::channel(4);
         let (durable_tx, mut durable_rx) = watch::channel(0);
-        let applier = std::thread::spawn(move || run(&mut replica, rx, &durable_tx));
+        let stats = Stats::new(replica.state());
+        let applier = std::thread::spawn(move || run(&mut replica, rx, &durable_tx, &stats));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -4,6 +4,7 @@
 //! listen = "0.0.0.0:7788"
 //! target = "/dev/vg0/replica"
 //! state_dir = "/var/lib/replicad"
+//! metrics_listen = "127.0.0.1:9477" # optional; no metrics server without it
 //! ```
 //!
 //! Command-line flags override the file. Relative paths in the file are relative to the
@@ -24,6 +25,8 @@ pub struct PartialSettings {
     pub target: Option<PathBuf>,
     /// Directory for the durable state.
     pub state_dir: Option<PathBuf>,
+    /// Address to serve Prometheus metrics on.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Complete settings.
@@ -35,6 +38,8 @@ pub struct Settings {
     pub target: PathBuf,
     /// Directory for the durable state.
     pub state_dir: PathBuf,
+    /// Address to serve Prometheus metrics on; `None`: no metrics server.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the settings are unusable.
@@ -101,6 +106,7 @@ impl PartialSettings {
             listen: self.listen,
             target: self.target.map(rebase),
             state_dir: self.state_dir.map(rebase),
+            metrics_listen: self.metrics_listen,
         }
     }
 
@@ -120,6 +126,7 @@ impl PartialSettings {
                 .state_dir
                 .or(self.state_dir)
                 .ok_or(missing("state_dir", "state-dir"))?,
+            metrics_listen: overrides.metrics_listen.or(self.metrics_listen),
         })
     }
 }
@@ -147,6 +154,32 @@ mod tests {
             .unwrap();
         assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(settings.state_dir, PathBuf::from("/var/lib/replicad"));
+        assert_eq!(settings.metrics_listen, None);
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_a_flag_overrides_it() {
+        let file = PartialSettings::parse(
+            "listen = \"127.0.0.1:7788\"\ntarget = \"/dev/t\"\nstate_dir = \"/s\"\n\
+             metrics_listen = \"127.0.0.1:9477\"\n",
+        )
+        .unwrap();
+        assert_eq!(file.metrics_listen, Some("127.0.0.1:9477".parse().unwrap()));
+        let settings = file.clone().resolve(PartialSettings::default()).unwrap();
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9477".parse().unwrap())
+        );
+        let settings = file
+            .resolve(PartialSettings {
+                metrics_listen: Some("[::1]:9100".parse().unwrap()),
+                ..PartialSettings::default()
+            })
+            .unwrap();
+        assert_eq!(settings.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        let err = PartialSettings::parse("metrics_listen = \"localhost\"").unwrap_err();
+        assert!(err.contains("socket address"), "{err}");
+        assert!(PartialSettings::parse("metrics = \"127.0.0.1:9477\"").is_err());
     }
 
     #[test]
@@ -156,6 +189,7 @@ mod tests {
                 listen: Some("127.0.0.1:1".parse().unwrap()),
                 target: Some("t".into()),
                 state_dir: None,
+                metrics_listen: None,
             })
             .unwrap_err();
         assert_eq!(

@@ -24,6 +24,7 @@ use crate::handshake::{self, Admission, Hello, Refusal};
 use crate::replica::{Replica, ReplicaError};
 use crate::sequencer::{Admitted, ProtocolError, Sequencer};
 use crate::state::VolumeIdentity;
+use crate::stats::{Failure, Stats};
 use crate::takeover::SessionSlot;
 
 /// How long a new connection may take to send its `Hello`.
@@ -50,17 +51,20 @@ pub struct Shared {
     /// The recorded volume, readable without waiting for the active session.
     identity: StdMutex<Option<VolumeIdentity>>,
     sessions: SessionSlot,
+    stats: Arc<Stats>,
     shutdown: CancellationToken,
 }
 
 impl Shared {
-    /// Shares `replica` among connections until `shutdown` is cancelled.
-    pub fn new(replica: Replica, shutdown: CancellationToken) -> Self {
+    /// Shares `replica` among connections until `shutdown` is cancelled; they report
+    /// what they do in `stats`.
+    pub fn new(replica: Replica, stats: Arc<Stats>, shutdown: CancellationToken) -> Self {
         let identity = replica.state().identity.clone();
         Self {
             replica: Arc::new(Mutex::new(replica)),
             identity: StdMutex::new(identity),
             sessions: SessionSlot::default(),
+            stats,
             shutdown,
         }
     }
@@ -92,6 +96,18 @@ enum ConnectionError {
     Replica(#[from] ReplicaError),
 }
 
+impl ConnectionError {
+    fn failure(&self) -> Failure {
+        match self {
+            Self::Codec(CodecError::Wire(_)) | Self::Protocol(_) => Failure::MalformedFrame,
+            Self::Refused(_) => Failure::Refused,
+            Self::Replica(err) => Failure::of_replica(err),
+            Self::Codec(CodecError::Io(_) | CodecError::Truncated { .. })
+            | Self::HelloTimeout(_) => Failure::Other,
+        }
+    }
+}
+
 /// How a connection ended well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionEnd {
@@ -116,7 +132,11 @@ impl std::fmt::Display for SessionEnd {
 
 /// Serves one connection to its end, logging how it ended.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    match run(stream, &shared).await {
+    let ended = run(stream, &shared).await;
+    if let Err(err) = &ended {
+        shared.stats.connection_failed(err.failure());
+    }
+    match ended {
         Ok(end) => tracing::info!("connection from {peer} ended: {end}"),
         Err(ConnectionError::Refused(reason)) => {
             tracing::warn!("refused session from {peer}: {reason}")
@@ -181,6 +201,7 @@ async fn handshake(
         return Ok(Handshake::Ended(SessionEnd::ClosedBeforeHello));
     };
     let first = first?;
+    shared.stats.frame_received();
     let hello = match Hello::from_frame(&first) {
         None => return Err(ProtocolError::ExpectedHello(first.header.kind).into()),
         Some(Err(refusal)) => return refuse(sink, refusal).await,
@@ -210,6 +231,7 @@ async fn handshake(
         Err(refusal) => return refuse(sink, refusal).await,
     };
     *shared.identity() = Some(identity.clone());
+    shared.stats.set_volume(identity.name.as_str());
     sink.send(Frame::bare(Header::welcome(durable_seq, identity.size)))
         .await?;
     tracing::info!(
@@ -239,13 +261,15 @@ async fn stream_entries(
         volume_size,
         cancel,
     } = session;
+    let _active = shared.stats.session_started();
     let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE);
     // Until the first commit of this session, the durable sequence is the welcomed one.
     let (durable_tx, durable_rx) = watch::channel(durable_seq);
     let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
+    let stats = shared.stats.clone();
     let applier = tokio::task::spawn_blocking(move || {
         let mut replica = replica;
-        applier::run(&mut replica, entry_rx, &durable_tx)
+        applier::run(&mut replica, entry_rx, &durable_tx, &stats)
     });
     let mut acks = tokio::spawn(send_acks(sink, durable_rx, ping_rx));
     // Nothing past the welcomed sequence is applied, so it is where the session resumes.
@@ -335,12 +359,14 @@ async fn forward_entries(
             return Ok(SessionEnd::PeerClosed);
         };
         let frame = frame?;
+        shared.stats.frame_received();
         let cost = frame.payload.len().max(1) as u32;
         let entry = match sequencer.admit(frame)? {
             Admitted::Apply(entry) => entry,
             Admitted::Duplicate { seq, applied } => {
                 tracing::debug!("skipping seq {seq}: already applied up to seq {applied}");
                 skipped.note(seq);
+                shared.stats.entry_skipped();
                 continue;
             }
             Admitted::Ping => {
@@ -354,6 +380,7 @@ async fn forward_entries(
                 continue;
             }
         };
+        let seq = entry.seq;
         let queued = async {
             let permit = budget.clone().acquire_many_owned(cost).await;
             let permit = permit.expect("the budget is never closed");
@@ -366,6 +393,7 @@ async fn forward_entries(
                 return Ok(SessionEnd::ApplierStopped);
             },
         }
+        shared.stats.entry_received(seq);
     }
 }
 
@@ -482,7 +510,8 @@ mod tests {
         if durable_seq > 0 {
             replica.make_durable(durable_seq).unwrap();
         }
-        let shared = Arc::new(Shared::new(replica, CancellationToken::new()));
+        let stats = Arc::new(Stats::new(replica.state()));
+        let shared = Arc::new(Shared::new(replica, stats, CancellationToken::new()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = shared.clone();

@@ -10,20 +10,30 @@
 //!   skipping of resent entries, pings; [`entry`]: the validated result;
 //! - [`applier`]: in-order apply and group commit; [`replica`]: target plus state;
 //!   [`volume`]: the target; [`state`]: the crash-safe durable sequence and identity;
-//! - [`config`]: command line and TOML settings.
+//! - [`cli`]: the command line; [`config`]: settings from it and a TOML file.
+//!
+//! Operations: [`stats`] holds the live figures the paths above update, [`metrics`]
+//! renders them for Prometheus and [`http`] serves them; [`scrape`] reads them back and
+//! [`status`] prints them with the persisted state.
 //!
 //! The client side lives in [`sender`].
 
 pub mod applier;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod entry;
 pub mod handshake;
+pub mod http;
+pub mod metrics;
 pub mod replica;
+pub mod scrape;
 pub mod sender;
 pub mod sequencer;
 pub mod server;
 pub mod state;
+pub mod stats;
+pub mod status;
 pub mod takeover;
 pub mod volume;

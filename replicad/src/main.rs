@@ -5,71 +5,24 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use replicad::cli::{Cli, Command, ServeArgs};
 use replicad::config::{PartialSettings, Settings};
 use replicad::server::Server;
-use replicad::state;
 use replicad::volume::Volume;
+use replicad::{scrape, state, status};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "replicad",
-    version,
-    about = "Apply dm-arepl replication streams on the DR host",
-    long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
-        Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
-        `replicad --config FILE` (TOML with listen, target, state_dir; flags override it). \
-        One session at a time: a new sender for the same volume takes over from the active \
-        one. SIGTERM or SIGINT makes applied entries durable and exits. \
-        Logs go to stderr; RUST_LOG filters them (default: info).",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// TOML file with `listen`, `target` and `state_dir`; flags override it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to accept replication links on (ip:port or [ipv6]:port).
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<SocketAddr>,
-    /// File or block device the replicated writes are applied to.
-    #[arg(long, value_name = "PATH")]
-    target: Option<PathBuf>,
-    /// Directory for the durable sequence and volume identity.
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// Only check the target and state directory, then exit.
-    #[arg(long)]
-    check: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the persisted durable sequence and volume identity.
-    Status {
-        /// State directory to read.
-        #[arg(long, value_name = "DIR", required_unless_present = "config")]
-        state_dir: Option<PathBuf>,
-        /// Take the state directory from this config file.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Status { state_dir, config }) => status(state_dir, config),
+        Some(Command::Status {
+            state_dir,
+            config,
+            metrics,
+        }) => status(state_dir, config, metrics),
         None => serve(cli.serve),
     };
     match result {
@@ -91,6 +44,7 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         listen: args.listen,
         target: args.target.clone(),
         state_dir: args.state_dir.clone(),
+        metrics_listen: args.metrics_listen,
     })?)
 }
 
@@ -120,6 +74,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.state_dir.display(),
             server.state().durable_seq
         );
+        if let Some(addr) = server.metrics_addr() {
+            tracing::info!("serving metrics on http://{}/metrics", addr?);
+        }
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
             let name = tokio::select! {
@@ -148,8 +105,12 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     let volume = Volume::open(&settings.target)?;
     let snapshot = state::inspect(&settings.state_dir)?;
     let durable = snapshot.map_or(0, |snapshot| snapshot.state.durable_seq);
+    let metrics = settings
+        .metrics_listen
+        .map(|addr| format!(", metrics {addr}"))
+        .unwrap_or_default();
     println!(
-        "replicad: target {} ({} bytes), state in {} (durable seq {durable}), listen {}",
+        "replicad: target {} ({} bytes), state in {} (durable seq {durable}), listen {}{metrics}",
         settings.target.display(),
         volume.len(),
         settings.state_dir.display(),
@@ -158,29 +119,29 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(state_dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
-    let dir = match (state_dir, config) {
-        (Some(dir), _) => dir,
-        (None, Some(config)) => PartialSettings::load(&config)?
-            .state_dir
-            .ok_or_else(|| anyhow::anyhow!("config file {} has no state_dir", config.display()))?,
-        (None, None) => unreachable!("clap requires one of them"),
+/// `status`: the persisted state, then the live figures if a metrics address is given
+/// (`--metrics`, or `metrics_listen` in the config file).
+fn status(
+    state_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let file = match &config {
+        Some(path) => PartialSettings::load(path)?,
+        None => PartialSettings::default(),
     };
-    let Some(snapshot) = state::inspect(&dir)? else {
-        println!("state dir: {}", dir.display());
-        println!("durable seq: 0 (no state file yet)");
-        println!("volume: none recorded");
-        return Ok(());
+    let dir = match (state_dir, file.state_dir, &config) {
+        (Some(dir), _, _) | (None, Some(dir), _) => dir,
+        (None, None, Some(config)) => {
+            anyhow::bail!("config file {} has no state_dir", config.display())
+        }
+        (None, None, None) => unreachable!("clap requires one of them"),
     };
-    println!("state file: {}", dir.join(state::STATE_FILE_NAME).display());
-    println!("durable seq: {}", snapshot.state.durable_seq);
-    match &snapshot.state.identity {
-        Some(identity) => println!("volume: {} ({} bytes)", identity.name, identity.size),
-        None => println!("volume: none recorded"),
-    }
-    println!("generation: {}", snapshot.generation);
-    for slot in snapshot.corrupt_slots {
-        println!("warning: slot {slot} is corrupt; the other slot is in use");
+    print!("{}", status::persisted(&dir)?);
+    if let Some(addr) = metrics.or(file.metrics_listen) {
+        let samples = scrape::parse(&scrape::fetch(addr)?);
+        println!();
+        print!("{}", status::live(addr, &samples));
     }
     Ok(())
 }

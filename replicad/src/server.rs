@@ -1,4 +1,5 @@
 //! The accept loop: serves connections until shutdown, then waits for them to finish.
+//! Also serves the metrics endpoint when it is configured.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,8 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::connection::{self, Shared};
+use crate::http;
 use crate::replica::{Replica, ReplicaError};
 use crate::state::ReplicaState;
+use crate::stats::Stats;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +31,27 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The metrics address cannot be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// A bound server with its replica open.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     replica: Replica,
+    stats: Arc<Stats>,
 }
 
 impl Server {
-    /// Opens the target and state, then binds the listen address.
+    /// Opens the target and state, then binds the listen and metrics addresses.
     pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
         let replica = Replica::open(&settings.target, &settings.state_dir)?;
         let listener =
@@ -48,12 +61,36 @@ impl Server {
                     addr: settings.listen,
                     source,
                 })?;
-        Ok(Self { listener, replica })
+        let metrics = match settings.metrics_listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::MetricsListen { addr, source })?,
+            ),
+        };
+        let stats = Arc::new(Stats::new(replica.state()));
+        Ok(Self {
+            listener,
+            metrics,
+            replica,
+            stats,
+        })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The metrics address actually bound, if metrics are served.
+    pub fn metrics_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// The live figures.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// The replica's state before serving.
@@ -64,8 +101,15 @@ impl Server {
     /// Serves until `shutdown` is cancelled, then lets every session finish its batch and
     /// returns the final persisted state.
     pub async fn run(self, shutdown: CancellationToken) -> ReplicaState {
-        let Self { listener, replica } = self;
-        let shared = Arc::new(Shared::new(replica, shutdown.clone()));
+        let Self {
+            listener,
+            metrics,
+            replica,
+            stats,
+        } = self;
+        let metrics = metrics
+            .map(|metrics| tokio::spawn(http::serve(metrics, stats.clone(), shutdown.clone())));
+        let shared = Arc::new(Shared::new(replica, stats.clone(), shutdown.clone()));
         let connections = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -79,6 +123,7 @@ impl Server {
                         tracing::debug!("TCP_NODELAY on {peer}: {err}");
                     }
                     tracing::info!("connection from {peer}");
+                    stats.connection_accepted();
                     connections.spawn(connection::serve(stream, peer, shared.clone()));
                 }
                 Err(err) => {
@@ -91,6 +136,13 @@ impl Server {
         drop(listener);
         connections.close();
         connections.wait().await;
+        if let Some(metrics) = metrics {
+            // It stops on the same shutdown; waiting means the port is closed on return.
+            match metrics.await {
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                _ => {}
+            }
+        }
         let state = shared.replica().await.state().clone();
         state
     }

@@ -1,126 +1,31 @@
 //! The built binaries: startup errors, `--help`, a stream through `arepl-send`, signals,
 //! `status`.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
-const REPLICAD: &str = env!("CARGO_BIN_EXE_replicad");
-const AREPL_SEND: &str = env!("CARGO_BIN_EXE_arepl-send");
-const VOLUME_SIZE: u64 = 2 << 20;
-const WAIT: Duration = Duration::from_secs(60);
-
-fn replicad(args: &[&str]) -> Output {
-    Command::new(REPLICAD).args(args).output().unwrap()
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A test directory with an all-zero target and an empty state directory.
-fn workspace() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let target = std::fs::File::create(dir.path().join("target.img")).unwrap();
-    target.set_len(VOLUME_SIZE).unwrap();
-    std::fs::create_dir(dir.path().join("state")).unwrap();
-    dir
-}
-
-fn path(dir: &Path, name: &str) -> String {
-    dir.join(name).to_str().unwrap().to_string()
-}
-
-/// A running `replicad` and the address it announced.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(REPLICAD)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (lines_tx, lines_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("replicad: {line}");
-                // Keep draining after the address is known: the daemon must not block.
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let line = lines_rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("replicad did not announce its address");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split(';').next().unwrap().parse().unwrap();
-            }
-        };
-        Self { child, addr }
-    }
-
-    /// Sends `signal` and returns the exit status.
-    fn stop(mut self, signal: Signal) -> std::process::ExitStatus {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replicad did not exit after {signal}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn send(&self, args: &[&str]) -> Output {
-        let addr = self.addr.to_string();
-        let size = VOLUME_SIZE.to_string();
-        let mut all = vec![
-            "--connect",
-            &addr,
-            "--volume",
-            "clivol",
-            "--volume-size",
-            &size,
-            "--timeout",
-            "20",
-        ];
-        all.extend_from_slice(args);
-        Command::new(AREPL_SEND).args(all).output().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Only if a test failed before stopping it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::daemon::{
+    path, replicad, stderr_of, workspace, Daemon, AREPL_SEND, SENT_VOLUME_SIZE as VOLUME_SIZE,
+};
+use nix::sys::signal::Signal;
+use replicad::config::PartialSettings;
 
 #[test]
 fn help_describes_both_forms() {
     let output = replicad(&["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--listen", "--target", "--state-dir", "--config", "status"] {
+    for flag in [
+        "--listen",
+        "--target",
+        "--state-dir",
+        "--config",
+        "--metrics-listen",
+        "status",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     let output = Command::new(AREPL_SEND).arg("--help").output().unwrap();
@@ -140,7 +45,7 @@ fn startup_errors_are_one_clear_line() {
     let missing = path(dir.path(), "missing");
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    let cases: [(Vec<&str>, &str); 5] = [
+    let cases: [(Vec<&str>, &str); 6] = [
         (
             vec![
                 "--listen",
@@ -179,6 +84,19 @@ fn startup_errors_are_one_clear_line() {
             "missing listen: use --listen",
         ),
         (vec!["--config", &missing], "config file"),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                &target,
+                "--state-dir",
+                &state,
+                "--metrics-listen",
+                &taken,
+            ],
+            "cannot serve metrics on",
+        ),
     ];
     for (args, expected) in cases {
         let output = replicad(&args);
@@ -292,4 +210,17 @@ fn config_file_with_flag_override_and_sigint() {
     let output = replicad(&["status", "--state-dir", &path(fresh.path(), "state")]);
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("no state file yet"));
+}
+
+#[test]
+fn the_packaged_example_config_sets_every_key() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/etc/replicad.toml.example");
+    let settings = PartialSettings::load(&example).unwrap();
+    let settings = settings.resolve(PartialSettings::default()).unwrap();
+    assert_eq!(settings.listen, "0.0.0.0:7788".parse().unwrap());
+    assert_eq!(
+        settings.metrics_listen,
+        Some("127.0.0.1:9477".parse().unwrap())
+    );
 }

@@ -111,7 +111,7 @@ impl Workload {
     /// The stream for `seed`; `None` if the volume size is not a positive whole number of
     /// sectors.
     pub fn new(seed: u64, count: u64, volume_size: u64) -> Option<Self> {
-        if volume_size == 0 || volume_size % SECTOR != 0 {
+        if volume_size == 0 || !volume_size.is_multiple_of(SECTOR) {
             return None;
         }
         Some(Self {
@@ -139,7 +139,7 @@ impl Iterator for Workload {
             return None;
         }
         self.emitted += 1;
-        if self.emitted % FLUSH_EVERY == 0 {
+        if self.emitted.is_multiple_of(FLUSH_EVERY) {
             return Some(Op::Flush);
         }
         let kind = self.rng.in_range(0, 19);

@@ -1,6 +1,9 @@
-//! An in-process `replicad` on 127.0.0.1 with a temporary target and state directory.
+//! An in-process `replicad` on 127.0.0.1 with a temporary target and state directory;
+//! the built binaries in [`daemon`].
 
 #![allow(dead_code)] // each test file uses a different part
+
+pub mod daemon;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,6 +61,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: dir.path().join("target.img"),
             state_dir: dir.path().join("state"),
+            metrics_listen: None,
         };
         let server = Server::bind(&settings).await.unwrap();
         let addr = server.local_addr().unwrap();

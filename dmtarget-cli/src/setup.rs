@@ -1,0 +1,95 @@
+//! Building an arepl table line and making sure the kernel can take it.
+
+use std::path::Path;
+use std::process::Command;
+
+use arepl_core::table::TableArgs;
+
+use crate::cli::{InitialSync, LinkArgs};
+use crate::dm::{self, DeviceMapper, TargetLine};
+use crate::lvm::LvName;
+
+/// The arepl table line (one target over `sectors`) on local device `local`.
+pub fn arepl_table(
+    local: &str,
+    sectors: u64,
+    link: &LinkArgs,
+    volume: &str,
+    spill: Option<&str>,
+) -> Result<TargetLine, String> {
+    let mut args = vec![local.to_string(), link.primary.to_string()];
+    args.extend(link.backup.map(|b| b.to_string()));
+    let mut features = vec![
+        format!("queue_mb:{}", link.queue_mb),
+        format!("volume:{volume}"),
+    ];
+    features.extend(spill.map(|spill| format!("spill:{spill}")));
+    if link.initial_sync == InitialSync::Full {
+        features.push("sync:full".into());
+    }
+    args.push(features.len().to_string());
+    args.extend(features);
+    // The kernel's own parser: a mistake is reported here, in words, rather than as a
+    // bare EINVAL from the table load.
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    TableArgs::parse(&words).map_err(|err| err.to_string())?;
+    Ok(TargetLine {
+        start: 0,
+        length: sectors,
+        kind: "arepl".into(),
+        params: args.join(" "),
+    })
+}
+
+/// Loads the dm-arepl module unless the kernel already has the target.
+pub fn ensure_module(dm: &DeviceMapper) -> Result<(), String> {
+    if dm.has_target("arepl")? {
+        return Ok(());
+    }
+    let loaded = Command::new("modprobe").arg("dm_arepl").output();
+    if dm.has_target("arepl")? {
+        return Ok(());
+    }
+    let why = match loaded {
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(err) => format!("cannot run modprobe: {err}"),
+    };
+    Err(format!(
+        "the kernel has no arepl target and `modprobe dm_arepl` did not load it ({why}); \
+         install the module (make install-module, or DKMS)"
+    ))
+}
+
+/// `major:minor` of a spill or local device given as `VG/LV` or a path; refuses a
+/// missing one before anything changes.
+pub fn resolve_device(dm: &DeviceMapper, text: &str, role: &str) -> Result<String, String> {
+    if LvName::looks_like(text) {
+        let lv = LvName::parse(text)?;
+        return match dm.state(&lv.dm_name())? {
+            Some(state) => Ok(state.devnum),
+            None => Err(format!("{role} device {text}: {}", lv.missing_reason())),
+        };
+    }
+    let path = Path::new(text);
+    if !path.exists() {
+        return Err(format!("{role} device {text} does not exist"));
+    }
+    dm::devnum_of(path).map_err(|err| format!("{role} device: {err}"))
+}
+
+/// The device-mapper name a command argument means: `VG/LV` or a device-mapper name.
+pub fn dm_name_of(text: &str) -> Result<String, String> {
+    if LvName::looks_like(text) {
+        Ok(LvName::parse(text)?.dm_name())
+    } else {
+        Ok(text.trim_start_matches("/dev/mapper/").to_string())
+    }
+}
+
+/// The status words of arepl device `name` (after `start len arepl`).
+pub fn arepl_status_words(dm: &DeviceMapper, name: &str) -> Result<String, String> {
+    match dm.status(name)?.as_slice() {
+        [line] if line.kind == "arepl" => Ok(line.params.clone()),
+        _ => Err(format!("{name} is not an arepl device")),
+    }
+}

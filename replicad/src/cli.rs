@@ -1,0 +1,88 @@
+//! The `replicad` command line, in the library so that documentation generators (man
+//! pages, shell completions) build from the same definition as the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+/// The `replicad` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "replicad",
+    version,
+    about = "Apply dm-arepl replication streams on the DR host",
+    long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
+        Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
+        `replicad --config FILE` (TOML with listen, target, state_dir, metrics_listen; \
+        flags override it). \
+        One session at a time: a new sender for the same volume takes over from the active \
+        one. SIGTERM or SIGINT makes applied entries durable and exits. \
+        Logs go to stderr; RUST_LOG filters them (default: info).",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A subcommand; none serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Options of the serving form.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with `listen`, `target`, `state_dir` and optionally `metrics_listen`;
+    /// flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept replication links on (ip:port or [ipv6]:port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// File or block device the replicated writes are applied to.
+    #[arg(long, value_name = "PATH")]
+    pub target: Option<PathBuf>,
+    /// Directory for the durable sequence and volume identity.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Only check the target and state directory, then exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the persisted durable sequence and volume identity, and the live figures of
+    /// a running replicad when its metrics address is known.
+    Status {
+        /// State directory to read.
+        #[arg(long, value_name = "DIR", required_unless_present = "config")]
+        state_dir: Option<PathBuf>,
+        /// Take the state directory (and `metrics_listen`) from this config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also fetch live metrics from a replicad serving them on ADDR:PORT.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics: Option<SocketAddr>,
+    },
+}
+
+/// The clap command, for generating man pages and completions.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        command().debug_assert();
+    }
+}

@@ -1,0 +1,367 @@
+//! Live figures for operators, updated by the connections and the applier and read by
+//! the metrics endpoint.
+//!
+//! Everything is an atomic updated with `Relaxed` ordering: each figure is meaningful on
+//! its own, and a snapshot taken while entries flow may mix instants by a few entries.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::entry::{Entry, Operation};
+use crate::replica::ReplicaError;
+use crate::state::ReplicaState;
+
+/// The shared live figures of one receiver.
+#[derive(Debug)]
+pub struct Stats {
+    volume: Mutex<Option<String>>,
+    received_seq: AtomicU64,
+    applied_seq: AtomicU64,
+    durable_seq: AtomicU64,
+    applied: AppliedCounters,
+    group_commits: AtomicU64,
+    skipped_entries: AtomicU64,
+    connections_accepted: AtomicU64,
+    sessions_active: AtomicU64,
+    session_errors: AtomicU64,
+    sessions_refused: AtomicU64,
+    malformed_frames: AtomicU64,
+    target_io_errors: AtomicU64,
+    state_io_errors: AtomicU64,
+    last_frame: Moment,
+    durable_advanced: Moment,
+}
+
+#[derive(Debug, Default)]
+struct AppliedCounters {
+    bytes: AtomicU64,
+    writes: AtomicU64,
+    flushes: AtomicU64,
+    discards: AtomicU64,
+    write_zeroes: AtomicU64,
+}
+
+/// Why a connection ended with an error, as far as the figures care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A frame broke the wire format or the session rules.
+    MalformedFrame,
+    /// The `Hello` was refused (another volume, a size that does not fit, ...).
+    Refused,
+    /// Writing or syncing the target failed.
+    TargetIo,
+    /// Updating the state file failed.
+    StateIo,
+    /// Anything else: a lost link, a `Hello` timeout.
+    Other,
+}
+
+impl Failure {
+    /// Which of the replica's parts failed.
+    pub fn of_replica(err: &ReplicaError) -> Self {
+        match err {
+            ReplicaError::Target(_) => Self::TargetIo,
+            ReplicaError::State(_) => Self::StateIo,
+        }
+    }
+}
+
+impl Stats {
+    /// Figures starting from the persisted `state`.
+    pub fn new(state: &ReplicaState) -> Self {
+        let seq = state.durable_seq;
+        Self {
+            volume: Mutex::new(state.identity.as_ref().map(|id| id.name.to_string())),
+            received_seq: AtomicU64::new(seq),
+            applied_seq: AtomicU64::new(seq),
+            durable_seq: AtomicU64::new(seq),
+            applied: AppliedCounters::default(),
+            group_commits: AtomicU64::new(0),
+            skipped_entries: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            sessions_active: AtomicU64::new(0),
+            session_errors: AtomicU64::new(0),
+            sessions_refused: AtomicU64::new(0),
+            malformed_frames: AtomicU64::new(0),
+            target_io_errors: AtomicU64::new(0),
+            state_io_errors: AtomicU64::new(0),
+            last_frame: Moment::default(),
+            durable_advanced: Moment::default(),
+        }
+    }
+
+    /// The volume a session was welcomed for.
+    pub fn set_volume(&self, name: &str) {
+        *self
+            .volume
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(name.to_string());
+    }
+
+    /// A TCP connection was accepted.
+    pub fn connection_accepted(&self) {
+        self.connections_accepted.fetch_add(1, Relaxed);
+    }
+
+    /// A session was welcomed; it counts as active until the guard is dropped.
+    pub fn session_started(&self) -> ActiveSession<'_> {
+        self.sessions_active.fetch_add(1, Relaxed);
+        ActiveSession { stats: self }
+    }
+
+    /// A connection ended with an error.
+    pub fn connection_failed(&self, failure: Failure) {
+        self.session_errors.fetch_add(1, Relaxed);
+        let counter = match failure {
+            Failure::MalformedFrame => &self.malformed_frames,
+            Failure::Refused => &self.sessions_refused,
+            Failure::TargetIo => &self.target_io_errors,
+            Failure::StateIo => &self.state_io_errors,
+            Failure::Other => return,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A frame arrived from a sender in (or opening) a session.
+    pub fn frame_received(&self) {
+        self.last_frame.mark();
+    }
+
+    /// Entry `seq` was admitted and queued to apply.
+    pub fn entry_received(&self, seq: u64) {
+        self.received_seq.fetch_max(seq, Relaxed);
+    }
+
+    /// A resent entry was skipped: it was applied before.
+    pub fn entry_skipped(&self) {
+        self.skipped_entries.fetch_add(1, Relaxed);
+    }
+
+    /// `entry` was written to the target.
+    pub fn entry_applied(&self, entry: &Entry) {
+        let applied = &self.applied;
+        let counter = match &entry.op {
+            Operation::Write { data, .. } => {
+                applied.bytes.fetch_add(data.len() as u64, Relaxed);
+                &applied.writes
+            }
+            Operation::Flush => &applied.flushes,
+            Operation::Discard { .. } => &applied.discards,
+            Operation::WriteZeroes { .. } => &applied.write_zeroes,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.applied_seq.fetch_max(entry.seq, Relaxed);
+    }
+
+    /// A group commit made everything up to `seq` durable.
+    pub fn committed(&self, seq: u64) {
+        self.group_commits.fetch_add(1, Relaxed);
+        if self.durable_seq.fetch_max(seq, Relaxed) < seq {
+            self.durable_advanced.mark();
+        }
+    }
+
+    /// The figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let applied = &self.applied;
+        Snapshot {
+            volume: self
+                .volume
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+            received_seq: self.received_seq.load(Relaxed),
+            applied_seq: self.applied_seq.load(Relaxed),
+            durable_seq: self.durable_seq.load(Relaxed),
+            applied_bytes: applied.bytes.load(Relaxed),
+            applied_writes: applied.writes.load(Relaxed),
+            applied_flushes: applied.flushes.load(Relaxed),
+            applied_discards: applied.discards.load(Relaxed),
+            applied_write_zeroes: applied.write_zeroes.load(Relaxed),
+            group_commits: self.group_commits.load(Relaxed),
+            skipped_entries: self.skipped_entries.load(Relaxed),
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            sessions_active: self.sessions_active.load(Relaxed),
+            session_errors: self.session_errors.load(Relaxed),
+            sessions_refused: self.sessions_refused.load(Relaxed),
+            malformed_frames: self.malformed_frames.load(Relaxed),
+            target_io_errors: self.target_io_errors.load(Relaxed),
+            state_io_errors: self.state_io_errors.load(Relaxed),
+            since_last_frame: self.last_frame.elapsed(),
+            since_durable_advanced: self.durable_advanced.elapsed(),
+        }
+    }
+}
+
+/// Counts a session as active while it lives.
+#[derive(Debug)]
+pub struct ActiveSession<'a> {
+    stats: &'a Stats,
+}
+
+impl Drop for ActiveSession<'_> {
+    fn drop(&mut self) {
+        self.stats.sessions_active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The figures at one instant; see [`crate::metrics`] for their meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The replicated volume's name, once known.
+    pub volume: Option<String>,
+    /// Highest sequence admitted and queued to apply.
+    pub received_seq: u64,
+    /// Highest sequence written to the target.
+    pub applied_seq: u64,
+    /// Highest sequence durable and acknowledged.
+    pub durable_seq: u64,
+    /// Payload bytes of the writes applied.
+    pub applied_bytes: u64,
+    /// Writes applied.
+    pub applied_writes: u64,
+    /// Flushes applied.
+    pub applied_flushes: u64,
+    /// Discards applied.
+    pub applied_discards: u64,
+    /// Write-zeroes applied.
+    pub applied_write_zeroes: u64,
+    /// Group commits made.
+    pub group_commits: u64,
+    /// Resent entries skipped.
+    pub skipped_entries: u64,
+    /// TCP connections accepted.
+    pub connections_accepted: u64,
+    /// Sessions streaming now.
+    pub sessions_active: u64,
+    /// Connections that ended with an error.
+    pub session_errors: u64,
+    /// Refused `Hello`s.
+    pub sessions_refused: u64,
+    /// Frames that broke the wire format or the session rules.
+    pub malformed_frames: u64,
+    /// Failed target writes or syncs.
+    pub target_io_errors: u64,
+    /// Failed state file updates.
+    pub state_io_errors: u64,
+    /// Time since the last frame from a sender; `None` before the first.
+    pub since_last_frame: Option<Duration>,
+    /// Time since the durable sequence last advanced; `None` if it has not since start.
+    pub since_durable_advanced: Option<Duration>,
+}
+
+/// When something last happened, as an atomic: nanoseconds after a fixed origin, plus
+/// one so that zero means never.
+#[derive(Debug)]
+struct Moment {
+    origin: Instant,
+    nanos_plus_one: AtomicU64,
+}
+
+impl Default for Moment {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            nanos_plus_one: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Moment {
+    fn mark(&self) {
+        // u64 nanoseconds last 584 years.
+        let nanos = self.origin.elapsed().as_nanos() as u64;
+        self.nanos_plus_one.fetch_max(nanos + 1, Relaxed);
+    }
+
+    fn elapsed(&self) -> Option<Duration> {
+        match self.nanos_plus_one.load(Relaxed) {
+            0 => None,
+            stamp => Some(
+                self.origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(stamp - 1)),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arepl_core::table::VolumeName;
+    use bytes::Bytes;
+
+    fn write(seq: u64, len: usize) -> Entry {
+        Entry {
+            seq,
+            op: Operation::Write {
+                offset: 0,
+                data: Bytes::from(vec![0u8; len]),
+                fua: false,
+            },
+        }
+    }
+
+    #[test]
+    fn figures_start_from_the_persisted_state() {
+        let stats = Stats::new(&ReplicaState {
+            durable_seq: 41,
+            identity: Some(crate::state::VolumeIdentity {
+                name: VolumeName::new("db").unwrap(),
+                size: 4096,
+            }),
+        });
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.volume.as_deref(), Some("db"));
+        assert_eq!(
+            (
+                snapshot.received_seq,
+                snapshot.applied_seq,
+                snapshot.durable_seq
+            ),
+            (41, 41, 41)
+        );
+        assert_eq!(snapshot.since_last_frame, None);
+        assert_eq!(snapshot.since_durable_advanced, None);
+    }
+
+    #[test]
+    fn entries_sessions_and_failures_are_counted() {
+        let stats = Stats::new(&ReplicaState::default());
+        stats.frame_received();
+        stats.entry_received(1);
+        stats.entry_received(2);
+        stats.entry_applied(&write(1, 4096));
+        stats.entry_applied(&Entry {
+            seq: 2,
+            op: Operation::Flush,
+        });
+        stats.committed(2);
+        stats.entry_skipped();
+        let session = stats.session_started();
+        assert_eq!(stats.snapshot().sessions_active, 1);
+        drop(session);
+        for failure in [Failure::MalformedFrame, Failure::TargetIo, Failure::Other] {
+            stats.connection_failed(failure);
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.sessions_active, 0);
+        assert_eq!((snapshot.applied_seq, snapshot.durable_seq), (2, 2));
+        assert_eq!((snapshot.applied_writes, snapshot.applied_flushes), (1, 1));
+        assert_eq!(snapshot.applied_bytes, 4096);
+        assert_eq!((snapshot.group_commits, snapshot.skipped_entries), (1, 1));
+        assert_eq!(snapshot.session_errors, 3);
+        assert_eq!(
+            (snapshot.malformed_frames, snapshot.target_io_errors),
+            (1, 1)
+        );
+        assert_eq!(
+            (snapshot.sessions_refused, snapshot.state_io_errors),
+            (0, 0)
+        );
+        assert!(snapshot.since_last_frame.is_some());
+        assert!(snapshot.since_durable_advanced.is_some());
+    }
+}

@@ -1,0 +1,211 @@
+//! `replicad status`: the persisted state, and the live figures of a running daemon.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::scrape::Sample;
+use crate::state::{self, StateError};
+
+/// The persisted durable sequence and volume identity in `dir`, one fact per line.
+pub fn persisted(dir: &Path) -> Result<String, StateError> {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let Some(snapshot) = state::inspect(dir)? else {
+        let _ = writeln!(out, "state dir: {}", dir.display());
+        let _ = writeln!(out, "durable seq: 0 (no state file yet)");
+        let _ = writeln!(out, "volume: none recorded");
+        return Ok(out);
+    };
+    let _ = writeln!(
+        out,
+        "state file: {}",
+        dir.join(state::STATE_FILE_NAME).display()
+    );
+    let _ = writeln!(out, "durable seq: {}", snapshot.state.durable_seq);
+    let _ = match &snapshot.state.identity {
+        Some(identity) => writeln!(out, "volume: {} ({} bytes)", identity.name, identity.size),
+        None => writeln!(out, "volume: none recorded"),
+    };
+    let _ = writeln!(out, "generation: {}", snapshot.generation);
+    for slot in snapshot.corrupt_slots {
+        let _ = writeln!(
+            out,
+            "warning: slot {slot} is corrupt; the other slot is in use"
+        );
+    }
+    Ok(out)
+}
+
+/// How a figure is shown.
+enum Shown {
+    Plain,
+    /// An age in seconds; absent means the event has not happened since start.
+    Age,
+    /// Followed by a unit.
+    With(&'static str),
+}
+
+/// One line of the live table.
+struct Row {
+    caption: &'static str,
+    metric: &'static str,
+    /// The `kind` label the sample must have.
+    kind: Option<&'static str>,
+    shown: Shown,
+}
+
+const fn plain(caption: &'static str, metric: &'static str) -> Row {
+    Row {
+        caption,
+        metric,
+        kind: None,
+        shown: Shown::Plain,
+    }
+}
+
+const fn age(caption: &'static str, metric: &'static str) -> Row {
+    Row {
+        shown: Shown::Age,
+        ..plain(caption, metric)
+    }
+}
+
+const fn applied(caption: &'static str, kind: &'static str) -> Row {
+    Row {
+        kind: Some(kind),
+        ..plain(caption, "replicad_applied_entries_total")
+    }
+}
+
+/// The figures shown, in order.
+const ROWS: &[Row] = &[
+    plain("sessions active", "replicad_sessions_active"),
+    plain("received seq", "replicad_received_sequence"),
+    plain("applied seq", "replicad_applied_sequence"),
+    plain("durable seq", "replicad_durable_sequence"),
+    Row {
+        shown: Shown::With(" entries"),
+        ..plain("gap", "replicad_sequence_gap")
+    },
+    age("last frame", "replicad_last_frame_age_seconds"),
+    age("durable advanced", "replicad_durable_sequence_age_seconds"),
+    plain("bytes applied", "replicad_applied_bytes_total"),
+    applied("writes applied", "write"),
+    applied("flushes applied", "flush"),
+    applied("discards applied", "discard"),
+    applied("write-zeroes applied", "write_zeroes"),
+    plain("group commits", "replicad_group_commits_total"),
+    plain("skipped entries", "replicad_skipped_entries_total"),
+    plain(
+        "connections accepted",
+        "replicad_connections_accepted_total",
+    ),
+    plain("session errors", "replicad_session_errors_total"),
+    plain("sessions refused", "replicad_sessions_refused_total"),
+    plain("malformed frames", "replicad_malformed_frames_total"),
+    plain("target I/O errors", "replicad_target_io_errors_total"),
+    plain("state I/O errors", "replicad_state_io_errors_total"),
+];
+
+/// The live figures scraped from `addr`, as an aligned table under a heading.
+pub fn live(addr: SocketAddr, samples: &[Sample]) -> String {
+    let find = |name: &str, kind: Option<&str>| {
+        samples
+            .iter()
+            .find(|sample| sample.name == name && sample.label("kind") == kind)
+    };
+    let volume = find("replicad_durable_sequence", None)
+        .and_then(|sample| sample.label("volume"))
+        .unwrap_or("none recorded");
+    let mut rows = vec![("volume", volume.to_string())];
+    rows.extend(ROWS.iter().map(|row| {
+        let value = find(row.metric, row.kind).map(|sample| sample.value.as_str());
+        let text = match (value, &row.shown) {
+            (Some(value), Shown::Plain) => value.to_string(),
+            (Some(value), Shown::With(unit)) => format!("{value}{unit}"),
+            (Some(value), Shown::Age) => format!("{value} s ago"),
+            (None, Shown::Age) => "never since start".to_string(),
+            // A daemon of another version may not have it.
+            (None, _) => "n/a".to_string(),
+        };
+        (row.caption, text)
+    }));
+    let width = rows
+        .iter()
+        .map(|(caption, _)| caption.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = format!("live from http://{addr}/metrics:\n");
+    for (caption, value) in rows {
+        let _ = writeln!(out, "  {caption:width$}  {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Snapshot;
+    use crate::{metrics, scrape};
+    use std::time::Duration;
+
+    #[test]
+    fn live_figures_are_an_aligned_table() {
+        let snapshot = Snapshot {
+            volume: Some("db".to_string()),
+            received_seq: 12,
+            applied_seq: 11,
+            durable_seq: 10,
+            applied_bytes: 49152,
+            applied_writes: 10,
+            applied_flushes: 1,
+            group_commits: 3,
+            connections_accepted: 2,
+            sessions_active: 1,
+            session_errors: 1,
+            malformed_frames: 1,
+            since_last_frame: Some(Duration::from_millis(20)),
+            ..Snapshot::default()
+        };
+        let samples = scrape::parse(&metrics::render(&snapshot));
+        let addr = "127.0.0.1:9477".parse().unwrap();
+        assert_eq!(
+            live(addr, &samples),
+            "live from http://127.0.0.1:9477/metrics:
+  volume                db
+  sessions active       1
+  received seq          12
+  applied seq           11
+  durable seq           10
+  gap                   2 entries
+  last frame            0.020 s ago
+  durable advanced      never since start
+  bytes applied         49152
+  writes applied        10
+  flushes applied       1
+  discards applied      0
+  write-zeroes applied  0
+  group commits         3
+  skipped entries       0
+  connections accepted  2
+  session errors        1
+  sessions refused      0
+  malformed frames      1
+  target I/O errors     0
+  state I/O errors      0
+"
+        );
+        assert!(live(addr, &[]).contains("\n  durable seq           n/a\n"));
+    }
+
+    #[test]
+    fn persisted_state_without_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(
+            text.contains("durable seq: 0 (no state file yet)\n"),
+            "{text}"
+        );
+    }
+}
