@@ -29,6 +29,12 @@ pub(crate) fn copier_main(repl: &Arc<Replication>) {
     let Some(source) = repl.copy_source.as_ref() else {
         return;
     };
+    while !repl.copy_allowed() {
+        if kthread::should_stop() {
+            return;
+        }
+        repl.nap(100);
+    }
     let total = repl.volume_size;
     let mut offset = 0;
     let mut reported_error = false;

@@ -49,6 +49,10 @@ pub(crate) trait Target: Sized + Send + Sync {
 
     /// The device whose queue limits this target inherits.
     fn data_device(&self) -> &DmDevice;
+
+    /// Runs when the table becomes live (and on every later resume): a table is
+    /// constructed while another one may still serve the device.
+    fn resume(&self) {}
 }
 
 /// Why a constructor refused a table line.
@@ -103,6 +107,7 @@ impl<T: Target> Registration<T> {
                 status: Some(status_callback::<T>),
                 message: Some(message_callback::<T>),
                 iterate_devices: Some(iterate_devices_callback::<T>),
+                resume: Some(resume_callback::<T>),
                 ..Default::default()
             },
             GFP_KERNEL,
@@ -331,6 +336,17 @@ unsafe extern "C" fn destroy_callback<T: Target>(ti: *mut bindings::dm_target) {
     // SAFETY: the destructor runs once, after a successful constructor stored a leaked
     // `KBox<T>` in `private`, and no callback of this target runs concurrently.
     drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
+}
+
+/// Device-mapper's `resume`.
+///
+/// # Safety
+///
+/// Called by device-mapper only, for a constructed target.
+unsafe extern "C" fn resume_callback<T: Target>(ti: *mut bindings::dm_target) {
+    // SAFETY: resume runs only between a successful constructor and the destructor,
+    // which stored a leaked `KBox<T>` in `private`.
+    unsafe { instance::<T>(ti) }.resume();
 }
 
 /// Device-mapper's `map`.

@@ -66,6 +66,8 @@ pub(crate) struct CopyProgress {
     pub(crate) queued: u64,
     /// Local sequence of the last copy entry queued.
     pub(crate) last_seq: u64,
+    /// Set once the table is live; no copying before.
+    pub(crate) live: bool,
 }
 
 impl CopyProgress {
@@ -306,6 +308,18 @@ impl Replication {
             .space_freed
             .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(100));
         try_reserve(&mut queue)
+    }
+
+    /// Lets the initial copy start: the table is live, so every write from now on
+    /// passes through this target.
+    pub(crate) fn allow_copy(&self) {
+        self.queue.lock().copy.live = true;
+        self.work.notify_all();
+    }
+
+    /// Whether the table has been live (see [`Self::allow_copy`]).
+    pub(crate) fn copy_allowed(&self) -> bool {
+        self.queue.lock().copy.live
     }
 
     /// Whether the initial copy (if any) has queued the whole volume.

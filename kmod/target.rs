@@ -314,6 +314,12 @@ impl Target for Arepl {
     fn data_device(&self) -> &DmDevice {
         &self.local
     }
+
+    fn resume(&self) {
+        // Until now the previous table (an LV's linear one, say) may have been writing
+        // to the volume without queueing anything: the copy must start after that.
+        self.replication.allow_copy();
+    }
 }
 
 /// Starts `body` in a kernel thread named `name/<volume>`; `what` names the thread in
@@ -459,7 +465,7 @@ impl Drop for Arepl {
     fn drop(&mut self) {
         if let Some(copier) = self.copier.take() {
             drop(copier);
-            if !self.replication.copy_done() {
+            if self.replication.copy_allowed() && !self.replication.copy_done() {
                 pr_warn!(
                     "volume {}: removed before the initial copy finished; the replica is \
                      not a consistent image\n",

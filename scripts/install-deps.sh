@@ -9,7 +9,7 @@ APT_PACKAGES=(
     clang libclang-dev libdevmapper-dev pkg-config
     qemu-system-x86 udev kmod iproute2 iputils-ping nftables
     fio lvm2 dmsetup e2fsprogs util-linux procps psmisc
-    python3-venv python3-pip
+    python3-venv python3-pip python3-jsonschema
 )
 
 missing=()

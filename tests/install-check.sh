@@ -95,6 +95,8 @@ for page in "$root"/usr/local/share/man/man8/*.8; do
 done
 
 unit_dir=$root/lib/systemd/system
+check "every unit runs its binary from /usr/local/sbin" \
+    bash -c '! grep -h "^Exec" "$@" | grep -v "^Exec[A-Za-z]*=[-@+!:]*/usr/local/sbin/"' _ "$unit_dir"/*
 check "no @SBINDIR@ left in the installed units" \
     bash -c '! grep -l "@[A-Z]*@" "$@"' _ "$unit_dir"/*
 check "arepl.service runs /usr/local/sbin/arepl up" \
@@ -103,11 +105,16 @@ check "arepl.service runs /usr/local/sbin/arepl down" \
     grep -qx 'ExecStop=/usr/local/sbin/arepl down' "$unit_dir/arepl.service"
 check "arepl.service is a oneshot that remains after exit" \
     bash -c 'grep -qx Type=oneshot "$1" && grep -qx RemainAfterExit=yes "$1"' _ "$unit_dir/arepl.service"
-if command -v systemd-analyze >/dev/null; then
+if command -v systemd-analyze >/dev/null && [[ -d /lib/systemd/system ]]; then
+    # A copy of the installed tree plus the host's targets (sysinit.target, ...), so
+    # that dependencies resolve and ExecStart= paths are checked inside it.
+    verify_root=$scratch/verify
+    cp -a "$root" "$verify_root"
+    cp /lib/systemd/system/*.target "$verify_root/lib/systemd/system/"
     for unit in "${units[@]}"; do
         # Templates are checked through an instance.
         name=${unit/@./@check.}
-        out=$(systemd-analyze verify --man=no --root="$root" "$name" 2>&1) && rc=0 || rc=$?
+        out=$(systemd-analyze verify --man=no --root="$verify_root" "$name" 2>&1) && rc=0 || rc=$?
         check "systemd-analyze verify $name (exit $rc): $out" test "$rc" -eq 0 -a -z "$out"
     done
 fi
@@ -123,6 +130,8 @@ else
 fi
 check "PREFIX=/usr: arepl.service runs /usr/sbin/arepl" \
     grep -qx 'ExecStart=/usr/sbin/arepl up' "$usr_root/lib/systemd/system/arepl.service"
+check "no unit runs a binary outside PREFIX=/usr" \
+    bash -c '! grep -h "^Exec" "$@" | grep -v "^Exec[A-Za-z]*=[-@+!:]*/usr/sbin/"' _ "$usr_root"/lib/systemd/system/*
 
 # --- make uninstall-userspace removes every file, keeps configuration ------------------
 touch "$usr_root/etc/arepl/site.toml"

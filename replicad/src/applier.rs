@@ -60,8 +60,9 @@ pub struct ApplyReport {
 }
 
 /// Applies entries from `entries` until the channel closes, publishing every new durable
-/// sequence on `durable` and counting what it does in `stats`. Stops at the first target or state failure, leaving the entries
-/// applied since the last commit undurable (and unacknowledged).
+/// sequence on `durable` and counting what it does in `stats`. Stops at the first target
+/// or state failure, leaving the entries applied since the last commit undurable (and
+/// unacknowledged).
 pub fn run(
     replica: &mut Replica,
     mut entries: mpsc::Receiver<Queued>,

@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to accept replication links on (ip:port or [ipv6]:port).
+    /// Address to accept replication links on (`ip:port` or `[ipv6]:port`).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// File or block device the replicated writes are applied to.
