@@ -82,7 +82,19 @@ pub fn down(
             Target::Lv(lv) => revert(dm, &LvName::parse(lv)?, force, DOWN_DRAIN)?,
             Target::Device { name, .. } => ops::remove(dm, name, force, DOWN_DRAIN)?,
         };
-        if !force {
+        // Clean only if nothing can write to the volume any more: an LV still open (a
+        // mount) after revert would take writes the replica never sees.
+        let still_open = dm.state(&name)?.is_some_and(|state| state.open_count > 0);
+        if force || still_open {
+            let _ = std::fs::remove_file(marker(state_dir, &volume.id));
+            if still_open {
+                println!(
+                    "{}: {name} is still open, so writes may follow; the next up copies the \
+                     whole volume",
+                    volume.id
+                );
+            }
+        } else {
             std::fs::create_dir_all(state_dir)
                 .and_then(|()| std::fs::write(marker(state_dir, &volume.id), b""))
                 .map_err(|err| {
