@@ -216,6 +216,16 @@ pair_verify_and_teardown() {
     replicad_stop "$state"
 }
 
+# Runs a command until it succeeds, 20 tries half a second apart.
+retry_briefly() {
+    local i
+    for i in $(seq 20); do
+        "$@" && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
 # A blank spill device: arepl formats one whose first 4 KiB are zeroes.
 spill_blank() {
     dd if=/dev/zero of="$1" bs=4k count=1 oflag=direct status=none

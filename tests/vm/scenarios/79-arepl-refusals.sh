@@ -12,16 +12,19 @@ pv=$(disk_by_serial arepl0)
 replica=$(disk_by_serial arepl1)
 conf=/tmp/arepl-conf
 lvm_cleanup() {
-    links_restore_both
-    dmsetup remove vgp-data 2>/dev/null || true
-    dmsetup remove vgp-data-arepl_real 2>/dev/null || true
-    vgremove -ff vgp >/dev/null 2>&1 || true
-    pvremove -ff -y "$pv" >/dev/null 2>&1 || true
+    # First: replicad runs in its own mount namespace (ip netns exec), which holds a
+    # copy of every mount made before it started, and so keeps the LV open.
     replicad_stop "$state"
+    links_restore_both
+    # The LV can stay busy for a moment after its last user is gone.
+    dmsetup remove --retry vgp-data 2>/dev/null || true
+    dmsetup remove --retry vgp-data-arepl_real 2>/dev/null || true
+    retry_briefly vgremove -ff -y vgp >/dev/null 2>&1 || true
+    pvremove -ff -y "$pv" >/dev/null 2>&1 || true
 }
 trap 'rc=$?; lvm_cleanup; exit $rc' EXIT
 
-pvcreate -q -y "$pv" >/dev/null
+pvcreate -q -ff -y "$pv" >/dev/null
 vgcreate -q vgp "$pv" >/dev/null
 lvcreate -q -y -n data -L 64M vgp >/dev/null
 lvcreate -q -y -n idle -L 8M vgp >/dev/null
@@ -105,4 +108,17 @@ grep -q "forced: 8 writes (" /tmp/force.out || fail "revert --force does not say
 [[ $(dmsetup table vgp-data) == "$original_table" ]] || fail "forced revert did not restore the table"
 links_restore_both
 "$AREPL" down --config-dir "$conf" | grep -q "data: not up" || fail "down of a reverted volume"
+
+note "convert loads the module when the kernel lacks the target"
+rmmod dm_arepl
+refused "modprobe dm_arepl\` did not load it" convert vgp/data
+mount -t tmpfs modules /lib/modules # the host's /lib is read-only in the guest
+mkdir -p "/lib/modules/$(uname -r)/extra"
+cp "$MODULE_KO" "/lib/modules/$(uname -r)/extra/"
+depmod -a
+convert vgp/data --initial-sync none
+module_loaded || fail "convert did not load the module"
+wait_connected vgp-data
+"$AREPL" revert vgp/data
+umount /lib/modules
 true
