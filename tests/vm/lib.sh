@@ -226,6 +226,38 @@ retry_briefly() {
     return 1
 }
 
+# --- LVM scenarios: volume group "vgp" on the production disk.
+export LVM_SUPPRESS_FD_WARNINGS=1
+
+# Creates VG vgp on disk $1 (wiping whatever was there) and, from a later failure or
+# the end of the scenario on, tears it down again with lvm_teardown; $2 is the
+# replicad state directory, further arguments mount points to unmount.
+lvm_setup() {
+    LVM_PV=$1 LVM_STATE=$2
+    shift 2
+    LVM_MOUNTS=("$@")
+    trap 'rc=$?; lvm_teardown; exit $rc' EXIT
+    pvcreate -q -ff -y "$LVM_PV" >/dev/null
+    vgcreate -q vgp "$LVM_PV" >/dev/null
+}
+
+lvm_teardown() {
+    local mnt
+    # First: replicad runs in its own mount namespace (ip netns exec), which holds a
+    # copy of every mount made before it started, and so keeps the LV open.
+    replicad_stop "$LVM_STATE"
+    links_restore_both
+    for mnt in "${LVM_MOUNTS[@]}"; do
+        fsfreeze -u "$mnt" 2>/dev/null || true
+        umount "$mnt" 2>/dev/null || true
+    done
+    # The LV can stay busy for a moment after its last user is gone.
+    dmsetup remove --retry vgp-data 2>/dev/null || true
+    dmsetup remove --retry vgp-data-arepl_real 2>/dev/null || true
+    retry_briefly vgremove -ff -y vgp >/dev/null 2>&1 || true
+    pvremove -ff -y "$LVM_PV" >/dev/null 2>&1 || true
+}
+
 # A blank spill device: arepl formats one whose first 4 KiB are zeroes.
 spill_blank() {
     dd if=/dev/zero of="$1" bs=4k count=1 oflag=direct status=none

@@ -6,31 +6,15 @@
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
-export LVM_SUPPRESS_FD_WARNINGS=1
 
 state=/tmp/state-lvm
 pv=$(disk_by_serial arepl0)
 replica=$(disk_by_serial arepl1)
 mnt=/tmp/arepl-lv
 rmnt=/tmp/arepl-replica
-lvm_cleanup() {
-    # First: replicad runs in its own mount namespace (ip netns exec), which holds a
-    # copy of every mount made before it started, and so keeps the LV open.
-    replicad_stop "$state"
-    fsfreeze -u "$mnt" 2>/dev/null || true
-    umount "$rmnt" 2>/dev/null || true
-    umount "$mnt" || true
-    # The LV can stay busy for a moment after its last user is gone.
-    dmsetup remove --retry vgp-data 2>/dev/null || true
-    dmsetup remove --retry vgp-data-arepl_real 2>/dev/null || true
-    retry_briefly vgremove -ff -y vgp >/dev/null 2>&1 || true
-    pvremove -ff -y "$pv" >/dev/null 2>&1 || true
-}
-trap 'rc=$?; lvm_cleanup; exit $rc' EXIT
+lvm_setup "$pv" "$state" "$rmnt" "$mnt"
 
 note "LVM on the production disk: vgp/data (128 MiB, ext4, mounted), vgp/spill (32 MiB)"
-pvcreate -q -ff -y "$pv" >/dev/null
-vgcreate -q vgp "$pv" >/dev/null
 lvcreate -q -y -n data -L 128M vgp >/dev/null
 lvcreate -q -y -n spill -L 32M vgp >/dev/null
 mkfs.ext4 -q -F /dev/vgp/data

@@ -5,27 +5,13 @@
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
-export LVM_SUPPRESS_FD_WARNINGS=1
 
 state=/tmp/state-refusals
 pv=$(disk_by_serial arepl0)
 replica=$(disk_by_serial arepl1)
 conf=/tmp/arepl-conf
-lvm_cleanup() {
-    # First: replicad runs in its own mount namespace (ip netns exec), which holds a
-    # copy of every mount made before it started, and so keeps the LV open.
-    replicad_stop "$state"
-    links_restore_both
-    # The LV can stay busy for a moment after its last user is gone.
-    dmsetup remove --retry vgp-data 2>/dev/null || true
-    dmsetup remove --retry vgp-data-arepl_real 2>/dev/null || true
-    retry_briefly vgremove -ff -y vgp >/dev/null 2>&1 || true
-    pvremove -ff -y "$pv" >/dev/null 2>&1 || true
-}
-trap 'rc=$?; lvm_cleanup; exit $rc' EXIT
+lvm_setup "$pv" "$state"
 
-pvcreate -q -ff -y "$pv" >/dev/null
-vgcreate -q vgp "$pv" >/dev/null
 lvcreate -q -y -n data -L 64M vgp >/dev/null
 lvcreate -q -y -n idle -L 8M vgp >/dev/null
 lvchange -q -an vgp/idle
