@@ -272,7 +272,8 @@ async fn stream_entries(
         applier::run(&mut replica, entry_rx, &durable_tx, &stats)
     });
     let mut acks = tokio::spawn(send_acks(sink, durable_rx, ping_rx));
-    // Nothing past the welcomed sequence is applied, so it is where the session resumes.
+    // The sender resumes after the welcomed sequence. Entries past it that the target
+    // already holds from before a restart are the applier's to skip (see applier).
     let sequencer = Sequencer::new(durable_seq, volume_size);
     let mut skipped = Skipped::default();
     let reading = forward_entries(
@@ -304,8 +305,10 @@ async fn stream_entries(
     }
     let report = applied?;
     tracing::info!(
-        "session applied {} entries in {} group commits; durable seq {}",
+        "session applied {} entries ({} more already on the target) in {} group commits; \
+         durable seq {}",
         report.applied,
+        report.skipped,
         report.commits,
         report.durable_seq
     );

@@ -10,6 +10,7 @@
 //!   skipping of resent entries, pings; [`entry`]: the validated result;
 //! - [`applier`]: in-order apply and group commit; [`replica`]: target plus state;
 //!   [`volume`]: the target; [`state`]: the crash-safe durable sequence and identity;
+//!   [`applied_marker`]: what is applied past it in this boot, so it is not re-applied;
 //! - [`cli`]: the command line; [`config`]: settings from it and a TOML file.
 //!
 //! Operations: [`stats`] holds the live figures the paths above update, [`metrics`]
@@ -18,6 +19,7 @@
 //!
 //! The client side lives in [`sender`].
 
+pub mod applied_marker;
 pub mod applier;
 pub mod cli;
 pub mod codec;

@@ -80,6 +80,12 @@ pub fn render(snapshot: &Snapshot) -> String {
         s.skipped_entries,
     );
     out.volume_counter(
+        "replicad_reapply_skipped_entries_total",
+        "Entries resent after a restart and not written again: the target already held \
+         them, applied in this boot but not yet durable.",
+        s.reapply_skipped,
+    );
+    out.volume_counter(
         "replicad_target_io_errors_total",
         "Failed writes or syncs of the target; each ends its session.",
         s.target_io_errors,
@@ -203,6 +209,7 @@ mod tests {
             applied_write_zeroes: 1,
             group_commits: 77,
             skipped_entries: 12,
+            reapply_skipped: 6,
             connections_accepted: 5,
             sessions_active: 1,
             session_errors: 4,
@@ -250,6 +257,9 @@ replicad_group_commits_total{volume="db-01"} 77
 # HELP replicad_skipped_entries_total Entries resent by the sender and skipped because they were applied before.
 # TYPE replicad_skipped_entries_total counter
 replicad_skipped_entries_total{volume="db-01"} 12
+# HELP replicad_reapply_skipped_entries_total Entries resent after a restart and not written again: the target already held them, applied in this boot but not yet durable.
+# TYPE replicad_reapply_skipped_entries_total counter
+replicad_reapply_skipped_entries_total{volume="db-01"} 6
 # HELP replicad_target_io_errors_total Failed writes or syncs of the target; each ends its session.
 # TYPE replicad_target_io_errors_total counter
 replicad_target_io_errors_total{volume="db-01"} 0

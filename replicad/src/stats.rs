@@ -22,6 +22,7 @@ pub struct Stats {
     applied: AppliedCounters,
     group_commits: AtomicU64,
     skipped_entries: AtomicU64,
+    reapply_skipped: AtomicU64,
     connections_accepted: AtomicU64,
     sessions_active: AtomicU64,
     session_errors: AtomicU64,
@@ -79,6 +80,7 @@ impl Stats {
             applied: AppliedCounters::default(),
             group_commits: AtomicU64::new(0),
             skipped_entries: AtomicU64::new(0),
+            reapply_skipped: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             sessions_active: AtomicU64::new(0),
             session_errors: AtomicU64::new(0),
@@ -138,6 +140,13 @@ impl Stats {
         self.skipped_entries.fetch_add(1, Relaxed);
     }
 
+    /// Resent entry `seq` was not written again: the target already held it, applied
+    /// before a restart but not made durable.
+    pub fn entry_reapply_skipped(&self, seq: u64) {
+        self.reapply_skipped.fetch_add(1, Relaxed);
+        self.applied_seq.fetch_max(seq, Relaxed);
+    }
+
     /// `entry` was written to the target.
     pub fn entry_applied(&self, entry: &Entry) {
         let applied = &self.applied;
@@ -181,6 +190,7 @@ impl Stats {
             applied_write_zeroes: applied.write_zeroes.load(Relaxed),
             group_commits: self.group_commits.load(Relaxed),
             skipped_entries: self.skipped_entries.load(Relaxed),
+            reapply_skipped: self.reapply_skipped.load(Relaxed),
             connections_accepted: self.connections_accepted.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
             session_errors: self.session_errors.load(Relaxed),
@@ -231,6 +241,8 @@ pub struct Snapshot {
     pub group_commits: u64,
     /// Resent entries skipped.
     pub skipped_entries: u64,
+    /// Resent entries not re-applied: the target held them from before a restart.
+    pub reapply_skipped: u64,
     /// TCP connections accepted.
     pub connections_accepted: u64,
     /// Sessions streaming now.
@@ -340,6 +352,7 @@ mod tests {
         });
         stats.committed(2);
         stats.entry_skipped();
+        stats.entry_reapply_skipped(3);
         let session = stats.session_started();
         assert_eq!(stats.snapshot().sessions_active, 1);
         drop(session);
@@ -348,7 +361,9 @@ mod tests {
         }
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.sessions_active, 0);
-        assert_eq!((snapshot.applied_seq, snapshot.durable_seq), (2, 2));
+        // The skipped entry is on the target, though not written in this run.
+        assert_eq!((snapshot.applied_seq, snapshot.durable_seq), (3, 2));
+        assert_eq!(snapshot.reapply_skipped, 1);
         assert_eq!((snapshot.applied_writes, snapshot.applied_flushes), (1, 1));
         assert_eq!(snapshot.applied_bytes, 4096);
         assert_eq!((snapshot.group_commits, snapshot.skipped_entries), (1, 1));

@@ -97,6 +97,7 @@ const ROWS: &[Row] = &[
     applied("write-zeroes applied", "write_zeroes"),
     plain("group commits", "replicad_group_commits_total"),
     plain("skipped entries", "replicad_skipped_entries_total"),
+    plain("reapply skipped", "replicad_reapply_skipped_entries_total"),
     plain(
         "connections accepted",
         "replicad_connections_accepted_total",
@@ -188,6 +189,7 @@ mod tests {
   write-zeroes applied  0
   group commits         3
   skipped entries       0
+  reapply skipped       0
   connections accepted  2
   session errors        1
   sessions refused      0

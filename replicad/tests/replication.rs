@@ -7,8 +7,10 @@ use std::ops::RangeInclusive;
 
 use arepl_core::wire::FrameKind;
 use futures_util::{SinkExt, StreamExt};
+use replicad::replica::Replica;
 use replicad::sender::client::{frame_for, Connection, Greeting, StreamOptions};
 use replicad::sender::workload::{Op, Workload};
+use replicad::sequencer::{Admitted, Sequencer};
 
 #[test]
 fn a_valid_stream_leaves_the_target_equal_to_the_expected_image() {
@@ -275,6 +277,54 @@ fn a_reconnecting_sender_resends_applied_entries_and_they_are_skipped() {
             &std::fs::read(dir.path().join("target.img")).unwrap(),
             &after(60),
         );
+    });
+}
+
+#[test]
+fn entries_applied_before_a_kill_are_not_applied_again_when_resent() {
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let ops: Vec<Op> = Workload::new(31, 50, VOLUME_SIZE).unwrap().collect();
+        let after = |last: u64| image_of(&ops, [&[1..=last][..]]);
+        let (mut conn, _) = server.peer().open_session().await.unwrap();
+        send_entries(&mut conn, &ops, 1..=20).await;
+        wait_for_ack(&mut conn, 20).await;
+        drop(conn);
+        let target = server.target_path();
+        let (dir, _) = server.stop().await;
+
+        // What `kill -9` leaves behind: 21..=40 applied after the last commit, at 20.
+        let mut replica = Replica::open(&target, &dir.path().join("state")).unwrap();
+        let mut sequencer = Sequencer::new(20, VOLUME_SIZE);
+        for seq in 21..=40 {
+            let frame = frame_for(seq, ops[seq as usize - 1].clone());
+            let Ok(Admitted::Apply(entry)) = sequencer.admit(frame) else {
+                panic!("entry {seq} not admitted");
+            };
+            replica.apply(&entry).unwrap();
+        }
+        assert_eq!(replica.state().durable_seq, 20);
+        drop(replica);
+
+        let reapplied = image_of(&ops, [&[1..=40, 21..=30][..]]);
+        assert!(
+            reapplied != after(40),
+            "the stream needs overlapping writes"
+        );
+        let server = TestServer::start_in(dir).await;
+        let (mut conn, welcomed) = server.peer().open_session().await.unwrap();
+        assert_eq!(welcomed, 20);
+        send_entries(&mut conn, &ops, 21..=30).await;
+        wait_for_ack(&mut conn, 30).await;
+        // Midway through the resend the target is still the state after 40: 21..=30
+        // written again over it would be no state the primary ever had.
+        assert_image(&server.target(), &after(40));
+        send_entries(&mut conn, &ops, 31..=50).await;
+        wait_for_ack(&mut conn, 50).await;
+        assert_image(&server.target(), &after(50));
+        drop(conn);
+        let (_dir, state) = server.stop().await;
+        assert_eq!(state.durable_seq, 50);
     });
 }
 
