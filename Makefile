@@ -27,7 +27,7 @@ UNITS := $(wildcard packaging/systemd/*.service packaging/systemd/*.socket packa
 DOCS_DIR := target/docs
 AREPL_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
 
-.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench clean
+.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench torture clean
 
 all: module userspace
 
@@ -63,8 +63,15 @@ test: check cargo-test vm-test
 demo: module userspace
 	scripts/demo.sh
 
+# Rewrites docs/benchmarks.{md,png,jsonl}; BENCH_NO_DOCS=1 keeps them in target/bench.
 bench: module userspace
-	scripts/bench.sh
+	scripts/bench.sh $(if $(BENCH_NO_DOCS),--no-docs)
+
+# Fault injection with write-order checks: `make torture SEED=7 N=20` reproduces a run.
+SEED ?= $(shell date +%s)
+N ?= 20
+torture: module userspace
+	scripts/torture.sh "$(SEED)" "$(N)"
 
 # Installing. `install` builds what it installs (cargo only: no `deps`); to install as
 # root what you built as yourself: `make build-userspace docs`, then

@@ -10,6 +10,7 @@ APT_PACKAGES=(
     qemu-system-x86 udev kmod iproute2 iputils-ping nftables
     fio lvm2 dmsetup e2fsprogs util-linux procps psmisc
     python3-venv python3-pip python3-jsonschema
+    drbd-utils nbd-server nbd-client python3-matplotlib
 )
 
 missing=()

@@ -51,6 +51,13 @@ load_module() {
     module_loaded || insmod "$MODULE_KO"
 }
 
+# Prints (to stderr) and fails on any kernel warning, bug or oops in the log so far.
+dmesg_assert_clean() {
+    if dmesg | grep -E 'WARNING:|BUG:|Oops|Call Trace|kernel panic|UBSAN|refcount_t:|general protection' >&2; then
+        fail "kernel log has warnings or oopses (above)"
+    fi
+}
+
 # Kernel log lines after a mark taken with dmesg_mark.
 dmesg_mark() { dmesg | wc -l; }
 dmesg_since() { dmesg | tail -n "+$(($1 + 1))"; }

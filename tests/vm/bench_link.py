@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Bulk TCP throughput of one link, for `make bench`'s drain-rate figures.
+
+    bench_link.py recv PORT          (DR side: prints MiB/s received, then exits)
+    bench_link.py send HOST PORT SECONDS
+
+The receiver times from the first byte to the sender's close, so connection setup
+and the sender's start-up do not count.
+"""
+
+import socket
+import sys
+import time
+
+CHUNK = 1 << 16
+
+
+def receive(port):
+    with socket.create_server(("0.0.0.0", port)) as server:
+        print("listening", flush=True)
+        conn, _ = server.accept()
+        with conn:
+            total = 0
+            started = None
+            while True:
+                data = conn.recv(CHUNK * 4)
+                if not data:
+                    break
+                if started is None:
+                    started = time.monotonic()
+                total += len(data)
+            elapsed = time.monotonic() - (started or time.monotonic())
+    print("%.3f" % (total / 2**20 / max(elapsed, 1e-6)))
+
+
+def send(host, port, seconds):
+    payload = bytes(CHUNK)
+    with socket.create_connection((host, port)) as conn:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            conn.sendall(payload)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "recv":
+        receive(int(argv[2]))
+    elif len(argv) == 5 and argv[1] == "send":
+        send(argv[2], int(argv[3]), float(argv[4]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Guest side of `make torture` and of scenario 89: write-order fidelity under random
+# faults. A stamped workload (arepl-stamp) writes through arepl in rounds; during each
+# round a schedule drawn from SEED injects faults (link cuts and flaps, netem loss and
+# delay, replicad kill -9 and restart, forced link switches, both links down so the
+# queue overflows into the spill log) and freezes the replica at random moments to copy
+# its image. After each round every copy is checked against the write log: it must be
+# the primary's state after some prefix of the completed writes.
+#
+#   torture.sh SEED ROUNDS
+#
+# The same SEED and ROUNDS give the same schedule (printed as it runs); timing inside
+# the VM still varies from run to run. Exit status 0 only with 0 violations.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+SEED=${1:?usage: torture.sh SEED ROUNDS}
+ROUNDS=${2:?usage: torture.sh SEED ROUNDS}
+[[ $SEED =~ ^[0-9]+$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "SEED and ROUNDS must be numbers"
+STAMP="$REPO_ROOT/target/release/arepl-stamp"
+DEV=arepl-torture
+STATE=/tmp/state-torture
+BLOCKS=4096                    # 16 MiB of 4 KiB blocks
+SLICE_SECTORS=$((BLOCKS * 8))
+MAX_SNAPSHOTS_PER_ROUND=6
+LOG=/tmp/torture-stamp.log
+WORK=/tmp/torture
+# The schedule's own generator (a 64-bit LCG, Knuth's MMIX constants), not bash's
+# RANDOM: that one is reseeded in every subshell and differs between bash versions.
+# Results come back in variables, never through $(...), so no draw is lost to a subshell.
+RNG_STATE=$SEED
+# Sets variable $1 to a number in [$2, $3].
+draw() {
+    RNG_STATE=$((RNG_STATE * 6364136223846793005 + 1442695040888963407))
+    printf -v "$1" '%d' $(($2 + ((RNG_STATE >> 33) & 0x7fffffff) % ($3 - $2 + 1)))
+}
+# Sets variable $1 to a duration in seconds, in [$2, $3] tenths.
+draw_seconds() {
+    local tenths
+    draw tenths "$2" "$3"
+    printf -v "$1" '%d.%d' $((tenths / 10)) $((tenths % 10))
+}
+
+declare -A injected=()
+snapshots=0
+checked=0
+violations=0
+spilled_rounds=0
+
+primary_disk=$(disk_by_serial arepl0)
+replica_disk=$(disk_by_serial arepl1)
+spill=$(disk_by_serial arepl2)
+# Snapshot copies live on the replica disk, past the replica's slice.
+replica_sectors=$(sectors_of "$replica_disk")
+room=$(((replica_sectors - SLICE_SECTORS) / SLICE_SECTORS))
+((room >= MAX_SNAPSHOTS_PER_ROUND)) || fail "replica disk too small for $MAX_SNAPSHOTS_PER_ROUND snapshots"
+
+setup() {
+    load_module
+    net_setup
+    remove_if_present "$DEV" torture-p torture-r torture-snap
+    dmsetup create torture-p --table "0 $SLICE_SECTORS linear $primary_disk 0"
+    dmsetup create torture-r --table "0 $SLICE_SECTORS linear $replica_disk 0"
+    dmsetup create torture-snap --table \
+        "0 $((MAX_SNAPSHOTS_PER_ROUND * SLICE_SECTORS)) linear $replica_disk $SLICE_SECTORS"
+    local dev
+    for dev in /dev/mapper/torture-p /dev/mapper/torture-r; do
+        dd if=/dev/zero of="$dev" bs=1M count=$((SLICE_SECTORS / 2048)) oflag=direct status=none
+    done
+    spill_blank "$spill"
+    rm -rf "$STATE" "$WORK" "$LOG"
+    mkdir -p "$WORK"
+    replicad_start /dev/mapper/torture-r "$STATE"
+    # A 2 MiB queue overflows into the spill log within a second of both links down.
+    arepl_create "$DEV" /dev/mapper/torture-p \
+        "$PRIMARY_ADDR $BACKUP_ADDR 3 queue_mb:2 volume:torture spill:$spill"
+    wait_status "$DEV" active_link primary >/dev/null
+}
+
+# --- Faults. Each one starts now; `heal` ends every fault still active.
+replicad_running() { [[ -f $STATE/replicad.pid ]] && kill -0 "$(cat "$STATE/replicad.pid")" 2>/dev/null; }
+
+fault_start() {
+    local kind=$1 arg=${2:-}
+    injected[$kind]=$((${injected[$kind]:-0} + 1))
+    case $kind in
+        cut-primary) link_restore dr0; link_cut dr0 ;;
+        cut-backup) link_restore dr1; link_cut dr1 ;;
+        cut-both) links_restore_both; links_cut_both ;;
+        flap-primary) # the interface itself goes down and up, $arg times
+            local i
+            for ((i = 0; i < arg; i++)); do
+                ip -n dr link set dr0 down
+                sleep 0.3
+                ip -n dr link set dr0 up
+                sleep 0.3
+            done
+            ;;
+        netem) # $arg = "loss% delay_ms"
+            local loss delay
+            read -r loss delay <<<"$arg"
+            ip netns exec prod tc qdisc replace dev prod0 root netem loss "$loss%" delay "${delay}ms"
+            ip netns exec prod tc qdisc replace dev prod1 root netem loss "$loss%" delay "${delay}ms"
+            ;;
+        kill-replicad)
+            replicad_running && replicad_stop "$STATE" KILL
+            ;;
+        switch-link)
+            dmsetup message "$DEV" 0 switch-link
+            ;;
+        *) fail "unknown fault $kind" ;;
+    esac
+}
+
+heal() {
+    links_restore_both
+    ip -n dr link set dr0 up
+    ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
+    ip netns exec prod tc qdisc del dev prod1 root 2>/dev/null || true
+    replicad_running || replicad_start /dev/mapper/torture-r "$STATE"
+}
+
+# --- Snapshots: the replica frozen (replicad stopped, every thread of it off the CPU and
+# out of the kernel, so no write of its is half done) and its image copied.
+wait_frozen() {
+    local pid=$1 task state i
+    for i in $(seq 100); do
+        local all=1
+        for task in /proc/"$pid"/task/*; do
+            state=$(awk '{print $3}' "$task/stat" 2>/dev/null) || continue
+            [[ $state == [Tt] ]] || all=0
+        done
+        ((all)) && return 0
+        sleep 0.05
+    done
+    fail "replicad $pid did not stop within 5 s"
+}
+
+snapshot() { # round-local index
+    local index=$1 pid=""
+    if replicad_running; then
+        pid=$(cat "$STATE/replicad.pid")
+        kill -STOP "$pid"
+        wait_frozen "$pid"
+    fi
+    dd if=/dev/mapper/torture-r of=/dev/mapper/torture-snap bs=1M count=$((SLICE_SECTORS / 2048)) \
+        seek=$((index * SLICE_SECTORS / 2048)) oflag=direct status=none
+    [[ -n $pid ]] && kill -CONT "$pid"
+    snapshots=$((snapshots + 1))
+}
+
+check_snapshots() { # round, count
+    local round=$1 count=$2 i verdict
+    for ((i = 0; i < count; i++)); do
+        dd if=/dev/mapper/torture-snap of="$WORK/snap.img" bs=1M count=$((SLICE_SECTORS / 2048)) \
+            skip=$((i * SLICE_SECTORS / 2048)) iflag=direct status=none
+        checked=$((checked + 1))
+        if verdict=$("$STAMP" check --image "$WORK/snap.img" --log "$LOG" --blocks "$BLOCKS"); then
+            echo "    round $round snapshot $i: ${verdict%% (*}"
+        else
+            violations=$((violations + 1))
+            echo "VIOLATION round $round snapshot $i:"
+            sed 's/^/    /' <<<"$verdict"
+            cp "$WORK/snap.img" "$WORK/violation-$round-$i.img"
+        fi
+    done
+    rm -f "$WORK/snap.img"
+}
+
+# --- One round: a workload of W writes with J submitters, and a schedule of steps run
+# while it writes. Every draw happens before the round starts, so the schedule printed
+# is the whole of it.
+FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad switch-link)
+
+# Fills the global array PLAN with the round's steps.
+plan_round() {
+    PLAN=()
+    local faults snaps_left kind coin pause arg1 arg2
+    draw faults 1 3
+    draw snaps_left 2 $((MAX_SNAPSHOTS_PER_ROUND - 1))
+    while ((faults + snaps_left > 0)); do
+        draw_seconds pause 2 15
+        PLAN+=("sleep $pause")
+        # Faults and snapshots interleave in a drawn order.
+        draw coin 0 1
+        if ((faults > 0 && (snaps_left == 0 || coin == 0))); then
+            draw kind 0 $((${#FAULT_KINDS[@]} - 1))
+            kind=${FAULT_KINDS[$kind]}
+            case $kind in
+                flap-primary) draw arg1 1 3 && PLAN+=("fault $kind $arg1") ;;
+                netem) draw arg1 1 20 && draw arg2 0 40 && PLAN+=("fault $kind $arg1 $arg2") ;;
+                *) PLAN+=("fault $kind") ;;
+            esac
+            faults=$((faults - 1))
+            # Some faults heal within the round, the rest at its end.
+            draw coin 0 1
+            if ((coin)); then
+                draw_seconds pause 5 25
+                PLAN+=("sleep $pause" "heal")
+            fi
+        else
+            PLAN+=("snapshot")
+            snaps_left=$((snaps_left - 1))
+        fi
+    done
+}
+
+run_round() {
+    local round=$1 writes jobs seed
+    draw writes 600 2400
+    draw jobs 1 8
+    draw seed 1 1000000
+    plan_round
+    local IFS_SAVED=$IFS
+    IFS=';'
+    echo "round $round: $writes writes, $jobs submitters, stamp seed $seed; schedule: ${PLAN[*]}"
+    IFS=$IFS_SAVED
+    local spilled_before
+    spilled_before=$(status_field "$DEV" spill_entries)
+    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count "$writes" --seed "$seed" \
+        --jobs "$jobs" --log "$LOG" >"$WORK/stamp.out" 2>&1 &
+    local stamp_pid=$! index=0 step kind arg
+    for step in "${PLAN[@]}"; do
+        case $step in
+            sleep*) sleep "${step#sleep }" ;;
+            heal) heal ;;
+            snapshot)
+                snapshot "$index"
+                index=$((index + 1))
+                ;;
+            fault*)
+                read -r _ kind arg <<<"$step"
+                fault_start "$kind" "$arg"
+                ;;
+        esac
+    done
+    wait "$stamp_pid" || { cat "$WORK/stamp.out" >&2; fail "round $round: the stamped workload failed"; }
+    (($(status_field "$DEV" spill_entries) > spilled_before)) && spilled_rounds=$((spilled_rounds + 1))
+    # The round's last snapshot: after the workload, before healing.
+    snapshot "$index"
+    index=$((index + 1))
+    heal
+    check_snapshots "$round" "$index"
+}
+
+summary() {
+    local kinds="" kind total=0
+    for kind in "${FAULT_KINDS[@]}"; do
+        kinds+=" $kind=${injected[$kind]:-0}"
+        total=$((total + ${injected[$kind]:-0}))
+    done
+    echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked violations=$violations spilled_rounds=$spilled_rounds"
+    echo "  faults by kind:$kinds"
+}
+
+setup
+for ((round = 1; round <= ROUNDS; round++)); do
+    run_round "$round"
+done
+teardown_and_final_check() {
+    heal
+    wait_drained "$DEV" 300
+    # The end state: the replica holds every write.
+    local verdict last
+    verdict=$("$STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
+        { violations=$((violations + 1)); echo "VIOLATION final replica: $verdict"; }
+    checked=$((checked + 1))
+    last=$(awk '$1 == "w" {n = $2} END {print n}' "$LOG")
+    assert_same_image /dev/mapper/torture-p /dev/mapper/torture-r $((SLICE_SECTORS / 2048))
+    echo "    final replica: ${verdict%% (*} (log ends at write $last)"
+    dmsetup remove "$DEV"
+    replicad_stop "$STATE"
+    dmsetup remove torture-p torture-r torture-snap
+}
+teardown_and_final_check
+summary
+dmesg_assert_clean
+((violations == 0)) || fail "$violations snapshots were not a prefix state of the primary"
