@@ -289,6 +289,7 @@ impl SpillLog {
             self.persist(&mut st, ring, wire_base)?;
         }
         let mut ring = st.ring;
+        let mut first_seq = 0;
         let mut first_at = None;
         let mut wrap_marker_at = None;
         let mut count = 0;
@@ -299,6 +300,7 @@ impl SpillLog {
             if queue.fifo.in_flight() != 0 || queue.fifo.is_empty() {
                 return Ok(BatchOutcome::Idle);
             }
+            ring.restart_at(queue.fifo.head_seq());
             if queue.fifo.head_seq() != ring.tail_seq {
                 pr_err!(
                     "volume {}: queue starts at sequence {} but the spill log ends at {}\n",
@@ -323,6 +325,7 @@ impl SpillLog {
                     break; // The batch is one contiguous write; wrap in the next one.
                 }
                 if count == 0 {
+                    first_seq = ring.tail_seq;
                     first_at = Some(placement.record_at);
                     wrap_marker_at = placement.wrap_marker_at;
                 }
@@ -336,7 +339,14 @@ impl SpillLog {
             return Ok(BatchOutcome::Full);
         };
 
-        let result = self.write_batch(&mut st, first_at, wrap_marker_at, count, bytes as usize);
+        let result = self.write_batch(
+            &mut st,
+            first_seq,
+            first_at,
+            wrap_marker_at,
+            count,
+            bytes as usize,
+        );
         let result = result.and_then(|()| self.persist(&mut st, ring, wire_base));
         if result.is_ok() {
             let mut queue = repl.queue.lock();
@@ -373,12 +383,12 @@ impl SpillLog {
     fn write_batch(
         &self,
         st: &mut SpillState,
+        first_seq: u64,
         first_at: u64,
         wrap_marker_at: Option<u64>,
         count: usize,
         bytes: usize,
     ) -> Result {
-        let first_seq = st.ring.tail_seq;
         let SpillState {
             batch,
             batch_entries,

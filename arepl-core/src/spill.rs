@@ -105,6 +105,16 @@ impl Ring {
         })
     }
 
+    /// Makes an empty ring's next record get `seq`: entries acknowledged straight from
+    /// memory since the ring last held records moved the stream on. Does nothing to a
+    /// ring that holds records, whose sequence continues where it ends.
+    pub fn restart_at(&mut self, seq: u64) {
+        if self.is_empty() {
+            self.head_seq = seq;
+            self.tail_seq = seq;
+        }
+    }
+
     /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.head_seq == self.tail_seq
@@ -526,6 +536,24 @@ mod tests {
         assert!(ring.place(ring.capacity()).is_some());
         assert!(ring.place(ring.capacity() + BLOCK).is_none());
         assert_eq!(Ring::empty(RING_START, 1), Err(SpillError::TooSmall));
+    }
+
+    #[test]
+    fn only_an_empty_ring_restarts_at_a_later_sequence() {
+        let mut ring = Ring::empty(RING_START + 64 * BLOCK, 1).unwrap();
+        // Entries 1..=688 were acknowledged from memory; the first spill is 689.
+        ring.restart_at(689);
+        assert_eq!((ring.head_seq, ring.tail_seq), (689, 689));
+        let placement = ring.place(2 * BLOCK).unwrap();
+        ring.push(placement, 2 * BLOCK);
+        assert_eq!((ring.head_seq, ring.tail_seq), (689, 690));
+        // Holding a record, the sequence continues where the ring ends.
+        ring.restart_at(900);
+        assert_eq!((ring.head_seq, ring.tail_seq), (689, 690));
+        ring.pop(placement.record_at, 2 * BLOCK);
+        ring.restart_at(900);
+        assert_eq!((ring.head_seq, ring.tail_seq), (900, 900));
+        assert_eq!(ring.used(), 0);
     }
 
     #[test]
