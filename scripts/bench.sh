@@ -18,6 +18,9 @@ mkdir -p "$out_dir"
 results="$out_dir/results.jsonl"
 rm -f "$results"
 
+# What the guest cannot see for itself, for the report's header.
+BENCH_QEMU=$(qemu-system-x86_64 --version | head -n1)
+BENCH_HOST_CPUS=$(nproc)
 knobs=()
 for var in $(compgen -v BENCH_); do knobs+=("$var=${!var}"); done
 # Bounded like the VM suite, so a hung guest ends the run.

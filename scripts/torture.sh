@@ -15,7 +15,7 @@ out="${TMPDIR:-/tmp}/arepl-torture-$seed.log"
 set +e
 timeout --kill-after=30 $((600 + rounds * 120)) "$REPO_ROOT/scripts/vm-run.sh" \
     --disk-mb 64 --disk-mb 160 --disk-mb 128 -- \
-    "$REPO_ROOT/tests/vm/torture.sh" "$seed" "$rounds" 2>&1 | tr -d '\r' | tee "$out"
+    "$REPO_ROOT/tests/vm/torture.sh" "$seed" "$rounds" 2>&1 | stdbuf -oL tr -d '\r' | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 # Judged by what the guest printed, as the VM suite is.

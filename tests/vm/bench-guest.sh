@@ -31,8 +31,9 @@ sectors=$(sectors_of "$primary")
 emit() { echo "$1" >>"$OUT"; }
 json_string() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
-emit "$(printf '{"kind":"meta","kernel":"%s","cpus":%d,"runtime_s":%d,"ramp_s":%d,"disk_mb":%d,"command":"make bench","started":"%s","notes":[%s]}' \
-    "$(uname -r)" "$(nproc)" "$RUNTIME" "$RAMP" $((sectors / 2048)) "$(date -u +%FT%TZ)" \
+emit "$(printf '{"kind":"meta","kernel":"%s","qemu":%s,"cpus":%d,"host_cpus":%d,"runtime_s":%d,"ramp_s":%d,"disk_mb":%d,"command":"make bench","started":"%s","notes":[%s]}' \
+    "$(uname -r)" "$(json_string "${BENCH_QEMU:-unknown}")" "$(nproc)" "${BENCH_HOST_CPUS:-0}" \
+    "$RUNTIME" "$RAMP" $((sectors / 2048)) "$(date -u +%FT%TZ)" \
     "$(json_string "Guest: QEMU TCG (software emulation), $(nproc) vCPUs; disks are sparse raw files on the host (cache=unsafe)."),$(json_string "arepl and nbd run between the prod and dr network namespaces over a veth pair; DRBD 8.4's kernel sockets always use the initial namespace, so its two nodes (both in this guest) talk over loopback, shaped the same way."),$(json_string "Shaping: netem delay of half the RTT on each direction; 100mbit is tbf at 100 Mbit/s on each direction, no added delay."),$(json_string "arepl: default queue (queue_mb 64), primary link only; DRBD: protocol A, drbd-utils $(dpkg-query -W -f='${Version}' drbd-utils 2>/dev/null)'s drbdsetup-84, default buffers; dm-mirror: core log, nosync, second leg /dev/nbd0 from nbd-server $(dpkg-query -W -f='${Version}' nbd-server 2>/dev/null).")")"
 
 load_module

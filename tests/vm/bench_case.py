@@ -37,6 +37,10 @@ def main(argv):
     for extra in argv[6:]:
         key, _, value = extra.partition("=")
         case[key] = float(value)
+    if "drain_s" in case:
+        # What left the primary per second, from the first write to the last ack.
+        spent = case["runtime_s"] + case["drain_s"]
+        case["sent_mib_s"] = round(case["written_mib"] / spent, 3) if spent else 0.0
     print(json.dumps(case, sort_keys=True))
 
 

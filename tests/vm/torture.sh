@@ -44,8 +44,10 @@ draw_seconds() {
 declare -A injected=()
 snapshots=0
 checked=0
+intermediate=0
 violations=0
 spilled_rounds=0
+LINK_RATE=""
 
 primary_disk=$(disk_by_serial arepl0)
 replica_disk=$(disk_by_serial arepl1)
@@ -86,7 +88,11 @@ fault_start() {
     case $kind in
         cut-primary) link_restore dr0; link_cut dr0 ;;
         cut-backup) link_restore dr1; link_cut dr1 ;;
-        cut-both) links_restore_both; links_cut_both ;;
+        cut-both) # until the sender gives up on both links, so the queue overflows into spill
+            links_restore_both
+            links_cut_both
+            wait_status "$DEV" active_link none 30 >/dev/null
+            ;;
         flap-primary) # the interface itself goes down and up, $arg times
             local i
             for ((i = 0; i < arg; i++)); do
@@ -96,11 +102,10 @@ fault_start() {
                 sleep 0.3
             done
             ;;
-        netem) # $arg = "loss% delay_ms"
+        netem) # $arg = "loss% delay_ms", on top of the round's rate
             local loss delay
             read -r loss delay <<<"$arg"
-            ip netns exec prod tc qdisc replace dev prod0 root netem loss "$loss%" delay "${delay}ms"
-            ip netns exec prod tc qdisc replace dev prod1 root netem loss "$loss%" delay "${delay}ms"
+            shape_links loss "$loss%" delay "${delay}ms"
             ;;
         kill-replicad)
             replicad_running && replicad_stop "$STATE" KILL
@@ -112,11 +117,23 @@ fault_start() {
     esac
 }
 
+# Both links, production to DR: the round's rate (so the replica lags behind the writes
+# and snapshots catch it mid-stream) plus netem options $@; no rate: unshaped.
+shape_links() {
+    local dev
+    for dev in prod0 prod1; do
+        if [[ -n $LINK_RATE ]]; then
+            ip netns exec prod tc qdisc replace dev "$dev" root netem rate "$LINK_RATE" "$@"
+        else
+            ip netns exec prod tc qdisc del dev "$dev" root 2>/dev/null || true
+        fi
+    done
+}
+
 heal() {
     links_restore_both
     ip -n dr link set dr0 up
-    ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
-    ip netns exec prod tc qdisc del dev prod1 root 2>/dev/null || true
+    shape_links
     replicad_running || replicad_start /dev/mapper/torture-r "$STATE"
 }
 
@@ -157,6 +174,11 @@ check_snapshots() { # round, count
         checked=$((checked + 1))
         if verdict=$("$STAMP" check --image "$WORK/snap.img" --log "$LOG" --blocks "$BLOCKS"); then
             echo "    round $round snapshot $i: ${verdict%% (*}"
+            # "ok: image is the state after write P of W ...": P < W caught it mid-stream.
+            if [[ $verdict =~ after\ write\ ([0-9]+)\ of\ ([0-9]+) ]] &&
+                ((BASH_REMATCH[1] < BASH_REMATCH[2])); then
+                intermediate=$((intermediate + 1))
+            fi
         else
             violations=$((violations + 1))
             echo "VIOLATION round $round snapshot $i:"
@@ -172,20 +194,35 @@ check_snapshots() { # round, count
 # is the whole of it.
 FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad switch-link)
 
+# Fault kinds are dealt from a shuffled deck, refilled when empty, so every kind comes
+# up once in each run of ${#FAULT_KINDS[@]} faults.
+DECK=()
+deal_fault() { # sets variable $1
+    if ((${#DECK[@]} == 0)); then
+        DECK=("${FAULT_KINDS[@]}")
+        local i j swap
+        for ((i = ${#DECK[@]} - 1; i > 0; i--)); do
+            draw j 0 "$i"
+            swap=${DECK[i]} DECK[i]=${DECK[j]} DECK[j]=$swap
+        done
+    fi
+    printf -v "$1" '%s' "${DECK[0]}"
+    DECK=("${DECK[@]:1}")
+}
+
 # Fills the global array PLAN with the round's steps.
 plan_round() {
     PLAN=()
     local faults snaps_left kind coin pause arg1 arg2
-    draw faults 1 3
+    draw faults 2 4
     draw snaps_left 2 $((MAX_SNAPSHOTS_PER_ROUND - 1))
     while ((faults + snaps_left > 0)); do
-        draw_seconds pause 2 15
+        draw_seconds pause 5 30
         PLAN+=("sleep $pause")
         # Faults and snapshots interleave in a drawn order.
         draw coin 0 1
         if ((faults > 0 && (snaps_left == 0 || coin == 0))); then
-            draw kind 0 $((${#FAULT_KINDS[@]} - 1))
-            kind=${FAULT_KINDS[$kind]}
+            deal_fault kind
             case $kind in
                 flap-primary) draw arg1 1 3 && PLAN+=("fault $kind $arg1") ;;
                 netem) draw arg1 1 20 && draw arg2 0 40 && PLAN+=("fault $kind $arg1 $arg2") ;;
@@ -205,18 +242,49 @@ plan_round() {
     done
 }
 
+# The device's status in STATUS[key], from one `dmsetup status` (a process start costs
+# a good part of a second under TCG, so each step reads it once).
+declare -A STATUS=()
+read_status() {
+    local word
+    STATUS=()
+    for word in $(dmsetup status "$DEV"); do
+        [[ $word == *=* ]] && STATUS[${word%%=*}]=${word#*=}
+    done
+    return 0
+}
+
+# After each step: one line saying when, what, and where the device stands; a spill log
+# lost or full (never one of the faults) ends the run.
+after_step() {
+    read_status
+    local key fields="" tenths=$(((${EPOCHREALTIME/./} - ROUND_START) / 100000))
+    for key in mode active_link writes queued spill_entries acked_seq; do
+        fields+=" $key=${STATUS[$key]:-?}"
+    done
+    printf '      %4d.%ds %-22s%s\n' $((tenths / 10)) $((tenths % 10)) "$1" "$fields"
+    if [[ ${STATUS[mode]} == spill_failed || ${STATUS[mode]} == spill_full ]]; then
+        dmesg | grep dm_arepl | tail -n 5 >&2
+        fail "mode=${STATUS[mode]} after '$1'"
+    fi
+    if ((${STATUS[spill_entries]:-0} > 0)); then spilled=1; fi
+}
+
 run_round() {
-    local round=$1 writes jobs seed
-    draw writes 600 2400
+    local round=$1 writes jobs seed rate
+    draw writes 2000 6000
     draw jobs 1 8
     draw seed 1 1000000
+    draw rate 8 24
+    LINK_RATE=${rate}mbit
+    shape_links
     plan_round
     local IFS_SAVED=$IFS
     IFS=';'
-    echo "round $round: $writes writes, $jobs submitters, stamp seed $seed; schedule: ${PLAN[*]}"
+    echo "round $round: $writes writes, $jobs submitters, stamp seed $seed, links at $LINK_RATE; schedule: ${PLAN[*]}"
     IFS=$IFS_SAVED
-    local spilled_before
-    spilled_before=$(status_field "$DEV" spill_entries)
+    local spilled=0
+    ROUND_START=${EPOCHREALTIME/./}
     "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count "$writes" --seed "$seed" \
         --jobs "$jobs" --log "$LOG" >"$WORK/stamp.out" 2>&1 &
     local stamp_pid=$! index=0 step kind arg
@@ -233,9 +301,11 @@ run_round() {
                 fault_start "$kind" "$arg"
                 ;;
         esac
+        after_step "$step"
     done
     wait "$stamp_pid" || { cat "$WORK/stamp.out" >&2; fail "round $round: the stamped workload failed"; }
-    (($(status_field "$DEV" spill_entries) > spilled_before)) && spilled_rounds=$((spilled_rounds + 1))
+    after_step "workload done"
+    spilled_rounds=$((spilled_rounds + spilled))
     # The round's last snapshot: after the workload, before healing.
     snapshot "$index"
     index=$((index + 1))
@@ -249,8 +319,10 @@ summary() {
         kinds+=" $kind=${injected[$kind]:-0}"
         total=$((total + ${injected[$kind]:-0}))
     done
-    echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked violations=$violations spilled_rounds=$spilled_rounds"
+    echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked mid_stream=$intermediate violations=$violations spilled_rounds=$spilled_rounds"
     echo "  faults by kind:$kinds"
+    # Sessions after a kill -9 that found resent entries already on the replica.
+    echo "  replicad sessions that skipped entries applied before a kill: $(grep -c 'not re-applied' "$STATE/replicad.log" || true)"
 }
 
 setup
@@ -258,6 +330,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     run_round "$round"
 done
 teardown_and_final_check() {
+    LINK_RATE=""
     heal
     wait_drained "$DEV" 300
     # The end state: the replica holds every write.
@@ -276,3 +349,5 @@ teardown_and_final_check
 summary
 dmesg_assert_clean
 ((violations == 0)) || fail "$violations snapshots were not a prefix state of the primary"
+# A run whose copies all show the finished state would prove nothing about order.
+((intermediate > 0)) || fail "no snapshot caught the replica mid-stream"
