@@ -3,14 +3,14 @@
 # disks through dm-linear (the limit), arepl, DRBD protocol A and dm-mirror over nbd,
 # each on every network setting; one JSON line per measurement to the file $1.
 #
-# Knobs (environment): BENCH_RUNTIME seconds per fio run (6), BENCH_RAMP seconds of
+# Knobs (environment): BENCH_RUNTIME seconds per fio run (5), BENCH_RAMP seconds of
 # warm-up before it (1), BENCH_NETWORKS, BENCH_SYSTEMS, BENCH_PATTERNS, BENCH_BS,
 # BENCH_QD (space-separated lists; defaults below).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 OUT=${1:?usage: bench-guest.sh RESULTS.jsonl}
-RUNTIME=${BENCH_RUNTIME:-6}
+RUNTIME=${BENCH_RUNTIME:-5}
 RAMP=${BENCH_RAMP:-1}
 NETWORKS=${BENCH_NETWORKS:-0ms 10ms 50ms 100mbit}
 SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd}

@@ -41,6 +41,18 @@ draw_seconds() {
     printf -v "$1" '%d.%d' $((tenths / 10)) $((tenths % 10))
 }
 
+# On failure, the receiver's last words come first, then lib.sh's cleanup.
+dump_on_failure() {
+    local rc=$?
+    if ((rc != 0)) && [[ -f $STATE/replicad.log ]]; then
+        echo "--- last lines of $STATE/replicad.log:" >&2
+        tail -n 40 "$STATE/replicad.log" >&2
+    fi
+    (exit "$rc") # cleanup_after_failure reads the status from $?
+    cleanup_after_failure
+}
+trap dump_on_failure EXIT
+
 declare -A injected=()
 snapshots=0
 checked=0
