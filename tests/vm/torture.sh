@@ -48,6 +48,10 @@ dump_on_failure() {
         echo "--- last lines of $STATE/replicad.log:" >&2
         tail -n 40 "$STATE/replicad.log" >&2
     fi
+    if ((rc != 0)); then
+        echo "--- last dm_arepl kernel messages:" >&2
+        dmesg | grep dm_arepl | tail -n 20 >&2
+    fi
     (exit "$rc") # cleanup_after_failure reads the status from $?
     cleanup_after_failure
 }
