@@ -295,10 +295,21 @@ impl SpillLog {
         let mut count = 0;
         let mut bytes = 0;
         {
-            let SpillState { batch_entries, .. } = &mut *st;
+            let SpillState {
+                batch_entries,
+                reader,
+                ..
+            } = &mut *st;
             let mut queue = repl.queue.lock();
             if queue.fifo.in_flight() != 0 || queue.fifo.is_empty() {
                 return Ok(BatchOutcome::Idle);
+            }
+            if !ring.is_empty() && ring.tail_seq <= queue.acked_local + 1 {
+                // Every record is on the replica, and acknowledgements may have taken
+                // the FIFO past the log's end: drop them all (the sender frees records
+                // only as it reads them), then continue where the FIFO is.
+                ring.clear();
+                reader.reset();
             }
             ring.restart_at(queue.fifo.head_seq());
             if queue.fifo.head_seq() != ring.tail_seq {
@@ -351,16 +362,19 @@ impl SpillLog {
         if result.is_ok() {
             let mut queue = repl.queue.lock();
             for expected in st.batch_entries[..count].iter() {
-                let moved = queue.fifo.pop_oldest();
-                let same =
-                    matches!((&moved, expected), (Some(m), Some(e)) if Arc::ptr_eq(&m.entry, e));
-                if !same {
-                    pr_err!(
-                        "volume {}: queue changed under the spill thread\n",
-                        self.volume
-                    );
+                // While the batch was written, an acknowledgement (a new session's
+                // `Welcome` covering entries an earlier session sent) may have taken
+                // some of its entries off the FIFO's head. Those are on the replica and
+                // gone; what is left of the batch is at the head. Popping blindly would
+                // take newer entries that are not in the log.
+                let at_head = matches!(
+                    (queue.fifo.oldest(), expected),
+                    (Some(head), Some(e)) if Arc::ptr_eq(&head.entry, e)
+                );
+                if !at_head {
+                    continue;
                 }
-                if let Some(moved) = moved {
+                if let Some(moved) = queue.fifo.pop_oldest() {
                     queue.budget.release(moved.entry.cost());
                     // The batch still holds a reference: nothing is freed under the lock.
                     drop(moved);

@@ -115,6 +115,14 @@ impl Ring {
         }
     }
 
+    /// Forgets every record (all known to be on the replica): the ring is empty, and
+    /// its next record continues the sequence.
+    pub fn clear(&mut self) {
+        self.head_seq = self.tail_seq;
+        self.head = self.start;
+        self.tail = self.start;
+    }
+
     /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
         self.head_seq == self.tail_seq
@@ -554,6 +562,23 @@ mod tests {
         ring.restart_at(900);
         assert_eq!((ring.head_seq, ring.tail_seq), (900, 900));
         assert_eq!(ring.used(), 0);
+    }
+
+    #[test]
+    fn a_cleared_ring_is_empty_at_its_start_and_continues_the_sequence() {
+        let mut ring = Ring::empty(RING_START + 64 * BLOCK, 10).unwrap();
+        for _ in 0..3 {
+            let placement = ring.place(2 * BLOCK).unwrap();
+            ring.push(placement, 2 * BLOCK);
+        }
+        ring.clear();
+        assert!(ring.is_empty());
+        assert_eq!((ring.head_seq, ring.tail_seq), (13, 13));
+        assert_eq!(
+            (ring.head, ring.tail, ring.used()),
+            (ring.start, ring.start, 0)
+        );
+        assert!(ring.place(ring.capacity()).is_some());
     }
 
     #[test]
