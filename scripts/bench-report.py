@@ -354,13 +354,7 @@ def fmt_setting(x):
 
 
 def fmt_ratio(x):
-    if x == 0:
-        return "0×"
-    if x >= 100:
-        return f"{x:,.0f}×"
-    if x >= 10:
-        return f"{x:.1f}×"
-    return f"{x:.2f}×"
+    return fmt_num(x) + "×"
 
 
 def fmt_pct(x):

@@ -95,6 +95,25 @@ setup() {
     wait_status "$DEV" active_link primary >/dev/null
 }
 
+# After the last round: every fault healed, the replica drained, its image checked and
+# compared with the primary, the devices removed.
+teardown_and_final_check() {
+    LINK_RATE=""
+    heal
+    wait_drained "$DEV" 300
+    # The end state: the replica holds every write.
+    local verdict last
+    verdict=$("$STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
+        { violations=$((violations + 1)); echo "VIOLATION final replica: $verdict"; }
+    checked=$((checked + 1))
+    last=$(awk '$1 == "w" {n = $2} END {print n}' "$LOG")
+    assert_same_image /dev/mapper/torture-p /dev/mapper/torture-r $((SLICE_SECTORS / 2048))
+    echo "    final replica: ${verdict%% (*} (log ends at write $last)"
+    dmsetup remove "$DEV"
+    replicad_stop "$STATE"
+    dmsetup remove torture-p torture-r torture-snap
+}
+
 # --- Faults. Each one starts now; `heal` ends every fault still active.
 replicad_running() { [[ -f $STATE/replicad.pid ]] && kill -0 "$(cat "$STATE/replicad.pid")" 2>/dev/null; }
 
@@ -345,22 +364,6 @@ setup
 for ((round = 1; round <= ROUNDS; round++)); do
     run_round "$round"
 done
-teardown_and_final_check() {
-    LINK_RATE=""
-    heal
-    wait_drained "$DEV" 300
-    # The end state: the replica holds every write.
-    local verdict last
-    verdict=$("$STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
-        { violations=$((violations + 1)); echo "VIOLATION final replica: $verdict"; }
-    checked=$((checked + 1))
-    last=$(awk '$1 == "w" {n = $2} END {print n}' "$LOG")
-    assert_same_image /dev/mapper/torture-p /dev/mapper/torture-r $((SLICE_SECTORS / 2048))
-    echo "    final replica: ${verdict%% (*} (log ends at write $last)"
-    dmsetup remove "$DEV"
-    replicad_stop "$STATE"
-    dmsetup remove torture-p torture-r torture-snap
-}
 teardown_and_final_check
 summary
 dmesg_assert_clean
