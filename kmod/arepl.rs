@@ -28,6 +28,8 @@ mod target;
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
 #[path = "../arepl-core/src/crc32c.rs"]
 pub mod crc32c;
+#[path = "../arepl-core/src/digest.rs"]
+pub mod digest;
 #[path = "../arepl-core/src/fifo.rs"]
 pub mod fifo;
 #[path = "../arepl-core/src/inflight.rs"]

@@ -13,6 +13,7 @@ use kernel::sync::{Arc, CondVar};
 use kernel::time::Ktime;
 
 use crate::blockio::BlockIo;
+use crate::digest::SentDigests;
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
 use crate::inflight::{InFlight, RangeSlot};
@@ -25,6 +26,9 @@ use crate::table::{ReplicationConfig, VolumeName};
 
 /// Local writes in flight at once, at most; more wait (block queues hold far fewer).
 const MAX_WRITES_IN_FLIGHT: usize = 1024;
+/// Sent-entry digests kept: twice the send window, so the receiver's durable sequence,
+/// never older than the oldest unacknowledged entry, is always among them.
+const DIGESTS_KEPT: usize = 2 * crate::spill_log::READ_WINDOW;
 
 /// Everything under the queue lock.
 pub(crate) struct QueueState {
@@ -55,6 +59,12 @@ pub(crate) struct QueueState {
     pub(crate) switch_requested: bool,
     pub(crate) write_errors: u64,
     pub(crate) copy: CopyProgress,
+    /// Replication digests of the entries sent, by wire sequence, for the handshake's
+    /// check and the `Digest` frames.
+    pub(crate) sent_digests: SentDigests<KVVec<u64>>,
+    /// Set once a digest check found the replica's history different from this side's
+    /// (here or at the receiver): the replica is no consistent image until a resync.
+    pub(crate) diverged: bool,
 }
 
 /// How far the initial copy of the volume (`sync:full`) has come.
@@ -185,6 +195,7 @@ impl Replication {
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
         let ranges = KVVec::from_elem(None, MAX_WRITES_IN_FLIGHT, GFP_KERNEL)?;
+        let digests = KVVec::from_elem(0u64, DIGESTS_KEPT, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 queue <- new_irq_spinlock!(
@@ -218,6 +229,8 @@ impl Replication {
                             total: if copy_source.is_some() { volume_size } else { 0 },
                             ..CopyProgress::default()
                         },
+                        sent_digests: SentDigests::new(digests),
+                        diverged: false,
                     },
                     "arepl_queue"
                 ),
@@ -422,7 +435,10 @@ impl Replication {
             spill_capacity_bytes: queue.spill.capacity,
             sync_bytes: queue.copy.queued,
             sync_total_bytes: queue.copy.total,
-            consistent: u64::from(queue.copy.replica_consistent(queue.acked_local)),
+            consistent: u64::from(
+                queue.copy.replica_consistent(queue.acked_local) && !queue.diverged,
+            ),
+            diverged: u64::from(queue.diverged),
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

@@ -19,6 +19,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::{msecs_to_jiffies, Ktime};
 
+use crate::digest::{self, Digest};
 use crate::entry::{Entry, NoIoScope};
 use crate::kthread::{self, KThread};
 use crate::net::TcpStream;
@@ -42,6 +43,11 @@ const SILENCE_LIMIT_MS: i64 = 5_000;
 const FAILBACK_PROBE_MS: i64 = 10_000;
 /// Connect timeout of a failback probe (it stalls sending meanwhile).
 const FAILBACK_PROBE_TIMEOUT_MS: u32 = 1_000;
+/// A `Digest` frame follows at least every this many entries sent...
+const DIGEST_EVERY_ENTRIES: u64 = 256;
+/// ... or this often while entries flow, and whenever the stream pauses, so a
+/// difference shows within about a second.
+const DIGEST_INTERVAL_MS: i64 = 1_000;
 
 const PRIMARY: usize = 0;
 const BACKUP: usize = 1;
@@ -244,7 +250,17 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     }
 
     let durable_wire = reply.seq;
-    let wire_base = {
+    let theirs = recv_header(&stream)?;
+    if theirs.kind != FrameKind::Digest || theirs.seq != durable_wire {
+        pr_err!(
+            "replicad at {} followed its Welcome with {:?} for sequence {}, not its digest\n",
+            addr,
+            theirs.kind,
+            theirs.seq
+        );
+        return Err(protocol_error());
+    }
+    let (wire_base, anchor) = {
         let mut queue = repl.queue.lock();
         let base = *queue.wire_base.get_or_insert(durable_wire);
         let newest_wire = base + queue.fifo.next_seq() - 1;
@@ -257,14 +273,51 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
             );
             return Err(protocol_error());
         }
+        let newest_sent = queue.sent_digests.newest();
+        if let Some(newest) = newest_sent.filter(|&newest| durable_wire > newest) {
+            // Durable entries this device never sent: not this device's history.
+            queue.diverged = true;
+            drop(queue);
+            pr_err!(
+                "volume {}: REPLICA DIVERGED: replicad at {} claims sequence {} durable, but this \
+                 device sent only through {}; refusing to continue its history\n",
+                repl.volume,
+                addr,
+                durable_wire,
+                newest
+            );
+            return Err(protocol_error());
+        }
+        let anchor = match (queue.sent_digests.at(durable_wire), theirs.carried_digest()) {
+            (Some(ours), Some(theirs)) if ours != theirs => Anchor::Differs { ours, theirs },
+            (Some(ours), _) => Anchor::Ours(ours),
+            (None, Some(theirs)) => Anchor::Adopted(theirs),
+            (None, None) => Anchor::Adopted(digest::EMPTY),
+        };
+        queue.sent_digests.anchor(durable_wire, anchor.digest());
+        queue.diverged |= matches!(anchor, Anchor::Differs { .. });
         queue.fifo.rewind();
         queue.sent_local = durable_wire - base;
         queue.active_link = Some(link);
         queue.links[link].state = LinkState::Connected;
         queue.links[link].connects += 1;
-        base
+        (base, anchor)
     };
+    if let Anchor::Differs { ours, theirs } = anchor {
+        pr_err!(
+            "volume {}: REPLICA DIVERGED: replicad at {} holds another history through \
+             sequence {} (digest {:#018x}, this device sent {:#018x}); it may lack or misplace \
+             writes and needs a resync\n",
+            repl.volume,
+            addr,
+            durable_wire,
+            theirs.0,
+            ours.0
+        );
+    }
     repl.acknowledge(durable_wire - wire_base);
+    // The receiver checks its history against this side's (or takes it, having none).
+    stream.send(&Header::digest(durable_wire, Some(anchor.digest())).encode(), &[])?;
     pr_info!(
         "connected to {} ({} link) for volume {}, resuming after sequence {}\n",
         addr,
@@ -282,6 +335,26 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         },
         GFP_KERNEL,
     )?)
+}
+
+/// Where a session's digests start: the digest through the receiver's durable sequence.
+#[derive(Clone, Copy)]
+enum Anchor {
+    /// This side's own, which the receiver's matches or does not know.
+    Ours(Digest),
+    /// The receiver's, this side having none there (a new device).
+    Adopted(Digest),
+    /// Both known and different: the replica has another history.
+    Differs { ours: Digest, theirs: Digest },
+}
+
+impl Anchor {
+    /// The digest the session continues from: this side's whenever it has one.
+    fn digest(self) -> Digest {
+        match self {
+            Self::Ours(digest) | Self::Adopted(digest) | Self::Differs { ours: digest, .. } => digest,
+        }
+    }
 }
 
 fn recv_header(stream: &TcpStream) -> Result<Header> {
@@ -385,6 +458,7 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
     let repl = &session.repl;
     let mut next_ping_ms = now_ms() + PING_INTERVAL_MS;
     let mut next_probe_ms = now_ms() + FAILBACK_PROBE_MS;
+    let mut digests = DigestPacer::new();
     let end = loop {
         if kthread::should_stop() {
             break SessionEnd::Stopped;
@@ -419,8 +493,26 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
                 if let Err(err) = session.stream.send(&header.encode(), entry.payload()) {
                     break SessionEnd::Failed(err);
                 }
+                let sent = header
+                    .entry_fields()
+                    .and_then(|fields| repl.queue.lock().sent_digests.sent(&fields));
+                let Some(digest) = sent else {
+                    pr_err!(
+                        "volume {}: sequence {} left the digest record out of order\n",
+                        repl.volume,
+                        header.seq
+                    );
+                    break SessionEnd::Failed(protocol_error());
+                };
+                if let Err(err) = digests.sent(&session.stream, header.seq, digest, now) {
+                    break SessionEnd::Failed(err);
+                }
             }
             Step::Idle => {
+                // The stream pauses: the receiver checks what it got so far.
+                if let Err(err) = digests.flush(&session.stream, now) {
+                    break SessionEnd::Failed(err);
+                }
                 let mut queue = repl.queue.lock();
                 if !queue.has_unsent(SEND_WINDOW)
                     && !queue.paused
@@ -439,6 +531,46 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
     end
 }
 
+/// Sends a `Digest` frame after every [`DIGEST_EVERY_ENTRIES`] entries, every
+/// [`DIGEST_INTERVAL_MS`] while entries flow, and when the stream pauses.
+struct DigestPacer {
+    /// The newest entry sent and its digest, if no `Digest` frame covers it yet.
+    pending: Option<(u64, Digest)>,
+    entries_since: u64,
+    last_sent_ms: i64,
+}
+
+impl DigestPacer {
+    fn new() -> Self {
+        Self {
+            pending: None,
+            entries_since: 0,
+            last_sent_ms: now_ms(),
+        }
+    }
+
+    /// Entry `seq` was sent; its digest is `digest`.
+    fn sent(&mut self, stream: &TcpStream, seq: u64, digest: Digest, now: i64) -> Result {
+        self.pending = Some((seq, digest));
+        self.entries_since += 1;
+        if self.entries_since >= DIGEST_EVERY_ENTRIES || now - self.last_sent_ms >= DIGEST_INTERVAL_MS
+        {
+            return self.flush(stream, now);
+        }
+        Ok(())
+    }
+
+    /// Sends the pending digest, if any.
+    fn flush(&mut self, stream: &TcpStream, now: i64) -> Result {
+        if let Some((seq, digest)) = self.pending.take() {
+            stream.send(&Header::digest(seq, Some(digest)).encode(), &[])?;
+            self.entries_since = 0;
+            self.last_sent_ms = now;
+        }
+        Ok(())
+    }
+}
+
 /// Body of a connection's receiver thread: applies cumulative acknowledgements.
 fn receiver_main(session: &Arc<Session>) {
     while !kthread::should_stop() && !session.broken.load(Ordering::Acquire) {
@@ -452,6 +584,16 @@ fn receiver_main(session: &Arc<Session>) {
             break;
         }
         let repl = &session.repl;
+        if let Some(from) = header.diverged_from() {
+            if !core::mem::replace(&mut repl.queue.lock().diverged, true) {
+                pr_err!(
+                    "volume {}: REPLICA DIVERGED: replicad found that the replica may differ \
+                     from this volume from sequence {} on; it needs a resync\n",
+                    repl.volume,
+                    from
+                );
+            }
+        }
         let sent_local = repl.queue.lock().sent_local;
         match header.seq.checked_sub(session.wire_base) {
             Some(local) if local <= sent_local => repl.acknowledge(local),

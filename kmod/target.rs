@@ -139,7 +139,7 @@ impl Arepl {
 
 impl Target for Arepl {
     const NAME: &'static CStr = kernel::c_str!("arepl");
-    const VERSION: [u32; 3] = [0, 4, 0];
+    const VERSION: [u32; 3] = [0, 5, 0];
     type PerBio = PendingEntries;
 
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError> {

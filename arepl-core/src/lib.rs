@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod crc32c;
+pub mod digest;
 pub mod fifo;
 pub mod inflight;
 pub mod spill;

@@ -134,8 +134,13 @@ pub struct Counters {
     /// Bytes the initial copy covers: the volume size with `sync:full`, else 0.
     pub sync_total_bytes: u64,
     /// 1 when the replica is a consistent image of the volume at some earlier moment:
-    /// no initial copy was asked for, or all of it is acknowledged. 0 until then.
+    /// no initial copy was asked for, or all of it is acknowledged, and it has not
+    /// diverged. 0 otherwise.
     pub consistent: u64,
+    /// 1 once a replication digest check (at a handshake or in the stream, on either
+    /// side) found that the replica's history differs from the primary's: it may lack
+    /// or misplace writes and needs a resync. Stays 1 for the device's lifetime.
+    pub diverged: u64,
 }
 
 /// The whole status line.
@@ -189,7 +194,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 19] = [
+const COUNTER_KEYS: [(&str, CounterField); 20] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -209,6 +214,7 @@ const COUNTER_KEYS: [(&str, CounterField); 19] = [
     ("sync_bytes", |c| &mut c.sync_bytes),
     ("sync_total_bytes", |c| &mut c.sync_total_bytes),
     ("consistent", |c| &mut c.consistent),
+    ("diverged", |c| &mut c.diverged),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -350,6 +356,7 @@ mod tests {
             sync_bytes: 1 << 20,
             sync_total_bytes: 1 << 30,
             consistent: 0,
+            diverged: 1,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -379,7 +386,7 @@ mod tests {
              primary=down primary_connects=1 primary_errors=2 primary_last_error=110 \
              backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
              spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
-             sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0"
+             sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1"
         );
     }
 

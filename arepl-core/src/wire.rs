@@ -1,4 +1,4 @@
-//! The replication wire protocol, version 1: one definition for the kernel sender and
+//! The replication wire protocol, version 2: one definition for the kernel sender and
 //! `replicad`.
 //!
 //! Every frame is a 40-byte header, big-endian, optionally followed by a payload:
@@ -8,11 +8,12 @@
 //! | 0..4 | magic | [`MAGIC`], "ARPL" |
 //! | 4 | version | [`VERSION`] |
 //! | 5 | kind | [`FrameKind`] |
-//! | 6..8 | flags | [`FLAG_FUA`] on writes, else 0 |
+//! | 6..8 | flags | [`FLAG_FUA`] on writes, [`FLAG_DIVERGED`] on acks, [`FLAG_DIGEST_UNKNOWN`] on digests, else 0 |
 //! | 8..16 | seq | sequence number (meaning depends on kind) |
-//! | 16..24 | offset | byte offset on the volume, or the volume size in handshakes |
-//! | 24..32 | length | payload bytes, or the range length of discard/write-zeroes |
-//! | 32..36 | payload_crc | CRC-32C of the payload, 0 without one |
+//! | 16..24 | offset | byte offset on the volume, the volume size in handshakes, the digest in `Digest` |
+//! | 24..28 | length | payload bytes, or the range length of discard/write-zeroes |
+//! | 28..32 | payload_crc | CRC-32C of the payload, 0 without one |
+//! | 32..36 | reserved | zero |
 //! | 36..40 | header_crc | CRC-32C of bytes 0..36 |
 //!
 //! A session: the sender sends `Hello` (seq: oldest sequence it still holds, 0 if it
@@ -24,14 +25,24 @@
 //! durable sequence, cumulatively. The sender may send `Ping` at any time after the
 //! handshake; the receiver answers each with an `Ack` of its current durable sequence
 //! at once, so a silent path is noticed even when no data flows.
+//!
+//! Digests ([`crate::digest`], new in version 2): right after its `Welcome` the receiver
+//! sends `Digest` (seq: its durable sequence; offset: its digest through it, or
+//! [`FLAG_DIGEST_UNKNOWN`]). The sender compares it with its own digest there (or adopts
+//! it, when it has none) and opens the stream with its own `Digest` for that sequence;
+//! then, every so often, it sends `Digest` for the entry it just sent. The receiver
+//! compares each with the digest of what it applied through that sequence. A receiver
+//! that found a mismatch (now or before, until a resync) sets [`FLAG_DIVERGED`] on every
+//! `Ack`, with the first sequence that may differ in `offset`.
 
 use crate::crc32c::crc32c;
+use crate::digest::{Digest, EntryFields};
 use core::fmt;
 
 /// First four header bytes: "ARPL".
 pub const MAGIC: u32 = 0x4152_504C;
 /// Protocol version this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of every frame header.
 pub const HEADER_LEN: usize = 40;
 /// Writes are whole 512-byte sectors at sector-aligned offsets.
@@ -44,6 +55,10 @@ pub const MAX_REASON_LEN: u32 = 256;
 pub const MAX_VOLUME_NAME_LEN: u32 = crate::table::MAX_VOLUME_LEN as u32;
 /// The write must be durable before its acknowledgement (REQ_FUA).
 pub const FLAG_FUA: u16 = 1;
+/// On `Ack`: the receiver's replica is known to differ from the sender's stream.
+pub const FLAG_DIVERGED: u16 = 2;
+/// On `Digest`: the side sending it does not know its digest at that sequence.
+pub const FLAG_DIGEST_UNKNOWN: u16 = 4;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +82,8 @@ pub enum FrameKind {
     Refuse = 8,
     /// Sender: liveness probe; answered by an `Ack`.
     Ping = 9,
+    /// Either side: the replication digest through `seq` is `offset`.
+    Digest = 10,
 }
 
 impl FrameKind {
@@ -81,6 +98,7 @@ impl FrameKind {
             7 => Self::Ack,
             8 => Self::Refuse,
             9 => Self::Ping,
+            10 => Self::Digest,
             _ => return None,
         })
     }
@@ -258,9 +276,56 @@ impl Header {
         Self::new(FrameKind::Ack, durable_seq, 0, 0, 0)
     }
 
+    /// `Ack` of a receiver whose replica is known to differ from the sender's stream
+    /// from sequence `diverged_from` on.
+    pub fn ack_diverged(durable_seq: u64, diverged_from: u64) -> Self {
+        let mut header = Self::new(FrameKind::Ack, durable_seq, diverged_from, 0, 0);
+        header.flags = FLAG_DIVERGED;
+        header
+    }
+
     /// `Ping`: the receiver answers with an `Ack`.
     pub fn ping() -> Self {
         Self::new(FrameKind::Ping, 0, 0, 0, 0)
+    }
+
+    /// `Digest`: the replication digest through `seq`, or that it is not known.
+    pub fn digest(seq: u64, digest: Option<Digest>) -> Self {
+        match digest {
+            Some(digest) => Self::new(FrameKind::Digest, seq, digest.0, 0, 0),
+            None => {
+                let mut header = Self::new(FrameKind::Digest, seq, 0, 0, 0);
+                header.flags = FLAG_DIGEST_UNKNOWN;
+                header
+            }
+        }
+    }
+
+    /// The digest a `Digest` frame carries (`None`: unknown to its sender).
+    pub fn carried_digest(&self) -> Option<Digest> {
+        (self.flags & FLAG_DIGEST_UNKNOWN == 0).then_some(Digest(self.offset))
+    }
+
+    /// For an `Ack` with [`FLAG_DIVERGED`]: the first sequence that may differ.
+    pub fn diverged_from(&self) -> Option<u64> {
+        (self.kind == FrameKind::Ack && self.flags & FLAG_DIVERGED != 0).then_some(self.offset)
+    }
+
+    /// What a data frame contributes to the replication digest; `None` for other kinds.
+    pub fn entry_fields(&self) -> Option<EntryFields> {
+        match self.kind {
+            FrameKind::Write | FrameKind::Flush | FrameKind::Discard | FrameKind::WriteZeroes => {
+                Some(EntryFields {
+                    seq: self.seq,
+                    kind: self.kind as u8,
+                    fua: self.is_fua(),
+                    offset: self.offset,
+                    length: self.length,
+                    payload_crc: self.payload_crc,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// `Refuse` with a reason text.
@@ -345,10 +410,11 @@ impl Header {
     }
 
     fn validate(&self) -> Result<(), WireError> {
-        let allowed_flags = if self.kind == FrameKind::Write {
-            FLAG_FUA
-        } else {
-            0
+        let allowed_flags = match self.kind {
+            FrameKind::Write => FLAG_FUA,
+            FrameKind::Ack => FLAG_DIVERGED,
+            FrameKind::Digest => FLAG_DIGEST_UNKNOWN,
+            _ => 0,
         };
         if self.flags & !allowed_flags != 0 {
             return Err(WireError::BadFlags(self.flags));
@@ -362,9 +428,11 @@ impl Header {
             FrameKind::Refuse => self.length <= MAX_REASON_LEN,
             FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
             FrameKind::Discard | FrameKind::WriteZeroes => self.length > 0,
-            FrameKind::Welcome | FrameKind::Flush | FrameKind::Ack | FrameKind::Ping => {
-                self.length == 0
-            }
+            FrameKind::Welcome
+            | FrameKind::Flush
+            | FrameKind::Ack
+            | FrameKind::Ping
+            | FrameKind::Digest => self.length == 0,
         };
         if !length_ok {
             return bad_length;
@@ -410,7 +478,7 @@ mod tests {
 
     const WRITE_GOLDEN: [u8; HEADER_LEN] = [
         0x41, 0x52, 0x50, 0x4C, // magic "ARPL"
-        0x01, // version
+        0x02, // version
         0x03, // kind: Write
         0x00, 0x01, // flags: FUA
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // seq 258
@@ -418,7 +486,7 @@ mod tests {
         0x00, 0x00, 0x02, 0x00, // length 512
         0xB2, 0xFD, 0xE4, 0x2F, // payload crc32c of 512 x 0xAB
         0x00, 0x00, 0x00, 0x00, // reserved
-        0x73, 0x20, 0x3E, 0x10, // header crc32c
+        0x35, 0xCB, 0x4F, 0x4D, // header crc32c
     ];
 
     #[test]
@@ -436,7 +504,7 @@ mod tests {
         assert_eq!(
             &ack[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x01, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                0x41, 0x52, 0x50, 0x4C, 0x02, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
                 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -446,6 +514,65 @@ mod tests {
         let bytes = hello.encode();
         assert_eq!(bytes[5], 1);
         assert_eq!(&bytes[16..24], &(256u64 << 20).to_be_bytes());
+        assert_eq!(&bytes[24..28], &2u32.to_be_bytes());
+        assert_eq!(Header::decode(&bytes), Ok(hello));
+    }
+
+    #[test]
+    fn golden_digest_and_diverged_ack() {
+        let digest = Header::digest(0x10, Some(Digest(0x0A0B_0C0D_0E0F_1011))).encode();
+        assert_eq!(
+            &digest[..36],
+            &[
+                0x41, 0x52, 0x50, 0x4C, 0x02, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
+                0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        let unknown = Header::digest(0x10, None);
+        assert_eq!(&unknown.encode()[6..8], &FLAG_DIGEST_UNKNOWN.to_be_bytes());
+        assert_eq!(
+            Header::decode(&unknown.encode()).unwrap().carried_digest(),
+            None
+        );
+        let decoded = Header::decode(&digest).unwrap();
+        assert_eq!(
+            decoded.carried_digest(),
+            Some(Digest(0x0A0B_0C0D_0E0F_1011))
+        );
+        let ack = Header::ack_diverged(9, 4);
+        let bytes = ack.encode();
+        assert_eq!(&bytes[6..8], &FLAG_DIVERGED.to_be_bytes());
+        assert_eq!(Header::decode(&bytes).unwrap().diverged_from(), Some(4));
+        assert_eq!(Header::ack(9).diverged_from(), None);
+        // Each flag only where it means something.
+        let mut hello = Header::hello(0, 256 << 20, b"db");
+        hello.flags = FLAG_DIVERGED;
+        assert_eq!(
+            Header::decode(&hello.encode()),
+            Err(WireError::BadFlags(FLAG_DIVERGED))
+        );
+        let mut digest = Header::digest(1, None);
+        digest.flags |= FLAG_DIVERGED;
+        assert!(Header::decode(&digest.encode()).is_err());
+    }
+
+    #[test]
+    fn data_frames_give_their_digest_fields() {
+        let fields = Header::write(8, 512, &[1; 1024], true)
+            .entry_fields()
+            .unwrap();
+        assert_eq!((fields.seq, fields.kind, fields.fua), (8, 3, true));
+        assert_eq!((fields.offset, fields.length), (512, 1024));
+        assert_eq!(fields.payload_crc, crc32c(&[1; 1024]));
+        assert!(Header::flush(9).entry_fields().is_some());
+        assert!(Header::ack(9).entry_fields().is_none());
+        assert!(Header::digest(9, None).entry_fields().is_none());
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        let hello = Header::hello(0, 256 << 20, b"db");
+        let bytes = hello.encode();
         assert_eq!(&bytes[24..28], &2u32.to_be_bytes());
         assert_eq!(Header::decode(&bytes), Ok(hello));
     }
@@ -462,6 +589,9 @@ mod tests {
             Header::ack(11),
             Header::refuse(b"volume mismatch"),
             Header::ping(),
+            Header::digest(11, Some(Digest(u64::MAX))),
+            Header::digest(11, None),
+            Header::ack_diverged(11, 3),
         ];
         for header in headers {
             assert_eq!(Header::decode(&header.encode()), Ok(header));
@@ -483,8 +613,8 @@ mod tests {
             Err(WireError::BadMagic(0x5852_504C))
         );
         assert_eq!(
-            Header::decode(&corrupt(good, 4, 2)),
-            Err(WireError::BadVersion(2))
+            Header::decode(&corrupt(good, 4, 1)),
+            Err(WireError::BadVersion(1))
         );
         assert_eq!(
             Header::decode(&corrupt(good, 5, 99)),
@@ -538,7 +668,7 @@ mod tests {
     fn messages() {
         assert_eq!(
             WireError::BadVersion(9).to_string(),
-            "unsupported protocol version 9 (speaking 1)"
+            "unsupported protocol version 9 (speaking 2)"
         );
     }
 }

@@ -64,6 +64,10 @@ struct WriteArgs {
     /// Concurrent submitters: up to this many writes in flight at once.
     #[arg(long, value_name = "J", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
+    /// After every write whose number is a multiple of K, the submitter that made it
+    /// calls fdatasync: a flush-heavy load, as a database committing with fsync.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    fsync_every: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +109,7 @@ fn write(args: WriteArgs) -> anyhow::Result<()> {
         seed: args.seed,
         first: args.first,
         jobs: usize::from(args.jobs),
+        fsync_every: args.fsync_every,
     };
     let device = device::open(&args.dev, Access::Write)
         .with_context(|| format!("cannot open {}", args.dev.display()))?;

@@ -27,6 +27,8 @@ pub struct Workload {
     /// First write number; `None` continues the log (1 for a new log).
     pub first: Option<u64>,
     pub jobs: usize,
+    /// fdatasync after every write whose number is a multiple of this.
+    pub fsync_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +202,18 @@ fn submit(
             });
         }
         let completed = counters.tick();
+        // After the bracket: a flush changes no block, so the log need not know of it.
+        if workload
+            .fsync_every
+            .is_some_and(|every| number % every == 0)
+        {
+            if let Err(e) = device.file.sync_data() {
+                counters.failed.store(true, Ordering::SeqCst);
+                return Err(e).with_context(|| {
+                    format!("fdatasync after write {number} failed; log not updated")
+                });
+            }
+        }
         records.push(WriteRecord {
             number,
             block,
@@ -222,6 +236,7 @@ mod tests {
             seed: 11,
             first,
             jobs,
+            fsync_every: Some(3),
         }
     }
 

@@ -43,6 +43,9 @@ pub struct DeviceReport {
     pub acked_seq: u64,
     pub spill: Option<Spill>,
     pub initial_sync: InitialSync,
+    /// A replication digest check found that the replica's history differs from this
+    /// volume's: it may lack or misplace writes and needs a resync.
+    pub diverged: bool,
     pub errors: Errors,
     pub io: Io,
 }
@@ -172,6 +175,7 @@ impl DeviceReport {
                 total_bytes: c.sync_total_bytes,
                 consistent: c.consistent == 1,
             },
+            diverged: c.diverged == 1,
             errors: Errors {
                 write: c.write_errors,
                 link: c.link_errors,
@@ -194,10 +198,13 @@ impl DeviceReport {
         }
     }
 
-    /// `SYNC` column: the initial copy's progress, or `-` once consistent.
+    /// `SYNC` column: the initial copy's progress, `-` once consistent, `DIVERGED` when the
+    /// replica is known to differ.
     fn sync_cell(&self) -> String {
         let s = &self.initial_sync;
-        if s.consistent {
+        if self.diverged {
+            "DIVERGED".into()
+        } else if s.consistent {
             "-".into()
         } else {
             format!("{:.0}%", percent(s.copied_bytes, s.total_bytes))
@@ -300,7 +307,7 @@ mod tests {
         paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
         backup=down backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
         spill_bytes=3145728 spill_capacity_bytes=67108864 sync_bytes=0 sync_total_bytes=0 \
-        consistent=1";
+        consistent=1 diverged=0";
 
     #[test]
     fn report_from_table_and_status() {
@@ -348,6 +355,17 @@ mod tests {
         );
         let syncing_row: Vec<&str> = rows[2].split_whitespace().collect();
         assert_eq!(syncing_row[3..5], ["syncing", "25%"], "{}", rows[2]);
+        // A diverged replica says so where the copy's progress would be.
+        let diverged = STATUS.replace("consistent=1 diverged=0", "consistent=0 diverged=1");
+        let c = DeviceReport::new("db", None, TABLE, &diverged).unwrap();
+        let diverged_text = render_text(&[c]);
+        let diverged_row: Vec<&str> = diverged_text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(diverged_row[3..5], ["replicating", "DIVERGED"]);
         let mode_column = rows[0].find("MODE").unwrap();
         assert_eq!(rows[1].find("replicating"), Some(mode_column));
         assert_eq!(rows[2].find("syncing"), Some(mode_column));
@@ -366,6 +384,7 @@ mod tests {
         assert_eq!(dev["lag"]["writes"], 8);
         assert_eq!(dev["spill"]["capacity_bytes"], 67108864);
         assert_eq!(dev["initial_sync"]["consistent"], true);
+        assert_eq!(dev["diverged"], false);
         assert_eq!(dev["links"][0]["state"], "connected");
         let without_spill =
             STATUS.replace("spill_capacity_bytes=67108864", "spill_capacity_bytes=0");

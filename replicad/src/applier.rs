@@ -1,4 +1,5 @@
-//! Applies one session's entries in order and makes them durable in groups.
+//! Applies one session's entries in order and makes them durable in groups, and checks
+//! the sender's digests against what it applied.
 //!
 //! Runs on a blocking thread, fed by the connection through a bounded channel. Entries are
 //! written as they arrive; the batch is made durable (target fdatasync, then the state
@@ -12,32 +13,51 @@
 //! Each time, the new durable sequence is published; the connection turns it into an `Ack`.
 //!
 //! Every entry applied is recorded in the [`applied marker`](crate::applied_marker) right
-//! after its target write: one small unsynced write, enough to survive the daemon being
-//! killed. A session starts from the durable sequence, so after a kill the sender resends
-//! entries the target already holds; writing them again would take the target back
-//! through states the primary never had (an older write over a newer one, until the newer
-//! comes again). So the entries up to the marker's sequence, if it is from this boot, are
-//! skipped: not written, yet counted applied, so the next commit makes them durable and
-//! acknowledges them. The skip range is read at the start of each session, from the
-//! durable sequence then; entries past it are applied as usual. A failed target sync
-//! resets the marker (the synced writes may be lost), so those entries are written again.
+//! after its target write, with the replication digest through it: one small unsynced
+//! write, enough to survive the daemon being killed (the next start makes those entries
+//! durable, see [`Replica::open_in_boot`]).
+//!
+//! The sender's `Digest` frames arrive here in stream order, as checks: each says what the
+//! digest through the entry before it should be. A check that differs from the digest of
+//! what was applied means the replica is not the primary's image: it is recorded durably,
+//! logged, counted and flagged on every `Ack` from then on (see
+//! [`crate::state::Divergence`]).
 
 use std::time::{Duration, Instant};
 
+use arepl_core::digest::Digest;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 use crate::entry::Entry;
 use crate::replica::{Replica, ReplicaError};
+use crate::state::Divergence;
 use crate::stats::Stats;
 
 /// Longest time an applied entry waits for durability under continuous input.
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 
-/// An entry on its way to the applier. It holds its share of the queue's byte budget
-/// until it is applied, so the queue can be long in entries yet bounded in memory.
+/// The sender's digest through entry `seq` (`None`: the sender does not know it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestCheck {
+    /// The sequence it covers: the last entry admitted before it.
+    pub seq: u64,
+    /// The sender's digest through it.
+    pub digest: Option<Digest>,
+}
+
+/// What the connection hands the applier, in stream order.
+#[derive(Debug)]
+enum Item {
+    Apply(Entry),
+    Check(DigestCheck),
+}
+
+/// An entry (or a digest check) on its way to the applier. An entry holds its share of
+/// the queue's byte budget until it is applied, so the queue can be long in entries yet
+/// bounded in memory.
 #[derive(Debug)]
 pub struct Queued {
-    entry: Entry,
+    item: Item,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -45,7 +65,7 @@ impl Queued {
     /// `entry`, releasing `budget` once applied.
     pub fn new(entry: Entry, budget: OwnedSemaphorePermit) -> Self {
         Self {
-            entry,
+            item: Item::Apply(entry),
             _budget: Some(budget),
         }
     }
@@ -53,10 +73,27 @@ impl Queued {
     /// `entry` outside any budget.
     pub fn unbudgeted(entry: Entry) -> Self {
         Self {
-            entry,
+            item: Item::Apply(entry),
             _budget: None,
         }
     }
+
+    /// A digest check, done once every entry before it is applied.
+    pub fn check(check: DigestCheck) -> Self {
+        Self {
+            item: Item::Check(check),
+            _budget: None,
+        }
+    }
+}
+
+/// Where the applier publishes what the sender must hear.
+#[derive(Debug)]
+pub struct Published {
+    /// The durable sequence.
+    pub durable: watch::Sender<u64>,
+    /// The first sequence that may differ from the primary, once a check failed.
+    pub diverged_from: watch::Sender<Option<u64>>,
 }
 
 /// What one session's applier did.
@@ -64,94 +101,144 @@ impl Queued {
 pub struct ApplyReport {
     /// Entries applied.
     pub applied: u64,
-    /// Resent entries not applied again: the target held them from before a restart.
-    pub skipped: u64,
     /// Group commits made.
     pub commits: u64,
+    /// Digest checks that matched.
+    pub checks_matched: u64,
+    /// Digest checks that did not.
+    pub checks_failed: u64,
     /// The durable sequence at the end.
     pub durable_seq: u64,
 }
 
-/// Applies entries from `entries` until the channel closes, publishing every new durable
-/// sequence on `durable` and counting what it does in `stats`. Resent entries the target
-/// already holds are skipped, see the module doc. Stops at the first target or state
-/// failure, leaving the entries applied since the last commit undurable (and
-/// unacknowledged).
+/// Applies entries from `queue` until the channel closes, publishing every new durable
+/// sequence and any divergence found, and counting what it does in `stats`. Stops at the
+/// first target or state failure, leaving the entries applied since the last commit
+/// undurable (and unacknowledged).
 pub fn run(
     replica: &mut Replica,
-    mut entries: mpsc::Receiver<Queued>,
-    durable: &watch::Sender<u64>,
+    mut queue: mpsc::Receiver<Queued>,
+    published: &Published,
     stats: &Stats,
 ) -> Result<ApplyReport, ReplicaError> {
     let mut report = ApplyReport {
         applied: 0,
-        skipped: 0,
         commits: 0,
+        checks_matched: 0,
+        checks_failed: 0,
         durable_seq: replica.state().durable_seq,
     };
-    let mut last_applied = report.durable_seq;
-    let already_applied = replica.applied_past_durable();
-    if let Some(range) = &already_applied {
-        tracing::info!(
-            "entries {}..={} already applied before a restart; not re-applied",
-            range.start(),
-            range.end()
-        );
-    }
-    // 0 skips nothing: every entry of a session is past the durable sequence.
-    let skip_through = already_applied.map_or(0, |range| *range.end());
     let mut batch_started: Option<Instant> = None;
     loop {
         let next = if batch_started.is_some() {
-            match entries.try_recv() {
-                Ok(entry) => Some(entry),
+            match queue.try_recv() {
+                Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    commit(replica, last_applied, durable, stats, &mut report)?;
+                    commit(replica, published, stats, &mut report)?;
                     batch_started = None;
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
             }
         } else {
-            entries.blocking_recv()
+            queue.blocking_recv()
         };
-        let Some(Queued { entry, .. }) = next else {
+        let Some(Queued { item, .. }) = next else {
             break;
         };
-        debug_assert_eq!(entry.seq, last_applied + 1, "the sequencer keeps order");
-        if entry.seq <= skip_through {
-            stats.entry_reapply_skipped(entry.seq);
-            report.skipped += 1;
-        } else {
-            replica.apply(&entry)?;
-            stats.entry_applied(&entry);
-            report.applied += 1;
-        }
-        last_applied = entry.seq;
+        let entry = match item {
+            Item::Apply(entry) => entry,
+            Item::Check(check) => {
+                verify(replica, check, published, stats, &mut report)?;
+                continue;
+            }
+        };
+        debug_assert_eq!(
+            entry.seq,
+            replica.applied_seq() + 1,
+            "the sequencer keeps order"
+        );
+        replica.apply(&entry)?;
+        stats.entry_applied(&entry);
+        report.applied += 1;
         let started = *batch_started.get_or_insert_with(Instant::now);
         if entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE {
-            commit(replica, last_applied, durable, stats, &mut report)?;
+            commit(replica, published, stats, &mut report)?;
             batch_started = None;
         }
     }
     if batch_started.is_some() {
-        commit(replica, last_applied, durable, stats, &mut report)?;
+        commit(replica, published, stats, &mut report)?;
     }
     Ok(report)
 }
 
 fn commit(
     replica: &mut Replica,
-    seq: u64,
-    durable: &watch::Sender<u64>,
+    published: &Published,
     stats: &Stats,
     report: &mut ApplyReport,
 ) -> Result<(), ReplicaError> {
-    replica.make_durable(seq)?;
+    let seq = replica.make_durable()?;
     stats.committed(seq);
     report.commits += 1;
     report.durable_seq = seq;
-    durable.send_replace(seq);
+    published.durable.send_replace(seq);
+    Ok(())
+}
+
+/// Compares the sender's digest through `check.seq` with that of what was applied.
+fn verify(
+    replica: &mut Replica,
+    check: DigestCheck,
+    published: &Published,
+    stats: &Stats,
+    report: &mut ApplyReport,
+) -> Result<(), ReplicaError> {
+    debug_assert_eq!(
+        check.seq,
+        replica.applied_seq(),
+        "the sequencer places checks"
+    );
+    let Some(sender) = check.digest else {
+        return Ok(());
+    };
+    let Some(applied) = replica.applied_digest() else {
+        // State from before digests: the sender's history is the only one known.
+        replica.adopt_digest(sender)?;
+        tracing::info!(
+            "replication digest taken from the sender at seq {}",
+            check.seq
+        );
+        return Ok(());
+    };
+    if applied == sender {
+        replica.note_verified(check.seq);
+        stats.digest_checked(true);
+        report.checks_matched += 1;
+        return Ok(());
+    }
+    let divergence = Divergence {
+        from_seq: replica.verified_seq() + 1,
+        found_at: check.seq,
+    };
+    tracing::error!(
+        "REPLICA DIVERGED: the digest of the entries applied through seq {} is {:#018x}, the \
+         sender's is {:#018x}; the replica may differ from the primary in what seqs {}..={} \
+         wrote, and needs a resync",
+        check.seq,
+        applied.0,
+        sender.0,
+        divergence.from_seq,
+        divergence.found_at
+    );
+    replica.record_divergence(divergence, sender)?;
+    stats.digest_checked(false);
+    stats.diverged(replica.state().diverged);
+    report.checks_failed += 1;
+    published
+        .diverged_from
+        .send_replace(replica.state().diverged.map(|d| d.from_seq));
     Ok(())
 }
 
@@ -161,6 +248,7 @@ mod tests {
     use crate::applied_marker::{BootId, MARKER_FILE_NAME};
     use crate::entry::Operation;
     use crate::state::{VolumeIdentity, STATE_FILE_NAME};
+    use arepl_core::digest::EMPTY;
     use arepl_core::table::VolumeName;
     use bytes::Bytes;
     use std::path::Path;
@@ -201,14 +289,23 @@ mod tests {
     }
 
     fn write_of(seq: u64, byte: u8) -> Entry {
-        Entry {
+        Entry::new(
             seq,
-            op: Operation::Write {
+            Operation::Write {
                 offset: (seq % 64) * 4096,
                 data: Bytes::from(vec![byte; 4096]),
                 fua: false,
             },
-        }
+        )
+    }
+
+    fn flush(seq: u64) -> Entry {
+        Entry::new(seq, Operation::Flush)
+    }
+
+    /// The digest of [`write`] 1..=`seq` over an empty history.
+    fn digest_through(seq: u64) -> Digest {
+        (1..=seq).fold(EMPTY, |d, s| Digest(d.0.wrapping_add(write(s).digest_term)))
     }
 
     /// The byte block `seq` of [`write`] is filled with.
@@ -226,50 +323,51 @@ mod tests {
     /// marker, only 1..=durable committed.
     fn killed_after(dir: &Path, boot: BootId, applied: u64, durable: u64) {
         let mut replica = replica_in(dir, boot);
-        for seq in 1..=applied {
+        let first = replica.applied_seq() + 1;
+        for seq in first..=applied {
             replica.apply(&write(seq)).unwrap();
             if seq == durable {
-                replica.make_durable(durable).unwrap();
+                replica.make_durable().unwrap();
             }
         }
-        assert_eq!(replica.state().durable_seq, durable);
+        assert_eq!(replica.state().durable_seq, durable.max(first - 1));
     }
 
-    /// Entries `seqs` as a sender resends them, with other contents up to `rewritten`.
-    fn resent(seqs: std::ops::RangeInclusive<u64>, rewritten: u64) -> Vec<Entry> {
-        seqs.map(|seq| {
-            if seq <= rewritten {
-                rewrite(seq)
-            } else {
-                write(seq)
-            }
-        })
-        .collect()
-    }
-
-    fn flush(seq: u64) -> Entry {
-        Entry {
-            seq,
-            op: Operation::Flush,
-        }
-    }
-
-    /// Runs the applier over `entries`, all queued before it starts.
-    fn run_queued(replica: &mut Replica, entries: Vec<Entry>) -> (ApplyReport, u64) {
-        let (tx, rx) = mpsc::channel(entries.len().max(1));
-        for entry in entries {
-            tx.try_send(Queued::unbudgeted(entry)).unwrap();
+    /// Runs the applier over `items`, all queued before it starts.
+    fn run_items(replica: &mut Replica, items: Vec<Queued>) -> (ApplyReport, Published) {
+        let (tx, rx) = mpsc::channel(items.len().max(1));
+        for item in items {
+            tx.try_send(item).unwrap();
         }
         drop(tx);
-        let (durable_tx, durable_rx) = watch::channel(replica.state().durable_seq);
+        let published = Published {
+            durable: watch::channel(replica.state().durable_seq).0,
+            diverged_from: watch::channel(None).0,
+        };
         let stats = Stats::new(replica.state());
-        let report = run(replica, rx, &durable_tx, &stats).unwrap();
-        let published = *durable_rx.borrow();
+        let report = run(replica, rx, &published, &stats).unwrap();
         let figures = stats.snapshot();
-        assert_eq!(figures.applied_seq, report.durable_seq);
-        assert_eq!(figures.durable_seq, report.durable_seq);
+        assert_eq!(
+            figures.applied_seq,
+            report.durable_seq.max(figures.applied_seq)
+        );
         assert_eq!(figures.group_commits, report.commits);
+        assert_eq!(figures.digest_checks_failed, report.checks_failed);
         (report, published)
+    }
+
+    fn run_queued(replica: &mut Replica, entries: Vec<Entry>) -> (ApplyReport, u64) {
+        let items = entries.into_iter().map(Queued::unbudgeted).collect();
+        let (report, published) = run_items(replica, items);
+        let durable = *published.durable.borrow();
+        (report, durable)
+    }
+
+    fn check(seq: u64, digest: Digest) -> Queued {
+        Queued::check(DigestCheck {
+            seq,
+            digest: Some(digest),
+        })
     }
 
     #[test]
@@ -282,11 +380,14 @@ mod tests {
         assert_eq!(published, 50);
         assert!(report.commits >= 1);
         assert_eq!(replica.state().durable_seq, 50);
+        assert_eq!(replica.state().digest, Some(digest_through(50)));
         drop(replica);
-        // Resumes from the persisted sequence.
+        // Resumes from the persisted sequence and digest.
         let mut replica = self::replica(dir.path());
+        assert_eq!(replica.applied_digest(), Some(digest_through(50)));
         let (report, _) = run_queued(&mut replica, (51..=52).map(write).collect());
         assert_eq!(report.durable_seq, 52);
+        assert_eq!(replica.state().digest, Some(digest_through(52)));
     }
 
     #[test]
@@ -308,8 +409,12 @@ mod tests {
         let mut replica = replica(dir.path());
         let (tx, rx) = mpsc::channel(4);
         let (durable_tx, mut durable_rx) = watch::channel(0);
+        let published = Published {
+            durable: durable_tx,
+            diverged_from: watch::channel(None).0,
+        };
         let stats = Stats::new(replica.state());
-        let applier = std::thread::spawn(move || run(&mut replica, rx, &durable_tx, &stats));
+        let applier = std::thread::spawn(move || run(&mut replica, rx, &published, &stats));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -333,41 +438,37 @@ mod tests {
     }
 
     #[test]
-    fn entries_applied_before_a_kill_are_not_applied_again() {
+    fn entries_applied_before_a_kill_are_durable_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
         killed_after(dir.path(), BOOT, 10, 4);
         let mut replica = replica(dir.path());
-        assert_eq!(replica.applied_past_durable(), Some(5..=10));
-        let (report, published) = run_queued(&mut replica, resent(5..=12, 10));
-        assert_eq!((report.skipped, report.applied), (6, 2));
-        assert_eq!((report.durable_seq, published), (12, 12));
-        assert_eq!(replica.state().durable_seq, 12);
-        // The target kept the original 5..=10 and gained 11 and 12.
+        // The Welcome will say 10: the sender resends nothing the target holds.
+        assert_eq!(replica.state().durable_seq, 10);
+        assert_eq!(replica.state().digest, Some(digest_through(10)));
+        let (report, published) = run_queued(&mut replica, vec![write(11), write(12)]);
+        assert_eq!((report.applied, published), (2, 12));
         for seq in 1..=12 {
             assert_eq!(block(&replica, seq), seq as u8, "block {seq}");
         }
-        assert_eq!(replica.applied_past_durable(), None);
     }
 
     #[test]
-    fn each_session_skips_only_what_is_left_of_the_range() {
+    fn kills_in_quick_succession_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
+        // Killed again and again: while recovering (nothing new applied), after a few
+        // new entries, and after a commit with more applied past it.
         killed_after(dir.path(), BOOT, 10, 4);
+        killed_after(dir.path(), BOOT, 10, 10);
+        killed_after(dir.path(), BOOT, 13, 0);
+        killed_after(dir.path(), BOOT, 17, 15);
         let mut replica = replica(dir.path());
-        // The link drops after 5..=7: they are committed, 8..=10 are still to skip.
-        let (report, _) = run_queued(&mut replica, resent(5..=7, 10));
-        assert_eq!((report.skipped, report.durable_seq), (3, 7));
-        assert_eq!(replica.applied_past_durable(), Some(8..=10));
-        drop(replica);
-        // Also after another restart in the same boot; nothing past 10 is skipped.
-        let mut replica = self::replica(dir.path());
-        let (report, _) = run_queued(&mut replica, resent(8..=12, 12));
-        assert_eq!((report.skipped, report.applied), (3, 2));
-        assert_eq!(report.durable_seq, 12);
-        for seq in 1..=10 {
+        assert_eq!(replica.state().durable_seq, 17);
+        assert_eq!(replica.state().digest, Some(digest_through(17)));
+        let (report, _) = run_items(&mut replica, vec![check(17, digest_through(17))]);
+        assert_eq!((report.checks_matched, report.checks_failed), (1, 0));
+        for seq in 1..=17 {
             assert_eq!(block(&replica, seq), seq as u8, "block {seq}");
         }
-        assert_eq!((block(&replica, 11), block(&replica, 12)), (0xEE, 0xEE));
     }
 
     #[test]
@@ -375,11 +476,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         killed_after(dir.path(), BOOT, 10, 4);
         let mut replica = replica_in(dir.path(), NEXT_BOOT);
-        assert_eq!(replica.applied_past_durable(), None);
-        let (report, _) = run_queued(&mut replica, resent(5..=12, 10));
-        assert_eq!((report.skipped, report.applied), (0, 8));
+        assert_eq!(replica.state().durable_seq, 4);
+        let (report, _) = run_queued(&mut replica, (5..=12).map(rewrite).collect());
+        assert_eq!(report.applied, 8);
         assert_eq!(report.durable_seq, 12);
-        for seq in 5..=10 {
+        for seq in 5..=12 {
             assert_eq!(block(&replica, seq), 0xEE, "block {seq}");
         }
     }
@@ -396,11 +497,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             killed_after(dir.path(), BOOT, 10, 4);
             damage(&dir.path().join(MARKER_FILE_NAME));
-            let mut replica = replica(dir.path());
-            assert_eq!(replica.applied_past_durable(), None);
-            let (report, _) = run_queued(&mut replica, resent(5..=12, 10));
-            assert_eq!((report.skipped, report.applied), (0, 8));
-            assert_eq!(block(&replica, 5), 0xEE);
+            let replica = replica(dir.path());
+            assert_eq!(replica.state().durable_seq, 4);
         }
     }
 
@@ -411,15 +509,13 @@ mod tests {
         killed_after(dir.path(), BOOT, 6, 4);
         let old_marker = std::fs::read(&marker).unwrap();
         let mut replica = replica(dir.path());
-        let (report, _) = run_queued(&mut replica, resent(5..=10, 0));
-        assert_eq!((report.skipped, report.durable_seq), (2, 10));
+        run_queued(&mut replica, (7..=10).map(write).collect());
         drop(replica);
         // A marker at 6 from earlier in this boot, with the state durable at 10.
         std::fs::write(&marker, old_marker).unwrap();
-        let mut replica = self::replica(dir.path());
-        assert_eq!(replica.applied_past_durable(), None);
-        let (report, _) = run_queued(&mut replica, resent(11..=12, 12));
-        assert_eq!((report.skipped, report.applied), (0, 2));
+        let replica = self::replica(dir.path());
+        assert_eq!(replica.state().durable_seq, 10);
+        assert_eq!(replica.state().digest, Some(digest_through(10)));
     }
 
     #[test]
@@ -430,11 +526,59 @@ mod tests {
         std::fs::remove_file(dir.path().join(STATE_FILE_NAME)).unwrap();
         let mut replica = replica(dir.path());
         assert_eq!(replica.state().durable_seq, 0);
-        assert_eq!(replica.applied_past_durable(), None);
-        let (report, _) = run_queued(&mut replica, resent(1..=12, 10));
-        assert_eq!((report.skipped, report.applied), (0, 12));
+        let (report, _) = run_queued(&mut replica, (1..=12).map(rewrite).collect());
+        assert_eq!(report.applied, 12);
         for seq in 1..=10 {
             assert_eq!(block(&replica, seq), 0xEE, "block {seq}");
         }
+    }
+
+    #[test]
+    fn matching_digests_pass_and_a_mismatch_is_recorded_and_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = replica(dir.path());
+        let mut items: Vec<Queued> = vec![check(0, EMPTY)];
+        items.extend((1..=5).map(|seq| Queued::unbudgeted(write(seq))));
+        items.push(check(5, digest_through(5)));
+        // The sender's 6 is another write than the one applied: its digest differs.
+        items.push(Queued::unbudgeted(write(6)));
+        let sender_6 = Digest(digest_through(5).0.wrapping_add(rewrite(6).digest_term));
+        items.push(check(6, sender_6));
+        // From there on the sender's history is followed: the next check matches.
+        items.push(Queued::unbudgeted(write(7)));
+        items.push(check(
+            7,
+            Digest(sender_6.0.wrapping_add(write(7).digest_term)),
+        ));
+        let (report, published) = run_items(&mut replica, items);
+        assert_eq!((report.checks_matched, report.checks_failed), (3, 1));
+        assert_eq!(*published.diverged_from.borrow(), Some(6));
+        drop(replica);
+        let replica = self::replica(dir.path());
+        assert_eq!(
+            replica.state().diverged,
+            Some(Divergence {
+                from_seq: 6,
+                found_at: 6
+            })
+        );
+    }
+
+    #[test]
+    fn a_replica_without_a_digest_takes_the_senders() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = replica(dir.path());
+        run_queued(&mut replica, (1..=3).map(write).collect());
+        // As if the state came from an older replicad.
+        replica.forget_digest_for_test();
+        let (report, _) = run_items(
+            &mut replica,
+            vec![check(3, Digest(99)), Queued::unbudgeted(write(4))],
+        );
+        assert_eq!(report.checks_failed, 0);
+        assert_eq!(
+            replica.state().digest,
+            Some(Digest(99u64.wrapping_add(write(4).digest_term)))
+        );
     }
 }

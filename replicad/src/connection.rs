@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::applier::{self, Queued};
+use crate::applier::{self, Published, Queued};
 use crate::codec::{CodecError, Frame, FrameCodec};
 use crate::handshake::{self, Admission, Hello, Refusal};
 use crate::replica::{Replica, ReplicaError};
@@ -170,6 +170,7 @@ async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, Connectio
 struct Session {
     replica: OwnedMutexGuard<Replica>,
     durable_seq: u64,
+    diverged_from: Option<u64>,
     volume_size: u64,
     cancel: CancellationToken,
 }
@@ -219,20 +220,30 @@ async fn handshake(
     };
     let identity = hello.identity.clone();
     let (replica, admitted) = on_replica(replica, move |replica| {
+        replica.settle()?;
         let admission = handshake::admit(&hello, replica.state(), replica.volume().len());
         if let Ok(Admission::FirstContact(identity)) = &admission {
             replica.record_identity(identity.clone())?;
         }
-        Ok::<_, ReplicaError>(admission.map(|_| replica.state().durable_seq))
+        let state = replica.state();
+        let resume = (
+            state.durable_seq,
+            replica.applied_digest(),
+            state.diverged.map(|d| d.from_seq),
+        );
+        Ok::<_, ReplicaError>(admission.map(|_| resume))
     })
     .await;
-    let durable_seq = match admitted? {
-        Ok(durable_seq) => durable_seq,
+    let (durable_seq, digest, diverged_from) = match admitted? {
+        Ok(resume) => resume,
         Err(refusal) => return refuse(sink, refusal).await,
     };
     *shared.identity() = Some(identity.clone());
     shared.stats.set_volume(identity.name.as_str());
-    sink.send(Frame::bare(Header::welcome(durable_seq, identity.size)))
+    sink.feed(Frame::bare(Header::welcome(durable_seq, identity.size)))
+        .await?;
+    // The sender checks its history against this (or adopts it, having none).
+    sink.send(Frame::bare(Header::digest(durable_seq, digest)))
         .await?;
     tracing::info!(
         "session for volume {} ({} bytes) resumes after seq {durable_seq}",
@@ -242,6 +253,7 @@ async fn handshake(
     Ok(Handshake::Welcomed(Session {
         replica,
         durable_seq,
+        diverged_from,
         volume_size: identity.size,
         cancel,
     }))
@@ -258,6 +270,7 @@ async fn stream_entries(
     let Session {
         replica,
         durable_seq,
+        diverged_from,
         volume_size,
         cancel,
     } = session;
@@ -265,15 +278,20 @@ async fn stream_entries(
     let (entry_tx, entry_rx) = mpsc::channel(ENTRY_QUEUE);
     // Until the first commit of this session, the durable sequence is the welcomed one.
     let (durable_tx, durable_rx) = watch::channel(durable_seq);
+    let (diverged_tx, diverged_rx) = watch::channel(diverged_from);
     let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
     let stats = shared.stats.clone();
     let applier = tokio::task::spawn_blocking(move || {
         let mut replica = replica;
-        applier::run(&mut replica, entry_rx, &durable_tx, &stats)
+        let published = Published {
+            durable: durable_tx,
+            diverged_from: diverged_tx,
+        };
+        applier::run(&mut replica, entry_rx, &published, &stats)
     });
-    let mut acks = tokio::spawn(send_acks(sink, durable_rx, ping_rx));
-    // The sender resumes after the welcomed sequence. Entries past it that the target
-    // already holds from before a restart are the applier's to skip (see applier).
+    let mut acks = tokio::spawn(send_acks(sink, durable_rx, diverged_rx, ping_rx));
+    // The sender resumes after the welcomed sequence: nothing past it is on the target
+    // (entries applied before a restart were made durable when the replica was opened).
     let sequencer = Sequencer::new(durable_seq, volume_size);
     let mut skipped = Skipped::default();
     let reading = forward_entries(
@@ -305,11 +323,12 @@ async fn stream_entries(
     }
     let report = applied?;
     tracing::info!(
-        "session applied {} entries ({} more already on the target) in {} group commits; \
-         durable seq {}",
+        "session applied {} entries in {} group commits; {} digest checks matched, {} \
+         failed; durable seq {}",
         report.applied,
-        report.skipped,
         report.commits,
+        report.checks_matched,
+        report.checks_failed,
         report.durable_seq
     );
     reading
@@ -372,6 +391,16 @@ async fn forward_entries(
                 shared.stats.entry_skipped();
                 continue;
             }
+            Admitted::Check(check) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(cancelled(shared)),
+                    sent = entries.send(Queued::check(check)) => if sent.is_err() {
+                        return Ok(SessionEnd::ApplierStopped);
+                    },
+                }
+                continue;
+            }
             Admitted::Ping => {
                 tokio::select! {
                     biased;
@@ -404,11 +433,17 @@ async fn forward_entries(
 /// faster than the link takes them, and the last one before the applier stops. Answers
 /// each ping with an `Ack` of the durable sequence right away, repeating the last one if
 /// nothing new is durable. Acks never go backwards: the durable sequence only grows.
+/// Once the replica is known to have diverged, every `Ack` says so.
 async fn send_acks(
     mut sink: FrameWriter,
     mut durable: watch::Receiver<u64>,
+    diverged_from: watch::Receiver<Option<u64>>,
     mut pings: mpsc::Receiver<()>,
 ) -> Result<(), CodecError> {
+    let ack = |seq: u64| match *diverged_from.borrow() {
+        Some(from) => Frame::bare(Header::ack_diverged(seq, from)),
+        None => Frame::bare(Header::ack(seq)),
+    };
     let mut acked = *durable.borrow_and_update();
     let mut pinging = true;
     loop {
@@ -419,7 +454,7 @@ async fn send_acks(
             ping = pings.recv(), if pinging => match ping {
                 Some(()) => {
                     acked = acked.max(*durable.borrow_and_update());
-                    sink.send(Frame::bare(Header::ack(acked))).await?;
+                    sink.send(ack(acked)).await?;
                 }
                 // The reader is done; the applier's last sequence is still to come.
                 None => pinging = false,
@@ -428,7 +463,7 @@ async fn send_acks(
                 let closed = changed.is_err();
                 let seq = *durable.borrow_and_update();
                 if seq > acked {
-                    sink.send(Frame::bare(Header::ack(seq))).await?;
+                    sink.send(ack(seq)).await?;
                     acked = seq;
                 }
                 if closed {
@@ -481,6 +516,7 @@ async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{Entry, Operation};
     use crate::sender::client::{Connection, Peer};
     use crate::state::VolumeIdentity;
     use arepl_core::table::VolumeName;
@@ -510,9 +546,10 @@ mod tests {
                 size: VOLUME_SIZE,
             })
             .unwrap();
-        if durable_seq > 0 {
-            replica.make_durable(durable_seq).unwrap();
+        for seq in 1..=durable_seq {
+            replica.apply(&Entry::new(seq, Operation::Flush)).unwrap();
         }
+        replica.make_durable().unwrap();
         let stats = Arc::new(Stats::new(replica.state()));
         let shared = Arc::new(Shared::new(replica, stats, CancellationToken::new()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,8 @@
 //! A replication log entry: a data frame that passed every check, ready to apply.
 
+use arepl_core::crc32c::crc32c;
+use arepl_core::digest::{self, EntryFields};
+use arepl_core::wire::{FrameKind, Header};
 use bytes::Bytes;
 
 /// What an entry does to the volume.
@@ -39,9 +42,57 @@ pub struct Entry {
     pub seq: u64,
     /// What it does.
     pub op: Operation,
+    /// What it adds to the replication digest ([`arepl_core::digest`]).
+    pub digest_term: u64,
 }
 
 impl Entry {
+    /// Entry `seq` doing `op`, with its digest term computed from its contents (the
+    /// receive path takes it from the frame header instead, see [`Self::from_frame`]).
+    pub fn new(seq: u64, op: Operation) -> Self {
+        let (kind, fua, offset, length, payload_crc) = match &op {
+            Operation::Write { offset, data, fua } => (
+                FrameKind::Write,
+                *fua,
+                *offset,
+                data.len() as u32,
+                crc32c(data),
+            ),
+            Operation::Flush => (FrameKind::Flush, false, 0, 0, 0),
+            Operation::Discard { offset, len } => {
+                (FrameKind::Discard, false, *offset, *len as u32, 0)
+            }
+            Operation::WriteZeroes { offset, len } => {
+                (FrameKind::WriteZeroes, false, *offset, *len as u32, 0)
+            }
+        };
+        let fields = EntryFields {
+            seq,
+            kind: kind as u8,
+            fua,
+            offset,
+            length,
+            payload_crc,
+        };
+        Self {
+            seq,
+            op,
+            digest_term: digest::term(&fields),
+        }
+    }
+
+    /// Entry for a validated data frame `header` doing `op`.
+    pub fn from_frame(header: &Header, op: Operation) -> Self {
+        let digest_term = header
+            .entry_fields()
+            .map_or(0, |fields| digest::term(&fields));
+        Self {
+            seq: header.seq,
+            op,
+            digest_term,
+        }
+    }
+
     /// Whether the entry must be durable before any acknowledgement covering it is sent
     /// without delay (a flush or a FUA write).
     pub fn demands_durability(&self) -> bool {

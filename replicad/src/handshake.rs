@@ -133,6 +133,7 @@ mod tests {
         ReplicaState {
             durable_seq,
             identity: Some(hello(0, 1 << 20, "db").identity),
+            ..ReplicaState::default()
         }
     }
 

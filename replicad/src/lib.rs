@@ -8,9 +8,11 @@
 //! - [`handshake`]: whether a `Hello` may start a session;
 //! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks,
 //!   skipping of resent entries, pings; [`entry`]: the validated result;
-//! - [`applier`]: in-order apply and group commit; [`replica`]: target plus state;
-//!   [`volume`]: the target; [`state`]: the crash-safe durable sequence and identity;
-//!   [`applied_marker`]: what is applied past it in this boot, so it is not re-applied;
+//! - [`applier`]: in-order apply, group commit and the sender's digest checks;
+//!   [`replica`]: target plus state;
+//!   [`volume`]: the target; [`state`]: the crash-safe durable sequence, digest,
+//!   identity and divergence record; [`applied_marker`]: what is applied past the
+//!   durable sequence in this boot, made durable at the next start;
 //! - [`cli`]: the command line; [`config`]: settings from it and a TOML file.
 //!
 //! Operations: [`stats`] holds the live figures the paths above update, [`metrics`]

@@ -81,9 +81,32 @@ pub fn render(snapshot: &Snapshot) -> String {
     );
     out.volume_counter(
         "replicad_reapply_skipped_entries_total",
-        "Entries resent after a restart and not written again: the target already held \
-         them, applied in this boot but not yet durable.",
+        "Entries applied before a restart in this boot, not yet durable then, that were made \
+         durable at start without being written again.",
         s.reapply_skipped,
+    );
+    let checks = "replicad_digest_checks_total";
+    out.header(
+        checks,
+        "counter",
+        "Sender digests compared with the digest of what was applied, by result.",
+    );
+    for (result, count) in [
+        ("match", s.digest_checks_matched),
+        ("mismatch", s.digest_checks_failed),
+    ] {
+        out.sample(checks, true, Some(("result", result)), count);
+    }
+    out.volume_gauge(
+        "replicad_diverged",
+        "1 once a digest check failed: the replica may differ from the primary and needs a \
+         resync; 0 otherwise.",
+        u64::from(s.diverged.is_some()),
+    );
+    out.volume_gauge(
+        "replicad_diverged_from_sequence",
+        "First sequence whose write the replica may lack or hold wrongly (0: not diverged).",
+        s.diverged.map_or(0, |d| d.from_seq),
     );
     out.volume_counter(
         "replicad_target_io_errors_total",
@@ -210,6 +233,12 @@ mod tests {
             group_commits: 77,
             skipped_entries: 12,
             reapply_skipped: 6,
+            digest_checks_matched: 40,
+            digest_checks_failed: 1,
+            diverged: Some(crate::state::Divergence {
+                from_seq: 900,
+                found_at: 1000,
+            }),
             connections_accepted: 5,
             sessions_active: 1,
             session_errors: 4,
@@ -257,9 +286,19 @@ replicad_group_commits_total{volume="db-01"} 77
 # HELP replicad_skipped_entries_total Entries resent by the sender and skipped because they were applied before.
 # TYPE replicad_skipped_entries_total counter
 replicad_skipped_entries_total{volume="db-01"} 12
-# HELP replicad_reapply_skipped_entries_total Entries resent after a restart and not written again: the target already held them, applied in this boot but not yet durable.
+# HELP replicad_reapply_skipped_entries_total Entries applied before a restart in this boot, not yet durable then, that were made durable at start without being written again.
 # TYPE replicad_reapply_skipped_entries_total counter
 replicad_reapply_skipped_entries_total{volume="db-01"} 6
+# HELP replicad_digest_checks_total Sender digests compared with the digest of what was applied, by result.
+# TYPE replicad_digest_checks_total counter
+replicad_digest_checks_total{volume="db-01",result="match"} 40
+replicad_digest_checks_total{volume="db-01",result="mismatch"} 1
+# HELP replicad_diverged 1 once a digest check failed: the replica may differ from the primary and needs a resync; 0 otherwise.
+# TYPE replicad_diverged gauge
+replicad_diverged{volume="db-01"} 1
+# HELP replicad_diverged_from_sequence First sequence whose write the replica may lack or hold wrongly (0: not diverged).
+# TYPE replicad_diverged_from_sequence gauge
+replicad_diverged_from_sequence{volume="db-01"} 900
 # HELP replicad_target_io_errors_total Failed writes or syncs of the target; each ends its session.
 # TYPE replicad_target_io_errors_total counter
 replicad_target_io_errors_total{volume="db-01"} 0

@@ -4,12 +4,13 @@
 //! Blocking; async code calls it from blocking threads.
 
 use std::io;
-use std::ops::RangeInclusive;
 use std::path::Path;
 
-use crate::applied_marker::{AppliedMarker, BootId};
+use arepl_core::digest::Digest;
+
+use crate::applied_marker::{Applied, AppliedMarker, BootId};
 use crate::entry::{Entry, Operation};
-use crate::state::{ReplicaState, StateError, StateStore, VolumeIdentity};
+use crate::state::{Divergence, ReplicaState, StateError, StateStore, VolumeIdentity};
 use crate::volume::Volume;
 
 /// Why the replica cannot be opened or updated.
@@ -29,6 +30,15 @@ pub struct Replica {
     volume: Volume,
     store: StateStore,
     marker: AppliedMarker,
+    /// The last entry written to the target (durable or not), and the digest through
+    /// it when known.
+    applied_seq: u64,
+    applied_digest: Option<Digest>,
+    /// The highest sequence whose digest matched the sender's since this daemon started
+    /// (0: none yet).
+    verified_seq: u64,
+    /// Entries a killed daemon applied that opening made durable.
+    recovered: u64,
 }
 
 impl Replica {
@@ -39,6 +49,12 @@ impl Replica {
     }
 
     /// [`Self::open`] as if the host were running the boot `boot`.
+    ///
+    /// Entries a killed daemon applied past the durable sequence are still on the target
+    /// (the marker says which, in this boot): they are made durable here, before any
+    /// session, so the sender resends only what the target lacks. Writing them again
+    /// instead would take the target back through states the primary never had, an older
+    /// write over a newer one until the newer came again.
     pub fn open_in_boot(
         target: &Path,
         state_dir: &Path,
@@ -51,11 +67,43 @@ impl Replica {
             // Fresh (or recreated) state has no history a marker could belong to.
             marker.reset()?;
         }
-        Ok(Self {
+        let state = store.state().clone();
+        let mut replica = Self {
             volume,
             store,
             marker,
-        })
+            applied_seq: state.durable_seq,
+            applied_digest: state.digest,
+            verified_seq: 0,
+            recovered: 0,
+        };
+        if let Some(applied) = replica.marker.applied() {
+            if applied.seq > state.durable_seq {
+                replica.adopt_applied(applied)?;
+            }
+        }
+        Ok(replica)
+    }
+
+    /// Makes the entries a killed daemon applied (`applied`, from the marker) durable.
+    fn adopt_applied(&mut self, applied: Applied) -> Result<(), ReplicaError> {
+        let durable = self.state().durable_seq;
+        self.applied_seq = applied.seq;
+        self.applied_digest = Some(applied.digest);
+        self.make_durable()?;
+        self.recovered = applied.seq - durable;
+        tracing::info!(
+            "entries {}..={} were applied before a restart and are on the target; made \
+             durable without writing them again",
+            durable + 1,
+            applied.seq
+        );
+        Ok(())
+    }
+
+    /// How many entries a killed daemon had applied that opening made durable.
+    pub fn recovered_entries(&self) -> u64 {
+        self.recovered
     }
 
     /// The persisted state.
@@ -68,6 +116,27 @@ impl Replica {
         &self.volume
     }
 
+    /// The replication digest through the last applied entry, if known.
+    pub fn applied_digest(&self) -> Option<Digest> {
+        self.applied_digest
+    }
+
+    /// The last entry written to the target.
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// Notes that the digest through `seq` matched the sender's.
+    pub fn note_verified(&mut self, seq: u64) {
+        self.verified_seq = self.verified_seq.max(seq);
+    }
+
+    /// The highest sequence whose digest matched the sender's since this daemon
+    /// started; 0 if none did.
+    pub fn verified_seq(&self) -> u64 {
+        self.verified_seq
+    }
+
     /// Applies one entry to the target and records it in the applied marker; it is
     /// durable only after [`Self::make_durable`].
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ReplicaError> {
@@ -77,36 +146,95 @@ impl Replica {
             Operation::Discard { offset, len } => self.volume.discard(*offset, *len)?,
             Operation::WriteZeroes { offset, len } => self.volume.write_zeroes(*offset, *len)?,
         }
+        self.applied_seq = entry.seq;
+        self.applied_digest = self
+            .applied_digest
+            .map(|digest| Digest(digest.0.wrapping_add(entry.digest_term)));
         // Only after the target write: the marker must never claim what the target lacks.
-        self.marker.record(entry.seq)?;
+        // It vouches for entries only with their digest, which the next start checks.
+        match self.applied_digest {
+            Some(digest) => self.marker.record(Applied {
+                seq: entry.seq,
+                digest,
+            })?,
+            None => self.marker.reset()?,
+        }
         Ok(())
     }
 
-    /// The entries past the durable sequence that the target already holds, applied in
-    /// this boot (before the daemon was killed, say) but not made durable. A sender
-    /// resends them; writing them again would take the target back through older
-    /// states. `None` when there are none the marker can vouch for.
-    pub fn applied_past_durable(&self) -> Option<RangeInclusive<u64>> {
-        let durable = self.state().durable_seq;
-        let applied = self.marker.applied_seq()?;
-        (applied > durable).then(|| durable + 1..=applied)
+    /// Makes every applied entry durable: the target is synced first, and only then does
+    /// the state claim the last applied sequence. Returns it.
+    pub fn make_durable(&mut self) -> Result<u64, ReplicaError> {
+        let seq = self.applied_seq;
+        let committed = self.volume.sync().map_err(ReplicaError::from).and_then(|()| {
+            let state = ReplicaState {
+                durable_seq: seq,
+                digest: self.applied_digest,
+                ..self.store.state().clone()
+            };
+            Ok(self.store.persist(state)?)
+        });
+        if committed.is_err() {
+            // A failed sync may leave the writes it covered off the device for good: they
+            // must be written again, in order, not vouched for.
+            self.rewind_to_durable();
+        }
+        committed.map(|()| seq)
     }
 
-    /// Makes every applied entry up to `seq` durable: the target is synced first, and only
-    /// then does the state claim `seq`.
-    pub fn make_durable(&mut self, seq: u64) -> Result<(), ReplicaError> {
-        if let Err(err) = self.volume.sync() {
-            // A failed sync may leave the writes it covered off the device for good: they
-            // must be written again, not vouched for.
-            self.forget_applied();
-            return Err(err.into());
+    /// Makes what an earlier session applied but did not commit (it ended at a failed
+    /// write) durable, so that a new session starts where the target is.
+    pub fn settle(&mut self) -> Result<(), ReplicaError> {
+        if self.applied_seq == self.state().durable_seq {
+            return Ok(());
+        }
+        self.make_durable().map(drop)
+    }
+
+    /// Takes `digest` as the digest through the last applied entry, where this side had
+    /// none (state from an older replicad). Persisted at once if that entry is durable,
+    /// else with the next commit.
+    pub fn adopt_digest(&mut self, digest: Digest) -> Result<(), StateError> {
+        self.applied_digest = Some(digest);
+        if self.applied_seq != self.state().durable_seq {
+            return Ok(());
         }
         let state = ReplicaState {
-            durable_seq: seq,
+            digest: Some(digest),
             ..self.store.state().clone()
         };
-        self.store.persist(state)?;
-        Ok(())
+        self.store.persist(state)
+    }
+
+    /// Records, durably, that the replica differs from the sender's stream somewhere in
+    /// `divergence`, and carries on from the sender's digest `sender_digest` through the
+    /// last applied entry, so that later checks tell whether it goes on diverging.
+    pub fn record_divergence(
+        &mut self,
+        divergence: Divergence,
+        sender_digest: Digest,
+    ) -> Result<(), StateError> {
+        let recorded = match self.state().diverged {
+            Some(earlier) => Divergence {
+                from_seq: earlier.from_seq.min(divergence.from_seq),
+                found_at: earlier.found_at.max(divergence.found_at),
+            },
+            None => divergence,
+        };
+        self.applied_digest = Some(sender_digest);
+        let durable = self.state().durable_seq;
+        let state = ReplicaState {
+            diverged: Some(recorded),
+            // The state's digest is through the durable sequence: it moves to the
+            // sender's only once the applied entries are durable too.
+            digest: if self.applied_seq == durable {
+                Some(sender_digest)
+            } else {
+                self.state().digest
+            },
+            ..self.store.state().clone()
+        };
+        self.store.persist(state)
     }
 
     /// Records the volume at its first accepted handshake. Whatever the marker says
@@ -120,7 +248,16 @@ impl Replica {
         self.store.persist(state)
     }
 
-    fn forget_applied(&mut self) {
+    /// Drops the digest in memory, as a state from an older replicad has none.
+    #[cfg(test)]
+    pub(crate) fn forget_digest_for_test(&mut self) {
+        self.applied_digest = None;
+    }
+
+    /// Forgets every entry applied past the durable sequence: the sender resends them.
+    fn rewind_to_durable(&mut self) {
+        self.applied_seq = self.state().durable_seq;
+        self.applied_digest = self.state().digest;
         // In memory it is forgotten regardless; on disk it matters only if this process
         // dies before the entries are written again.
         if let Err(err) = self.marker.reset() {
@@ -159,9 +296,9 @@ mod tests {
             },
         ];
         for (seq, op) in (1..).zip(entries) {
-            replica.apply(&Entry { seq, op }).unwrap();
+            replica.apply(&Entry::new(seq, op)).unwrap();
         }
-        replica.make_durable(3).unwrap();
+        replica.make_durable().unwrap();
         drop(replica);
 
         let replica = Replica::open(&target, dir.path()).unwrap();
@@ -185,18 +322,36 @@ mod tests {
                 offset: 0,
                 len: 512,
             };
-            replica.apply(&Entry { seq, op }).unwrap();
+            replica.apply(&Entry::new(seq, op)).unwrap();
         }
-        assert_eq!(replica.applied_past_durable(), Some(1..=3));
         replica
             .record_identity(VolumeIdentity {
                 name: VolumeName::new("vol").unwrap(),
                 size: 1 << 16,
             })
             .unwrap();
-        assert_eq!(replica.applied_past_durable(), None);
         drop(replica);
+        // Nothing of the earlier history is adopted as durable.
         let replica = Replica::open(&target, dir.path()).unwrap();
-        assert_eq!(replica.applied_past_durable(), None);
+        assert_eq!(replica.state().durable_seq, 0);
+        assert_eq!(replica.applied_seq(), 0);
+    }
+
+    #[test]
+    fn a_new_session_settles_what_an_aborted_one_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, vec![0u8; 1 << 16]).unwrap();
+        let mut replica = Replica::open(&target, dir.path()).unwrap();
+        for seq in 1..=3 {
+            replica.apply(&Entry::new(seq, Operation::Flush)).unwrap();
+        }
+        // The session ended at a failed write, without its commit.
+        assert_eq!(replica.state().durable_seq, 0);
+        replica.settle().unwrap();
+        assert_eq!(replica.state().durable_seq, 3);
+        assert_eq!(replica.state().digest, replica.applied_digest());
+        replica.settle().unwrap();
+        assert_eq!(replica.state().durable_seq, 3);
     }
 }

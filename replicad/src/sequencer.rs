@@ -8,6 +8,7 @@
 
 use arepl_core::wire::FrameKind;
 
+use crate::applier::DigestCheck;
 use crate::codec::Frame;
 use crate::entry::{Entry, Operation};
 
@@ -29,6 +30,14 @@ pub enum ProtocolError {
         /// The next sequence number to apply.
         expected: u64,
         /// The one received.
+        got: u64,
+    },
+    /// A `Digest` for another sequence than the last entry admitted.
+    #[error("Digest for seq {got}, but the last entry admitted is seq {last}")]
+    DigestOutOfPlace {
+        /// The last sequence admitted.
+        last: u64,
+        /// The one the digest names.
         got: u64,
     },
     /// Sequence numbers start at 1; 0 is no entry.
@@ -65,6 +74,8 @@ pub enum Admitted {
     },
     /// A liveness probe: answer with an `Ack` of the current durable sequence.
     Ping,
+    /// The sender's digest through the last entry admitted: check it once that is applied.
+    Check(DigestCheck),
 }
 
 /// Admits the frames of one session: data in order, duplicates skipped, pings.
@@ -99,6 +110,19 @@ impl Sequencer {
                 return Err(ProtocolError::ReceiverFrame(header.kind))
             }
             FrameKind::Ping => return Ok(Admitted::Ping),
+            FrameKind::Digest => {
+                let last = self.next_seq - 1;
+                if header.seq != last {
+                    return Err(ProtocolError::DigestOutOfPlace {
+                        last,
+                        got: header.seq,
+                    });
+                }
+                return Ok(Admitted::Check(DigestCheck {
+                    seq: last,
+                    digest: header.carried_digest(),
+                }));
+            }
             FrameKind::Write | FrameKind::Flush | FrameKind::Discard | FrameKind::WriteZeroes => {}
         }
         // Every check a new entry gets, a duplicate gets too (the codec already checked the
@@ -139,7 +163,7 @@ impl Sequencer {
             _ => Operation::WriteZeroes { offset, len },
         };
         self.next_seq += 1;
-        Ok(Admitted::Apply(Entry { seq: got, op }))
+        Ok(Admitted::Apply(Entry::from_frame(&header, op)))
     }
 }
 

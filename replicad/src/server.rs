@@ -70,6 +70,7 @@ impl Server {
             ),
         };
         let stats = Arc::new(Stats::new(replica.state()));
+        stats.entries_recovered(replica.recovered_entries());
         Ok(Self {
             listener,
             metrics,

@@ -1,4 +1,5 @@
-//! The receiver's durable state: the last durable sequence and the volume identity.
+//! The receiver's durable state: the last durable sequence, the digest of the entries
+//! through it, the volume identity, and whether this replica was found to diverge.
 //!
 //! Kept in `<state-dir>/replicad.state`, two 512-byte slots. Every update writes the slot
 //! the previous update did not use, with a generation one higher, and fdatasyncs it; a
@@ -12,14 +13,21 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 0..4 | magic "ARST" |
-//! | 4..8 | format version, 1 |
+//! | 4..8 | format version, 2 |
 //! | 8..16 | generation |
 //! | 16..24 | durable sequence |
 //! | 24..32 | volume size in bytes (0 without identity) |
 //! | 32 | volume name length (0: no identity recorded yet) |
 //! | 33..97 | volume name, zero padded |
-//! | 97..508 | zero |
+//! | 97 | flags: 1 digest known, 2 diverged |
+//! | 98..106 | replication digest through the durable sequence |
+//! | 106..114 | diverged: first sequence that may differ from the primary |
+//! | 114..122 | diverged: sequence at which the difference was found |
+//! | 122..508 | zero |
 //! | 508..512 | CRC-32C of bytes 0..508 |
+//!
+//! Version 1 slots (no bytes past the name) still load, with the digest unknown: it is
+//! then taken from the sender at the next session.
 //!
 //! The open store holds an exclusive `flock` on the state directory, so two daemons
 //! cannot share one.
@@ -30,6 +38,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use arepl_core::crc32c::crc32c;
+use arepl_core::digest::Digest;
 use arepl_core::table::{VolumeName, MAX_VOLUME_LEN};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -38,8 +47,15 @@ pub const STATE_FILE_NAME: &str = "replicad.state";
 const SLOT_LEN: usize = 512;
 const FILE_LEN: u64 = 2 * SLOT_LEN as u64;
 const SLOT_MAGIC: &[u8; 4] = b"ARST";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Slots of this version still load (without a digest).
+const FORMAT_VERSION_1: u32 = 1;
 const NAME_AT: usize = 33;
+const FLAGS_AT: usize = 97;
+const FLAG_DIGEST: u8 = 1;
+const FLAG_DIVERGED: u8 = 2;
+const DIGEST_AT: usize = 98;
+const DIVERGED_AT: usize = 106;
 const CRC_AT: usize = SLOT_LEN - 4;
 
 /// The volume a receiver replicates: recorded at the first accepted handshake.
@@ -51,6 +67,16 @@ pub struct VolumeIdentity {
     pub size: u64,
 }
 
+/// Sequences over which the replica was found to differ from the primary's stream:
+/// what a resync has to cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Divergence {
+    /// The first sequence that may differ (the one after the last digest that matched).
+    pub from_seq: u64,
+    /// The sequence whose digest did not match.
+    pub found_at: u64,
+}
+
 /// What the state file records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaState {
@@ -58,6 +84,22 @@ pub struct ReplicaState {
     pub durable_seq: u64,
     /// The replicated volume, once a handshake was accepted.
     pub identity: Option<VolumeIdentity>,
+    /// The replication digest through `durable_seq`; `None` when not known (state
+    /// written by an older replicad): the sender's is adopted then.
+    pub digest: Option<Digest>,
+    /// Set once a digest check failed: this replica is not an image of the primary
+    /// until a resync; never cleared by replication itself.
+    pub diverged: Option<Divergence>,
+}
+
+impl ReplicaState {
+    /// The state of a replica with no history yet: nothing durable, an empty digest.
+    pub fn fresh() -> Self {
+        Self {
+            digest: Some(arepl_core::digest::EMPTY),
+            ..Self::default()
+        }
+    }
 }
 
 /// A state file as read from disk.
@@ -229,7 +271,7 @@ fn create_fresh(dir: &Path, path: &Path) -> Result<(), StateError> {
     let generation = 1;
     let mut contents = vec![0u8; FILE_LEN as usize];
     let at = slot_offset(generation) as usize;
-    contents[at..at + SLOT_LEN].copy_from_slice(&encode_slot(generation, &ReplicaState::default()));
+    contents[at..at + SLOT_LEN].copy_from_slice(&encode_slot(generation, &ReplicaState::fresh()));
     let mut file = File::create(&temp).map_err(io_error(&temp))?;
     file.write_all(&contents)
         .and_then(|()| file.sync_all())
@@ -286,6 +328,15 @@ fn encode_slot(generation: u64, state: &ReplicaState) -> [u8; SLOT_LEN] {
         slot[32] = name.len() as u8;
         slot[NAME_AT..NAME_AT + name.len()].copy_from_slice(name);
     }
+    if let Some(digest) = state.digest {
+        slot[FLAGS_AT] |= FLAG_DIGEST;
+        slot[DIGEST_AT..DIGEST_AT + 8].copy_from_slice(&digest.0.to_be_bytes());
+    }
+    if let Some(diverged) = state.diverged {
+        slot[FLAGS_AT] |= FLAG_DIVERGED;
+        slot[DIVERGED_AT..DIVERGED_AT + 8].copy_from_slice(&diverged.from_seq.to_be_bytes());
+        slot[DIVERGED_AT + 8..DIVERGED_AT + 16].copy_from_slice(&diverged.found_at.to_be_bytes());
+    }
     let crc = crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
     slot
@@ -294,10 +345,16 @@ fn encode_slot(generation: u64, state: &ReplicaState) -> [u8; SLOT_LEN] {
 fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
     let be64 = |at: usize| u64::from_be_bytes(slot[at..at + 8].try_into().expect("8 bytes"));
     let stated_crc = u32::from_be_bytes(slot[CRC_AT..].try_into().expect("4 bytes"));
+    let version = u32::from_be_bytes(slot[4..8].try_into().expect("4 bytes"));
     if &slot[0..4] != SLOT_MAGIC
-        || slot[4..8] != FORMAT_VERSION.to_be_bytes()
+        || !(version == FORMAT_VERSION || version == FORMAT_VERSION_1)
         || stated_crc != crc32c(&slot[..CRC_AT])
     {
+        return None;
+    }
+    // Version 1 kept these bytes zero: no flags.
+    let flags = slot[FLAGS_AT];
+    if flags & !(FLAG_DIGEST | FLAG_DIVERGED) != 0 {
         return None;
     }
     let name_len = usize::from(slot[32]);
@@ -315,6 +372,11 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
     let state = ReplicaState {
         durable_seq: be64(16),
         identity,
+        digest: (flags & FLAG_DIGEST != 0).then(|| Digest(be64(DIGEST_AT))),
+        diverged: (flags & FLAG_DIVERGED != 0).then(|| Divergence {
+            from_seq: be64(DIVERGED_AT),
+            found_at: be64(DIVERGED_AT + 8),
+        }),
     };
     Some((be64(8), state))
 }
@@ -334,6 +396,8 @@ mod tests {
         ReplicaState {
             durable_seq,
             identity: identity("db-01", 256 << 20),
+            digest: Some(Digest(durable_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+            diverged: None,
         }
     }
 
@@ -353,10 +417,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(inspect(dir.path()).unwrap(), None);
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.state(), &ReplicaState::default());
+        assert_eq!(store.state(), &ReplicaState::fresh());
         assert!(!dir.path().join("replicad.state.tmp").exists());
         let snapshot = inspect(dir.path()).unwrap().unwrap();
-        assert_eq!(snapshot.state, ReplicaState::default());
+        assert_eq!(snapshot.state, ReplicaState::fresh());
         assert_eq!(snapshot.generation, 1);
     }
 
@@ -450,10 +514,49 @@ mod tests {
             ReplicaState {
                 durable_seq: 7,
                 identity: identity(&long_name, 512),
+                digest: None,
+                diverged: Some(Divergence {
+                    from_seq: 3,
+                    found_at: 6,
+                }),
             },
         ] {
             let slot = encode_slot(9, &state);
             assert_eq!(decode_slot(&slot), Some((9, state)));
         }
+    }
+
+    #[test]
+    fn golden_slot_and_version_1_slots_still_load() {
+        let slot = encode_slot(3, &state(9));
+        // The fields past the name, pinned.
+        assert_eq!(slot[4..8], 2u32.to_be_bytes());
+        assert_eq!(slot[FLAGS_AT], FLAG_DIGEST);
+        assert_eq!(
+            slot[DIGEST_AT..DIGEST_AT + 8],
+            9u64.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes()
+        );
+        assert!(slot[DIVERGED_AT..CRC_AT].iter().all(|&b| b == 0));
+        // The same slot as version 1 wrote it: no digest, no flags.
+        let mut v1 = slot;
+        v1[4..8].copy_from_slice(&1u32.to_be_bytes());
+        v1[FLAGS_AT..DIVERGED_AT].fill(0);
+        let crc = crc32c(&v1[..CRC_AT]);
+        v1[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
+        let (generation, loaded) = decode_slot(&v1).unwrap();
+        assert_eq!(generation, 3);
+        assert_eq!(
+            loaded,
+            ReplicaState {
+                digest: None,
+                ..state(9)
+            }
+        );
+        // Unknown flags are not guessed at.
+        let mut odd = slot;
+        odd[FLAGS_AT] |= 0x80;
+        let crc = crc32c(&odd[..CRC_AT]);
+        odd[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode_slot(&odd), None);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, Operation};
 use crate::replica::ReplicaError;
-use crate::state::ReplicaState;
+use crate::state::{Divergence, ReplicaState};
 
 /// The shared live figures of one receiver.
 #[derive(Debug)]
@@ -23,6 +23,9 @@ pub struct Stats {
     group_commits: AtomicU64,
     skipped_entries: AtomicU64,
     reapply_skipped: AtomicU64,
+    digest_checks_matched: AtomicU64,
+    digest_checks_failed: AtomicU64,
+    diverged: Mutex<Option<Divergence>>,
     connections_accepted: AtomicU64,
     sessions_active: AtomicU64,
     session_errors: AtomicU64,
@@ -81,6 +84,9 @@ impl Stats {
             group_commits: AtomicU64::new(0),
             skipped_entries: AtomicU64::new(0),
             reapply_skipped: AtomicU64::new(0),
+            digest_checks_matched: AtomicU64::new(0),
+            digest_checks_failed: AtomicU64::new(0),
+            diverged: Mutex::new(state.diverged),
             connections_accepted: AtomicU64::new(0),
             sessions_active: AtomicU64::new(0),
             session_errors: AtomicU64::new(0),
@@ -140,11 +146,28 @@ impl Stats {
         self.skipped_entries.fetch_add(1, Relaxed);
     }
 
-    /// Resent entry `seq` was not written again: the target already held it, applied
-    /// before a restart but not made durable.
-    pub fn entry_reapply_skipped(&self, seq: u64) {
-        self.reapply_skipped.fetch_add(1, Relaxed);
-        self.applied_seq.fetch_max(seq, Relaxed);
+    /// `count` entries applied before a restart (not durable then) were made durable at
+    /// start without being written again.
+    pub fn entries_recovered(&self, count: u64) {
+        self.reapply_skipped.fetch_add(count, Relaxed);
+    }
+
+    /// A digest check matched (`true`) or found the replica diverged.
+    pub fn digest_checked(&self, matched: bool) {
+        let counter = if matched {
+            &self.digest_checks_matched
+        } else {
+            &self.digest_checks_failed
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The divergence now recorded in the state.
+    pub fn diverged(&self, diverged: Option<Divergence>) {
+        *self
+            .diverged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = diverged;
     }
 
     /// `entry` was written to the target.
@@ -191,6 +214,12 @@ impl Stats {
             group_commits: self.group_commits.load(Relaxed),
             skipped_entries: self.skipped_entries.load(Relaxed),
             reapply_skipped: self.reapply_skipped.load(Relaxed),
+            digest_checks_matched: self.digest_checks_matched.load(Relaxed),
+            digest_checks_failed: self.digest_checks_failed.load(Relaxed),
+            diverged: *self
+                .diverged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
             connections_accepted: self.connections_accepted.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
             session_errors: self.session_errors.load(Relaxed),
@@ -241,8 +270,15 @@ pub struct Snapshot {
     pub group_commits: u64,
     /// Resent entries skipped.
     pub skipped_entries: u64,
-    /// Resent entries not re-applied: the target held them from before a restart.
+    /// Entries applied before a restart and made durable at start without being
+    /// written again.
     pub reapply_skipped: u64,
+    /// Digest checks that matched the sender's.
+    pub digest_checks_matched: u64,
+    /// Digest checks that did not: each one found the replica diverged.
+    pub digest_checks_failed: u64,
+    /// The divergence recorded in the state, if any.
+    pub diverged: Option<Divergence>,
     /// TCP connections accepted.
     pub connections_accepted: u64,
     /// Sessions streaming now.
@@ -306,14 +342,14 @@ mod tests {
     use bytes::Bytes;
 
     fn write(seq: u64, len: usize) -> Entry {
-        Entry {
+        Entry::new(
             seq,
-            op: Operation::Write {
+            Operation::Write {
                 offset: 0,
                 data: Bytes::from(vec![0u8; len]),
                 fua: false,
             },
-        }
+        )
     }
 
     #[test]
@@ -324,6 +360,7 @@ mod tests {
                 name: VolumeName::new("db").unwrap(),
                 size: 4096,
             }),
+            ..ReplicaState::default()
         });
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.volume.as_deref(), Some("db"));
@@ -346,13 +383,10 @@ mod tests {
         stats.entry_received(1);
         stats.entry_received(2);
         stats.entry_applied(&write(1, 4096));
-        stats.entry_applied(&Entry {
-            seq: 2,
-            op: Operation::Flush,
-        });
+        stats.entry_applied(&Entry::new(2, Operation::Flush));
         stats.committed(2);
         stats.entry_skipped();
-        stats.entry_reapply_skipped(3);
+        stats.entries_recovered(3);
         let session = stats.session_started();
         assert_eq!(stats.snapshot().sessions_active, 1);
         drop(session);
@@ -361,9 +395,8 @@ mod tests {
         }
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.sessions_active, 0);
-        // The skipped entry is on the target, though not written in this run.
-        assert_eq!((snapshot.applied_seq, snapshot.durable_seq), (3, 2));
-        assert_eq!(snapshot.reapply_skipped, 1);
+        assert_eq!((snapshot.applied_seq, snapshot.durable_seq), (2, 2));
+        assert_eq!(snapshot.reapply_skipped, 3);
         assert_eq!((snapshot.applied_writes, snapshot.applied_flushes), (1, 1));
         assert_eq!(snapshot.applied_bytes, 4096);
         assert_eq!((snapshot.group_commits, snapshot.skipped_entries), (1, 1));

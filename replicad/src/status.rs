@@ -27,6 +27,18 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
         Some(identity) => writeln!(out, "volume: {} ({} bytes)", identity.name, identity.size),
         None => writeln!(out, "volume: none recorded"),
     };
+    let _ = match snapshot.state.digest {
+        Some(digest) => writeln!(out, "digest: {:#018x}", digest.0),
+        None => writeln!(out, "digest: unknown (taken from the sender at the next session)"),
+    };
+    if let Some(diverged) = snapshot.state.diverged {
+        let _ = writeln!(
+            out,
+            "DIVERGED: the replica may differ from the primary in what seqs {}..={} wrote \
+             (found at seq {}); it needs a resync",
+            diverged.from_seq, diverged.found_at, diverged.found_at
+        );
+    }
     let _ = writeln!(out, "generation: {}", snapshot.generation);
     for slot in snapshot.corrupt_slots {
         let _ = writeln!(
@@ -98,6 +110,8 @@ const ROWS: &[Row] = &[
     plain("group commits", "replicad_group_commits_total"),
     plain("skipped entries", "replicad_skipped_entries_total"),
     plain("reapply skipped", "replicad_reapply_skipped_entries_total"),
+    plain("diverged", "replicad_diverged"),
+    plain("diverged from seq", "replicad_diverged_from_sequence"),
     plain(
         "connections accepted",
         "replicad_connections_accepted_total",
@@ -190,6 +204,8 @@ mod tests {
   group commits         3
   skipped entries       0
   reapply skipped       0
+  diverged              0
+  diverged from seq     0
   connections accepted  2
   session errors        1
   sessions refused      0

@@ -10,11 +10,9 @@
 //! replica, so the `Welcome` covers every entry the old session applied: the sender
 //! resends exactly from there, and nothing past the welcomed sequence is on the target.
 //! (If the old session's final commit failed, the state stays behind what was written
-//! and the sender resends those entries. A failed target sync resets the applied marker,
-//! so they are written again, in order, which is what a failed sync needs; if only the
-//! state update failed, the target holds them and the applier skips them, see
-//! [`crate::applier`].) A sender that resends more than that, entries already durable,
-//! has them skipped by the [`crate::sequencer::Sequencer`].
+//! and the sender resends those entries, which are written again, in order: what a failed
+//! sync needs.) A sender that resends more than that, entries already durable, has them
+//! skipped by the [`crate::sequencer::Sequencer`].
 
 use std::sync::Mutex;
 

@@ -281,7 +281,7 @@ fn a_reconnecting_sender_resends_applied_entries_and_they_are_skipped() {
 }
 
 #[test]
-fn entries_applied_before_a_kill_are_not_applied_again_when_resent() {
+fn entries_applied_before_a_kill_are_durable_after_the_restart_and_not_sent_again() {
     run(async {
         let server = TestServer::start(VOLUME_SIZE).await;
         let ops: Vec<Op> = Workload::new(31, 50, VOLUME_SIZE).unwrap().collect();
@@ -306,20 +306,14 @@ fn entries_applied_before_a_kill_are_not_applied_again_when_resent() {
         assert_eq!(replica.state().durable_seq, 20);
         drop(replica);
 
-        let reapplied = image_of(&ops, [&[1..=40, 21..=30][..]]);
-        assert!(
-            reapplied != after(40),
-            "the stream needs overlapping writes"
-        );
+        // The restart makes them durable: the sender is welcomed after 40 and resends
+        // none of them, so the target never goes back to an older state, and whatever
+        // the sender sends next (its own 41, or a new history's first entry) is applied.
         let server = TestServer::start_in(dir).await;
         let (mut conn, welcomed) = server.peer().open_session().await.unwrap();
-        assert_eq!(welcomed, 20);
-        send_entries(&mut conn, &ops, 21..=30).await;
-        wait_for_ack(&mut conn, 30).await;
-        // Midway through the resend the target is still the state after 40: 21..=30
-        // written again over it would be no state the primary ever had.
+        assert_eq!(welcomed, 40);
         assert_image(&server.target(), &after(40));
-        send_entries(&mut conn, &ops, 31..=50).await;
+        send_entries(&mut conn, &ops, 41..=50).await;
         wait_for_ack(&mut conn, 50).await;
         assert_image(&server.target(), &after(50));
         drop(conn);
@@ -344,6 +338,7 @@ fn rerunning_a_stream_from_seq_1_completes_it_with_pings_in_between() {
         let options = StreamOptions {
             first_seq: Some(1),
             ping_every: Some(4),
+            digest_every: Some(5),
         };
         let report = server.peer().stream_with(ops, options).await.unwrap();
         assert_eq!(report.welcome_seq, 20);
@@ -354,4 +349,74 @@ fn rerunning_a_stream_from_seq_1_completes_it_with_pings_in_between() {
         let (_dir, state) = server.stop().await;
         assert_eq!(state.durable_seq, 45);
     });
+}
+
+#[test]
+fn a_digest_that_differs_is_flagged_on_every_ack_persisted_and_counted() {
+    use arepl_core::digest::Digest;
+    use arepl_core::wire::Header;
+    use replicad::codec::Frame;
+
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let (mut conn, welcomed, digest) = server.peer().open_session_with_digest().await.unwrap();
+        assert_eq!(welcomed, 0);
+        let ops: Vec<Op> = Workload::new(3, 6, VOLUME_SIZE).unwrap().collect();
+        let mut expected = digest;
+        for (seq, op) in (1..).zip(ops) {
+            let frame = frame_for(seq, op);
+            expected = expected.with(&frame.header.entry_fields().unwrap());
+            conn.send(frame).await.unwrap();
+            if seq == 3 {
+                // The sender's own digest through 3: matches, acks stay clean.
+                conn.send(Frame::bare(Header::digest(3, Some(expected))))
+                    .await
+                    .unwrap();
+                let ack = ack_through(&mut conn, 3).await;
+                assert_eq!(ack.diverged_from(), None);
+            }
+        }
+        // A digest that says one of 4..=6 was something else: the replica diverged. A
+        // ping after the check is answered with the flag.
+        let wrong = Digest(expected.0 ^ 1);
+        conn.send(Frame::bare(Header::digest(6, Some(wrong))))
+            .await
+            .unwrap();
+        let mut flagged = None;
+        for _ in 0..50 {
+            conn.send(Frame::bare(Header::ping())).await.unwrap();
+            flagged = ack_through(&mut conn, 6).await.diverged_from();
+            if flagged.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(flagged, Some(4));
+        drop(conn);
+        let (dir, state) = server.stop().await;
+        let diverged = state.diverged.expect("divergence persisted");
+        assert_eq!((diverged.from_seq, diverged.found_at), (4, 6));
+        // A restarted server still says so, from the first Ack on.
+        let server = TestServer::start_in(dir).await;
+        let (mut conn, _) = server.peer().open_session().await.unwrap();
+        conn.send(Frame::bare(Header::ping())).await.unwrap();
+        assert_eq!(ack_through(&mut conn, 6).await.diverged_from(), Some(4));
+        drop(conn);
+        server.stop().await;
+    });
+
+    /// Reads acks until one covers `seq`.
+    async fn ack_through(conn: &mut Connection, seq: u64) -> Header {
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(20), conn.next())
+                .await
+                .expect("no Ack")
+                .expect("connection closed")
+                .unwrap();
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            if frame.header.seq >= seq {
+                return frame.header;
+            }
+        }
+    }
 }

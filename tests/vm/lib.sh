@@ -15,11 +15,27 @@ fail() {
 
 # A failed scenario must not leave receivers or devices behind for the next one.
 cleanup_after_failure() {
-    local rc=$? pidfile name
+    local rc=$? pidfile name log
     ((rc == 0)) && return 0
+    for log in /tmp/state-*/replicad.log; do
+        [[ -f $log ]] || continue
+        echo "--- last lines of $log:" >&2
+        tail -n 12 "$log" >&2
+    done
+    echo "--- last dm_arepl kernel messages:" >&2
+    dmesg | grep dm_arepl | tail -n 12 >&2
+    # The scenario's own background jobs (fio, loops) would keep devices busy.
+    local job
+    for job in $(jobs -p); do
+        pkill -9 -P "$job" 2>/dev/null
+        kill -9 "$job" 2>/dev/null
+    done
     for pidfile in /tmp/state-*/replicad.pid; do
         [[ -f $pidfile ]] && kill -9 "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
     done
+    # Any receiver left, whoever started it, would answer the next scenario's sender.
+    pkill -9 -x replicad 2>/dev/null
+    for job in $(seq 50); do pgrep -x replicad >/dev/null || break; sleep 0.1; done
     ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
     for name in $(dmsetup ls --target arepl 2>/dev/null | awk '$1 != "No" {print $1}'); do
         echo "cleanup: removing $name (waits for the queue to drain, at most 30 s)" >&2
@@ -101,12 +117,13 @@ net_setup() {
 }
 
 # Starts replicad in the DR namespace on target $1 with state in $2, listening on port
-# $3 (default 7788); logs to $2/replicad.log.
+# $3 (default 7788), with the extra arguments in REPLICAD_ARGS; logs to $2/replicad.log.
 replicad_start() {
     local target=$1 state=$2 port=${3:-7788}
     mkdir -p "$state"
+    # shellcheck disable=SC2086 # REPLICAD_ARGS: extra words, split on purpose
     ip netns exec dr "$REPLICAD" --listen "0.0.0.0:$port" --target "$target" --state-dir "$state" \
-        >>"$state/replicad.log" 2>&1 &
+        ${REPLICAD_ARGS:-} >>"$state/replicad.log" 2>&1 &
     echo $! >"$state/replicad.pid"
     local i
     for i in $(seq 50); do
@@ -118,10 +135,17 @@ replicad_start() {
 }
 
 replicad_stop() { # state dir, signal (default TERM)
-    local pid
+    local pid i
     pid=$(cat "$1/replicad.pid" 2>/dev/null) || return 0
     kill "-${2:-TERM}" "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    # Started by another shell (a background loop), it is no child of this one: wait
+    # until it is gone (or a zombie: dead, its files closed), so its mounts and devices
+    # are released.
+    for i in $(seq 300); do
+        [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == [^Z]* ]] || break
+        sleep 0.1
+    done
     rm -f "$1/replicad.pid"
 }
 
@@ -277,4 +301,21 @@ links_cut_both() {
 links_restore_both() {
     link_restore dr0
     link_restore dr1
+}
+
+# Prints the 4 KiB blocks (at most 20) in which devices $1 and $2 differ over their
+# first $3 sectors; nothing when they are equal.
+report_differing_blocks() {
+    cmp -l <(dd if="$1" bs=1M count=$(($3 / 2048)) iflag=direct status=none) \
+        <(dd if="$2" bs=1M count=$(($3 / 2048)) iflag=direct status=none) 2>/dev/null |
+        awk '{ print int(($1 - 1) / 4096) }' | uniq | head -n 20 |
+        sed 's/^/    differing 4 KiB block: /' >&2 || true
+}
+
+# One figure from replicad's metrics endpoint at $1 (inside the DR namespace), e.g.
+# `replicad_metric 127.0.0.1:9477 replicad_durable_sequence`.
+replicad_metric() {
+    ip netns exec dr bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1##*:}" &&
+        printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' _ "$1" |
+        awk -v name="$2" '$1 ~ "^" name "({|$)" { print $2; exit }'
 }

@@ -107,6 +107,17 @@ teardown_and_final_check() {
         { violations=$((violations + 1)); echo "VIOLATION final replica: $verdict"; }
     checked=$((checked + 1))
     last=$(awk '$1 == "w" {n = $2} END {print n}' "$LOG")
+    # Neither side's digest checks may have found a difference on the way.
+    read_status
+    if [[ ${STATUS[diverged]:-?} != 0 ]]; then
+        violations=$((violations + 1))
+        echo "VIOLATION: the module reports diverged=${STATUS[diverged]:-?}"
+    fi
+    if grep -q 'REPLICA DIVERGED' "$STATE/replicad.log"; then
+        violations=$((violations + 1))
+        echo "VIOLATION: replicad found a digest mismatch:"
+        grep 'REPLICA DIVERGED' "$STATE/replicad.log" | head -n 3 | sed 's/^/    /'
+    fi
     assert_same_image /dev/mapper/torture-p /dev/mapper/torture-r $((SLICE_SECTORS / 2048))
     echo "    final replica: ${verdict%% (*} (log ends at write $last)"
     dmsetup remove "$DEV"
@@ -144,6 +155,17 @@ fault_start() {
             ;;
         kill-replicad)
             replicad_running && replicad_stop "$STATE" KILL
+            ;;
+        kill-burst) # $arg = "kills down_tenths gap_tenths": kill -9 again and again, each
+            # time restarted after the downtime; what a crash-looping receiver does
+            local kills down gap i
+            read -r kills down gap <<<"$arg"
+            for ((i = 0; i < kills; i++)); do
+                replicad_running && replicad_stop "$STATE" KILL
+                sleep "$((down / 10)).$((down % 10))"
+                replicad_start /dev/mapper/torture-r "$STATE"
+                sleep "$((gap / 10)).$((gap % 10))"
+            done
             ;;
         switch-link)
             dmsetup message "$DEV" 0 switch-link
@@ -227,7 +249,7 @@ check_snapshots() { # round, count
 # --- One round: a workload of W writes with J submitters, and a schedule of steps run
 # while it writes. Every draw happens before the round starts, so the schedule printed
 # is the whole of it.
-FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad switch-link)
+FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad kill-burst switch-link)
 
 # Fault kinds are dealt from a shuffled deck, refilled when empty, so every kind comes
 # up once in each run of ${#FAULT_KINDS[@]} faults.
@@ -261,6 +283,11 @@ plan_round() {
             case $kind in
                 flap-primary) draw arg1 1 3 && PLAN+=("fault $kind $arg1") ;;
                 netem) draw arg1 1 20 && draw arg2 0 40 && PLAN+=("fault $kind $arg1 $arg2") ;;
+                kill-burst)
+                    local kills down gap
+                    draw kills 3 6 && draw down 1 10 && draw gap 5 30
+                    PLAN+=("fault $kind $kills $down $gap")
+                    ;;
                 *) PLAN+=("fault $kind") ;;
             esac
             faults=$((faults - 1))
@@ -305,10 +332,24 @@ after_step() {
     if ((${STATUS[spill_entries]:-0} > 0)); then spilled=1; fi
 }
 
+# Every other round (drawn) is database-like: writes rewrite a hot set of a few dozen
+# blocks, and a flush follows every one to four of them, as fsync-per-commit does. Flushes
+# end replicad's group commits, so a kill lands between commits often; rewrites of the
+# same blocks make any lost or misordered write visible.
 run_round() {
-    local round=$1 writes jobs seed rate
-    draw writes 2000 6000
-    draw jobs 1 8
+    local round=$1 writes jobs seed rate db_like blocks=$BLOCKS fsync_every="" profile
+    draw db_like 0 1
+    if ((db_like)); then
+        draw writes 1500 3000
+        draw jobs 1 4
+        draw blocks 24 96
+        draw fsync_every 1 4
+        profile="database-like: $blocks hot blocks, fdatasync every $fsync_every writes"
+    else
+        draw writes 2000 6000
+        draw jobs 1 8
+        profile="spread over $BLOCKS blocks"
+    fi
     draw seed 1 1000000
     draw rate 8 24
     LINK_RATE=${rate}mbit
@@ -316,12 +357,13 @@ run_round() {
     plan_round
     local IFS_SAVED=$IFS
     IFS=';'
-    echo "round $round: $writes writes, $jobs submitters, stamp seed $seed, links at $LINK_RATE; schedule: ${PLAN[*]}"
+    echo "round $round: $writes writes ($profile), $jobs submitters, stamp seed $seed, links at $LINK_RATE; schedule: ${PLAN[*]}"
     IFS=$IFS_SAVED
     local spilled=0
     ROUND_START=${EPOCHREALTIME/./}
-    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count "$writes" --seed "$seed" \
-        --jobs "$jobs" --log "$LOG" >"$WORK/stamp.out" 2>&1 &
+    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$blocks" --count "$writes" --seed "$seed" \
+        --jobs "$jobs" ${fsync_every:+--fsync-every "$fsync_every"} --log "$LOG" \
+        >"$WORK/stamp.out" 2>&1 &
     local stamp_pid=$! index=0 step kind arg
     for step in "${PLAN[@]}"; do
         case $step in
@@ -356,8 +398,9 @@ summary() {
     done
     echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked mid_stream=$intermediate violations=$violations spilled_rounds=$spilled_rounds"
     echo "  faults by kind:$kinds"
-    # Sessions after a kill -9 that found resent entries already on the replica.
-    echo "  replicad sessions that skipped entries applied before a kill: $(grep -c 'not re-applied' "$STATE/replicad.log" || true)"
+    # Restarts after a kill -9 that found entries applied but not yet durable.
+    echo "  replicad restarts that found entries applied before a kill: $(grep -c 'were applied before a restart' "$STATE/replicad.log" || true)"
+    echo "  digest checks: $(grep -c 'digest checks matched' "$STATE/replicad.log" || true) sessions reported, $(grep -c 'REPLICA DIVERGED' "$STATE/replicad.log" || true) divergences"
 }
 
 setup

@@ -62,6 +62,9 @@ enum Mode {
         /// Send a Ping after every N entries.
         #[arg(long, value_name = "N")]
         ping_every: Option<u64>,
+        /// Send a Digest after every N new entries, so the server checks what it applied.
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        digest_every: u64,
     },
     /// Send Pings one at a time; exit 0 only if each is answered by an Ack of the
     /// server's durable sequence.
@@ -107,10 +110,12 @@ fn main() -> ExitCode {
                 base_image,
                 first_seq,
                 ping_every,
+                digest_every,
             } => {
                 let options = StreamOptions {
                     first_seq,
                     ping_every,
+                    digest_every: Some(digest_every),
                 };
                 stream(&peer, seed, count, expect_image, base_image, options).await
             }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use arepl_core::digest::{self, Digest};
 use arepl_core::wire::{FrameKind, Header};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -38,6 +39,8 @@ pub enum Greeting {
         durable_seq: u64,
         /// The receiver's view of the volume size.
         volume_size: u64,
+        /// The receiver's replication digest through `durable_seq`, if it knows it.
+        digest: Option<Digest>,
     },
     /// Refused, with the reason.
     Refused(String),
@@ -52,6 +55,8 @@ pub struct StreamOptions {
     pub first_seq: Option<u64>,
     /// Send a `Ping` after every this many entries (0 or `None`: never).
     pub ping_every: Option<u64>,
+    /// Send a `Digest` after every this many new entries (0 or `None`: never).
+    pub digest_every: Option<u64>,
 }
 
 /// What a completed stream did.
@@ -107,10 +112,25 @@ impl Peer {
             .context("no answer to Hello: timed out")?
             .context("server closed the connection instead of answering Hello")??;
         Ok(match frame.header.kind {
-            FrameKind::Welcome => Greeting::Welcome {
-                durable_seq: frame.header.seq,
-                volume_size: frame.header.offset,
-            },
+            FrameKind::Welcome => {
+                let digest = tokio::time::timeout(self.timeout, conn.next())
+                    .await
+                    .context("no Digest after Welcome: timed out")?
+                    .context("server closed the connection after Welcome")??;
+                if digest.header.kind != FrameKind::Digest || digest.header.seq != frame.header.seq
+                {
+                    bail!(
+                        "server followed Welcome with {:?} for seq {}, not its Digest",
+                        digest.header.kind,
+                        digest.header.seq
+                    );
+                }
+                Greeting::Welcome {
+                    durable_seq: frame.header.seq,
+                    volume_size: frame.header.offset,
+                    digest: digest.header.carried_digest(),
+                }
+            }
             FrameKind::Refuse => {
                 Greeting::Refused(String::from_utf8_lossy(&frame.payload).into_owned())
             }
@@ -121,11 +141,20 @@ impl Peer {
     /// Connects and completes a handshake, failing unless welcomed. Returns the durable
     /// sequence.
     pub async fn open_session(&self) -> anyhow::Result<(Connection, u64)> {
+        let (conn, durable_seq, _) = self.open_session_with_digest().await?;
+        Ok((conn, durable_seq))
+    }
+
+    /// [`Self::open_session`], also returning the digest the session starts from. This
+    /// sender keeps no history, so it takes the receiver's (an empty history's if the
+    /// receiver has none) and says so in its opening `Digest`, as the protocol asks.
+    pub async fn open_session_with_digest(&self) -> anyhow::Result<(Connection, u64, Digest)> {
         let mut conn = self.connect().await?;
         match self.handshake_as(&mut conn, &self.volume).await? {
             Greeting::Welcome {
                 durable_seq,
                 volume_size,
+                digest,
             } => {
                 if volume_size != self.volume_size {
                     bail!(
@@ -133,7 +162,10 @@ impl Peer {
                         self.volume_size
                     );
                 }
-                Ok((conn, durable_seq))
+                let digest = digest.unwrap_or(digest::EMPTY);
+                conn.send(Frame::bare(Header::digest(durable_seq, Some(digest))))
+                    .await?;
+                Ok((conn, durable_seq, digest))
             }
             Greeting::Refused(reason) => bail!("server refused the session: {reason}"),
         }
@@ -154,7 +186,7 @@ impl Peer {
         ops: impl Iterator<Item = Op>,
         options: StreamOptions,
     ) -> anyhow::Result<StreamReport> {
-        let (conn, welcome_seq) = self.open_session().await?;
+        let (conn, welcome_seq, mut digest) = self.open_session_with_digest().await?;
         let first_seq = options.first_seq.unwrap_or(welcome_seq + 1);
         if first_seq == 0 || first_seq > welcome_seq + 1 {
             bail!(
@@ -164,6 +196,7 @@ impl Peer {
             );
         }
         let ping_every = options.ping_every.filter(|&every| every > 0);
+        let digest_every = options.digest_every.filter(|&every| every > 0);
         let (read, write) = conn.into_inner().into_split();
         let mut frames = FramedRead::new(read, FrameCodec::new());
         let mut sink = FramedWrite::new(write, FrameCodec::new());
@@ -171,11 +204,19 @@ impl Peer {
         let (sent, resent, pings) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
         let send_all = async {
             for (seq, op) in (first_seq..).zip(ops) {
-                sink.send(frame_for(seq, op)).await?;
+                let frame = frame_for(seq, op);
+                let fields = frame.header.entry_fields();
+                sink.send(frame).await?;
                 highest_sent.set(highest_sent.get().max(seq));
                 sent.set(sent.get() + 1);
                 if seq <= welcome_seq {
                     resent.set(resent.get() + 1);
+                } else if let Some(fields) = fields {
+                    digest = digest.with(&fields);
+                    if digest_every.is_some_and(|every| (seq - welcome_seq) % every == 0) {
+                        sink.send(Frame::bare(Header::digest(seq, Some(digest))))
+                            .await?;
+                    }
                 }
                 if ping_every.is_some_and(|every| sent.get() % every == 0) {
                     sink.send(Frame::bare(Header::ping())).await?;

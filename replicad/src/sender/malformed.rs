@@ -4,7 +4,7 @@
 
 use anyhow::bail;
 use arepl_core::crc32c::crc32c;
-use arepl_core::wire::{FrameKind, Header, HEADER_LEN, MAX_WRITE_PAYLOAD, SECTOR_SIZE};
+use arepl_core::wire::{FrameKind, Header, HEADER_LEN, MAX_WRITE_PAYLOAD, SECTOR_SIZE, VERSION};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -102,7 +102,7 @@ fn bad_frame(peer: &Peer, kind: MalformedKind, seq: u64) -> ([u8; HEADER_LEN], V
     let header_only = |bytes| (bytes, Vec::new());
     match kind {
         MalformedKind::BadMagic => header_only(recrc(header, |h| h[0..4].copy_from_slice(b"XRPL"))),
-        MalformedKind::BadVersion => header_only(recrc(header, |h| h[4] = 2)),
+        MalformedKind::BadVersion => header_only(recrc(header, |h| h[4] = VERSION + 1)),
         MalformedKind::BadHeaderCrc => {
             header[39] ^= 0x01;
             header_only(header)

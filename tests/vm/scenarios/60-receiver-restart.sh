@@ -13,9 +13,13 @@ fio --name=load --filename=/dev/mapper/arepl-restart --rw=randwrite --bsrange=4k
     --size=256M --time_based --runtime=12 --rate=8m --direct=1 --ioengine=libaio --iodepth=8 \
     --refill_buffers --randrepeat=0 --norandommap --output-format=terse >/dev/null &
 fio_pid=$!
-sleep 4
-acked_before=$(status_field arepl-restart acked_seq)
-((acked_before > 0)) || fail "nothing acknowledged before the kill"
+# fio takes a few seconds to start under TCG: kill once something is acknowledged.
+for i in $(seq 60); do
+    acked_before=$(status_field arepl-restart acked_seq)
+    ((acked_before > 20)) && break
+    sleep 0.5
+done
+((acked_before > 20)) || fail "nothing acknowledged before the kill"
 note "killing replicad -9 (acked_seq=$acked_before)"
 replicad_stop "$state" KILL
 sleep 2
