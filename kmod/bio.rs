@@ -16,11 +16,10 @@ pub(crate) enum BioKind {
     Write,
     /// An empty write with REQ_PREFLUSH: make earlier completed writes durable.
     Flush,
-    /// Discard a range.
-    Discard,
     /// Write zeroes over a range.
     WriteZeroes,
-    /// Anything else (zone management, secure erase, driver-private operations).
+    /// Anything else (discard, zone management, secure erase, driver-private operations):
+    /// never offered by the target, see `DmTarget::set_passdown_bios`.
     Other,
 }
 
@@ -62,7 +61,6 @@ impl<'a> Bio<'a> {
                 BioKind::Flush
             }
             bindings::req_op_REQ_OP_WRITE => BioKind::Write,
-            bindings::req_op_REQ_OP_DISCARD => BioKind::Discard,
             bindings::req_op_REQ_OP_WRITE_ZEROES => BioKind::WriteZeroes,
             _ => BioKind::Other,
         }

@@ -182,15 +182,17 @@ impl ConstructCtx<'_> {
         unsafe { bindings::arepl_dm_set_max_io_len(self.ti, sectors) };
     }
 
-    /// Lets device-mapper send this many flush, discard and write-zeroes bios per
-    /// request (linear targets use 1 of each).
+    /// Lets device-mapper send this many flush and write-zeroes bios per request
+    /// (linear targets use 1 of each).
     pub(crate) fn set_passdown_bios(&mut self, count: u32) {
         // SAFETY: the constructor owns `ti`'s target-specific fields until it returns.
         unsafe {
             (*self.ti).num_flush_bios = count;
-            (*self.ti).num_discard_bios = count;
             (*self.ti).num_write_zeroes_bios = count;
-            // Secure erase is not replicated, so it is not offered at all.
+            // A discard leaves the local device's content undefined (many devices keep
+            // the old bytes, others read zeroes), so no replica could be made equal to
+            // it; secure erase is not replicated either. Neither is offered at all.
+            (*self.ti).num_discard_bios = 0;
             (*self.ti).num_secure_erase_bios = 0;
         }
     }

@@ -18,6 +18,8 @@ use crate::wire::Header;
 pub(crate) enum EntryKind {
     Write { fua: bool },
     Flush,
+    /// Only read back from spill logs written before discards stopped being offered
+    /// (target 0.5.0): they are still sent.
     Discard,
     WriteZeroes,
 }

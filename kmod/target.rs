@@ -56,7 +56,7 @@ impl BioCounters {
             BioKind::Read => &self.reads,
             BioKind::Write => &self.writes,
             BioKind::Flush => &self.flushes,
-            BioKind::Discard | BioKind::WriteZeroes => &self.discards,
+            BioKind::WriteZeroes => &self.discards,
             BioKind::Other => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +87,7 @@ impl Arepl {
     fn prepare_entries(&self, bio: &Bio<'_>, kind: BioKind) -> PendingEntries {
         let _noio = NoIoScope::enter();
         let range = match kind {
-            BioKind::Write | BioKind::Discard | BioKind::WriteZeroes if bio.size() > 0 => {
+            BioKind::Write | BioKind::WriteZeroes if bio.size() > 0 => {
                 let start = bio.target_offset_bytes();
                 Some(self.replication.begin_range(start, start + u64::from(bio.size())))
             }
@@ -112,10 +112,6 @@ impl Arepl {
                 ],
                 BioKind::Write => [Some(Entry::write(bio)?), None],
                 BioKind::Flush => [Some(Entry::metadata(EntryKind::Flush, 0, 0)?), None],
-                BioKind::Discard => [
-                    Some(Entry::metadata(EntryKind::Discard, offset, bio.size())?),
-                    None,
-                ],
                 BioKind::WriteZeroes => [
                     Some(Entry::metadata(EntryKind::WriteZeroes, offset, bio.size())?),
                     None,

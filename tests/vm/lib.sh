@@ -304,18 +304,35 @@ links_restore_both() {
 }
 
 # Prints the 4 KiB blocks (at most 20) in which devices $1 and $2 differ over their
-# first $3 sectors; nothing when they are equal.
+# first $3 sectors, and whether each side's first differing block is all zeroes;
+# nothing when they are equal.
 report_differing_blocks() {
-    cmp -l <(dd if="$1" bs=1M count=$(($3 / 2048)) iflag=direct status=none) \
+    local blocks first side
+    blocks=$(cmp -l <(dd if="$1" bs=1M count=$(($3 / 2048)) iflag=direct status=none) \
         <(dd if="$2" bs=1M count=$(($3 / 2048)) iflag=direct status=none) 2>/dev/null |
-        awk '{ print int(($1 - 1) / 4096) }' | uniq | head -n 20 |
-        sed 's/^/    differing 4 KiB block: /' >&2 || true
+        awk '{ print int(($1 - 1) / 4096) }' | uniq | head -n 20) || true
+    [[ -n $blocks ]] || return 0
+    sed 's/^/    differing 4 KiB block: /' <<<"$blocks" >&2
+    first=$(head -n 1 <<<"$blocks")
+    for side in "$1" "$2"; do
+        if dd if="$side" bs=4096 skip="$first" count=1 iflag=direct status=none |
+            cmp -s - <(head -c 4096 /dev/zero); then
+            echo "    block $first on $side: all zeroes" >&2
+        else
+            echo "    block $first on $side: data" >&2
+        fi
+    done
 }
 
-# One figure from replicad's metrics endpoint at $1 (inside the DR namespace), e.g.
-# `replicad_metric 127.0.0.1:9477 replicad_durable_sequence`.
+# One figure from replicad's metrics endpoint at $1 (inside the DR namespace): the first
+# sample whose name, or name and leading labels, is $2, e.g.
+# `replicad_metric 127.0.0.1:9477 replicad_durable_sequence`, or
+# `replicad_metric 127.0.0.1:9477 'replicad_digest_checks_total{volume="db",result="match"'`.
 replicad_metric() {
     ip netns exec dr bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1##*:}" &&
         printf "GET /metrics HTTP/1.0\r\n\r\n" >&3 && cat <&3' _ "$1" |
-        awk -v name="$2" '$1 ~ "^" name "({|$)" { print $2; exit }'
+        awk -v name="$2" 'index($1, name) == 1 &&
+            (length($1) == length(name) || substr($1, length(name) + 1, 1) ~ /[{,}]/) {
+                print $2; exit
+            }'
 }

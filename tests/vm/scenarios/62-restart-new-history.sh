@@ -71,6 +71,6 @@ note "sha256 replica $b"
 [[ $a == "$b" ]] || fail "the replica lacks writes the new device had acknowledged"
 dmsetup remove arepl-hist
 replicad_stop "$state"
-dmsetup remove hist-dr
+dmsetup remove --retry hist-dr
 rm -f /tmp/newhist.bin
 dmesg_assert_clean
