@@ -166,14 +166,18 @@ impl Replica {
     /// the state claim the last applied sequence. Returns it.
     pub fn make_durable(&mut self) -> Result<u64, ReplicaError> {
         let seq = self.applied_seq;
-        let committed = self.volume.sync().map_err(ReplicaError::from).and_then(|()| {
-            let state = ReplicaState {
-                durable_seq: seq,
-                digest: self.applied_digest,
-                ..self.store.state().clone()
-            };
-            Ok(self.store.persist(state)?)
-        });
+        let committed = self
+            .volume
+            .sync()
+            .map_err(ReplicaError::from)
+            .and_then(|()| {
+                let state = ReplicaState {
+                    durable_seq: seq,
+                    digest: self.applied_digest,
+                    ..self.store.state().clone()
+                };
+                Ok(self.store.persist(state)?)
+            });
         if committed.is_err() {
             // A failed sync may leave the writes it covered off the device for good: they
             // must be written again, in order, not vouched for.

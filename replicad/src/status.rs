@@ -29,7 +29,10 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
     };
     let _ = match snapshot.state.digest {
         Some(digest) => writeln!(out, "digest: {:#018x}", digest.0),
-        None => writeln!(out, "digest: unknown (taken from the sender at the next session)"),
+        None => writeln!(
+            out,
+            "digest: unknown (taken from the sender at the next session)"
+        ),
     };
     if let Some(diverged) = snapshot.state.diverged {
         let _ = writeln!(
