@@ -1,8 +1,7 @@
 //! A replication log entry: a data frame that passed every check, ready to apply.
 
-use arepl_core::crc32c::crc32c;
-use arepl_core::digest::{self, EntryFields};
-use arepl_core::wire::{FrameKind, Header};
+use arepl_core::digest;
+use arepl_core::wire::Header;
 use bytes::Bytes;
 
 /// What an entry does to the volume.
@@ -50,35 +49,16 @@ impl Entry {
     /// Entry `seq` doing `op`, with its digest term computed from its contents (the
     /// receive path takes it from the frame header instead, see [`Self::from_frame`]).
     pub fn new(seq: u64, op: Operation) -> Self {
-        let (kind, fua, offset, length, payload_crc) = match &op {
-            Operation::Write { offset, data, fua } => (
-                FrameKind::Write,
-                *fua,
-                *offset,
-                data.len() as u32,
-                crc32c(data),
-            ),
-            Operation::Flush => (FrameKind::Flush, false, 0, 0, 0),
-            Operation::Discard { offset, len } => {
-                (FrameKind::Discard, false, *offset, *len as u32, 0)
-            }
+        // The header the sender would send: the digest term has one definition.
+        let header = match &op {
+            Operation::Write { offset, data, fua } => Header::write(seq, *offset, data, *fua),
+            Operation::Flush => Header::flush(seq),
+            Operation::Discard { offset, len } => Header::discard(seq, *offset, *len as u32),
             Operation::WriteZeroes { offset, len } => {
-                (FrameKind::WriteZeroes, false, *offset, *len as u32, 0)
+                Header::write_zeroes(seq, *offset, *len as u32)
             }
         };
-        let fields = EntryFields {
-            seq,
-            kind: kind as u8,
-            fua,
-            offset,
-            length,
-            payload_crc,
-        };
-        Self {
-            seq,
-            op,
-            digest_term: digest::term(&fields),
-        }
+        Self::from_frame(&header, op)
     }
 
     /// Entry for a validated data frame `header` doing `op`.
