@@ -34,6 +34,10 @@ pub mod digest;
 pub mod fifo;
 #[path = "../arepl-core/src/inflight.rs"]
 pub mod inflight;
+#[path = "../arepl-core/src/liveness.rs"]
+pub mod liveness;
+#[path = "../arepl-core/src/rate.rs"]
+pub mod rate;
 #[path = "../arepl-core/src/spill.rs"]
 pub mod spill;
 #[path = "../arepl-core/src/status.rs"]

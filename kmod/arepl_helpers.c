@@ -220,11 +220,13 @@ void arepl_net_put(struct net *net)
 }
 
 /*
- * Connects a kernel TCP socket in namespace net. timeout_ms bounds the connect
- * and every later send; receives block until data or shutdown.
+ * Connects a kernel TCP socket in namespace net within connect_timeout_ms. Later, a
+ * send waits at most send_wait_ms for buffer space before it returns to its caller,
+ * which judges whether the peer is slow or gone; receives block until data or shutdown.
  */
 int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
-		      unsigned int timeout_ms, struct socket **out)
+		      unsigned int connect_timeout_ms, unsigned int send_wait_ms,
+		      struct socket **out)
 {
 	struct sockaddr_storage ss = {};
 	struct socket *sock;
@@ -249,7 +251,7 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 	err = sock_create_kern(net, ss.ss_family, SOCK_STREAM, IPPROTO_TCP, &sock);
 	if (err)
 		return err;
-	sock->sk->sk_sndtimeo = msecs_to_jiffies(timeout_ms);
+	sock->sk->sk_sndtimeo = msecs_to_jiffies(connect_timeout_ms);
 	sock->sk->sk_allocation = GFP_NOIO;
 	tcp_sock_set_nodelay(sock->sk);
 
@@ -259,13 +261,18 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 		/* A blocking connect that ran out of sk_sndtimeo says -EINPROGRESS. */
 		return err == -EINPROGRESS ? -ETIMEDOUT : err;
 	}
+	WRITE_ONCE(sock->sk->sk_sndtimeo, msecs_to_jiffies(send_wait_ms));
 	*out = sock;
 	return 0;
 }
 
-/* Sends head then body (body may be empty) completely, or fails. */
+/*
+ * Sends head then body (body may be empty) from byte *done of the two on, advancing
+ * *done. Returns 0 once all is sent, -EAGAIN when the send buffer stayed full for the
+ * send wait (call again to go on), or another error.
+ */
 int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
-		    const void *body, size_t body_len)
+		    const void *body, size_t body_len, size_t *done)
 {
 	struct kvec vec[2] = {
 		{ .iov_base = (void *)head, .iov_len = head_len },
@@ -276,15 +283,28 @@ int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
 	int nr = body_len ? 2 : 1;
 	int sent;
 
+	if (*done > total)
+		return -EINVAL;
 	iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, vec, nr, total);
+	iov_iter_advance(&msg.msg_iter, *done);
 	while (msg_data_left(&msg)) {
 		sent = sock_sendmsg(sock, &msg);
 		if (sent < 0)
 			return sent;
 		if (sent == 0)
 			return -EPIPE;
+		*done += sent;
 	}
 	return 0;
+}
+
+/*
+ * Bytes of this connection the peer's TCP acknowledged so far: it moves while the peer
+ * host takes data in, even when the peer application reads slowly.
+ */
+u64 arepl_sock_transport_acked(struct socket *sock)
+{
+	return READ_ONCE(tcp_sk(sock->sk)->bytes_acked);
 }
 
 /* Receives exactly len bytes; -ECONNRESET when the peer closes first. */

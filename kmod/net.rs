@@ -44,8 +44,14 @@ unsafe impl Send for TcpStream {}
 unsafe impl Sync for TcpStream {}
 
 impl TcpStream {
-    /// Connects to `addr` in `net`; connect and every send give up after `timeout_ms`.
-    pub(crate) fn connect(net: &NetNamespace, addr: SocketAddr, timeout_ms: u32) -> Result<Self> {
+    /// Connects to `addr` in `net` within `connect_timeout_ms`. A send then waits at most
+    /// `send_wait_ms` for buffer space before it asks its caller whether to go on.
+    pub(crate) fn connect(
+        net: &NetNamespace,
+        addr: SocketAddr,
+        connect_timeout_ms: u32,
+        send_wait_ms: u32,
+    ) -> Result<Self> {
         let (ipv6, bytes): (bool, [u8; 16]) = match addr {
             SocketAddr::V4(v4) => {
                 let mut bytes = [0; 16];
@@ -58,25 +64,55 @@ impl TcpStream {
         // SAFETY: `net` holds a namespace reference, `bytes` holds the address in network
         // order and `sock` is a valid out pointer.
         let ret = unsafe {
-            bindings::arepl_tcp_connect(net.0, ipv6, bytes.as_ptr(), addr.port(), timeout_ms, &mut sock)
+            bindings::arepl_tcp_connect(
+                net.0,
+                ipv6,
+                bytes.as_ptr(),
+                addr.port(),
+                connect_timeout_ms,
+                send_wait_ms,
+                &mut sock,
+            )
         };
         kernel::error::to_result(ret)?;
         Ok(Self { sock })
     }
 
-    /// Sends `head` followed by `body`, completely.
-    pub(crate) fn send(&self, head: &[u8], body: &[u8]) -> Result {
-        // SAFETY: both slices stay borrowed for the whole call; the socket is connected.
-        let ret = unsafe {
-            bindings::arepl_sock_send(
-                self.sock,
-                head.as_ptr().cast(),
-                head.len(),
-                body.as_ptr().cast(),
-                body.len(),
-            )
-        };
-        kernel::error::to_result(ret)
+    /// Sends `head` followed by `body`, completely. Each time the send buffer stays full
+    /// for the send wait, `stalled` decides: `Ok` waits on, an error gives up with it.
+    pub(crate) fn send(
+        &self,
+        head: &[u8],
+        body: &[u8],
+        mut stalled: impl FnMut() -> Result,
+    ) -> Result {
+        let mut done = 0usize;
+        loop {
+            // SAFETY: both slices stay borrowed for the whole call, `done` is a valid
+            // out pointer that never exceeds their total length (the helper only adds
+            // what it sent); the socket is connected.
+            let ret = unsafe {
+                bindings::arepl_sock_send(
+                    self.sock,
+                    head.as_ptr().cast(),
+                    head.len(),
+                    body.as_ptr().cast(),
+                    body.len(),
+                    &mut done,
+                )
+            };
+            match kernel::error::to_result(ret) {
+                Err(err) if err == EAGAIN => stalled()?,
+                sent => return sent,
+            }
+        }
+    }
+
+    /// Bytes the peer's TCP acknowledged on this connection so far: a counter that moves
+    /// while the peer host takes data in, however slowly its application reads.
+    pub(crate) fn transport_acked(&self) -> u64 {
+        // SAFETY: the socket lives until drop; the helper only reads a counter.
+        unsafe { bindings::arepl_sock_transport_acked(self.sock) }
     }
 
     /// Fills `buf` completely from the stream.

@@ -19,6 +19,7 @@ use crate::fifo::{slots_for_budget, Budget, Fifo};
 use crate::inflight::{InFlight, RangeSlot};
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
+use crate::rate::RecentRate;
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
@@ -65,6 +66,11 @@ pub(crate) struct QueueState {
     /// Set once a digest check found the replica's history different from this side's
     /// (here or at the receiver): the replica is no consistent image until a resync.
     pub(crate) diverged: bool,
+    /// The receiver is alive but acknowledged nothing for a while (see `sender`).
+    pub(crate) receiver_slow: bool,
+    /// Sessions dropped because a live receiver acknowledged nothing for `ko_count`
+    /// periods.
+    pub(crate) slow_drops: u64,
 }
 
 /// How far the initial copy of the volume (`sync:full`) has come.
@@ -78,6 +84,8 @@ pub(crate) struct CopyProgress {
     pub(crate) last_seq: u64,
     /// Set once the table is live; no copying before.
     pub(crate) live: bool,
+    /// How fast `queued` grew recently.
+    pub(crate) rate: RecentRate,
 }
 
 impl CopyProgress {
@@ -174,6 +182,8 @@ pub(crate) struct Replication {
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
     pub(crate) volume_size: u64,
+    /// Periods a live but silent receiver keeps its session (table `ko_count`).
+    pub(crate) ko_count: u32,
     /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
     pub(crate) thread_name: CString,
 }
@@ -231,6 +241,8 @@ impl Replication {
                         },
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
+                        receiver_slow: false,
+                        slow_drops: 0,
                     },
                     "arepl_queue"
                 ),
@@ -244,6 +256,7 @@ impl Replication {
                 links: [Some(config.primary), config.backup],
                 volume,
                 volume_size,
+                ko_count: config.ko_count,
                 thread_name,
             }),
             GFP_KERNEL,
@@ -361,6 +374,7 @@ impl Replication {
             Ok(seq) => {
                 queue.copy.last_seq = seq;
                 queue.copy.queued = copied_to;
+                queue.copy.rate.record(now / 1_000_000, copied_to);
                 drop(queue);
                 self.work.notify_all();
                 true
@@ -439,6 +453,13 @@ impl Replication {
                 queue.copy.replica_consistent(queue.acked_local) && !queue.diverged,
             ),
             diverged: u64::from(queue.diverged),
+            sync_rate: if queue.copy.queued < queue.copy.total {
+                queue.copy.rate.per_second(now / 1_000_000, queue.copy.queued).unwrap_or(0)
+            } else {
+                0
+            },
+            receiver_slow: u64::from(queue.receiver_slow),
+            slow_drops: queue.slow_drops,
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

@@ -5,12 +5,14 @@
 //! acknowledgements.
 //!
 //! Link policy (passive mode): one link carries the stream. A connect failure, a send or
-//! receive error, or a silent link (no frame from the receiver for
-//! [`SILENCE_LIMIT_MS`] although a `Ping` goes out every [`PING_INTERVAL_MS`]) ends the
-//! session, and the next attempt uses the other link. While the backup carries the
-//! stream, the primary is probed every [`FAILBACK_PROBE_MS`]; once it accepts a
-//! connection the stream returns to it. Failed attempts back off exponentially from
-//! [`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`].
+//! receive error, or a dead link (no frame from the receiver and no transport progress
+//! for [`crate::liveness::SILENCE_LIMIT_MS`] although a `Ping` goes out every [`PING_INTERVAL_MS`]) ends
+//! the session, and the next attempt uses the other link. A receiver that is alive but
+//! slow keeps its session: the full send buffer holds the sender back. Only when it
+//! acknowledges nothing for `ko_count` periods is the session dropped, logged and counted
+//! ([`crate::liveness`]). While the backup carries the stream, the primary is probed
+//! every [`FAILBACK_PROBE_MS`]; once it accepts a connection the stream returns to it.
+//! Failed attempts back off exponentially from [`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`].
 
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -22,14 +24,17 @@ use kernel::time::{msecs_to_jiffies, Ktime};
 use crate::digest::{self, Digest};
 use crate::entry::{Entry, NoIoScope};
 use crate::kthread::{self, KThread};
+use crate::liveness::{Liveness, Observation, Verdict};
 use crate::net::TcpStream;
 use crate::replication::Replication;
 use crate::spill_log::{NextRecord, SpillLog, SpillState};
 use crate::status::LinkState;
 use crate::wire::{FrameKind, Header, HEADER_LEN, MAX_REASON_LEN};
 
-/// Connect and send timeout.
-const IO_TIMEOUT_MS: u32 = 5_000;
+/// Connect timeout.
+const CONNECT_TIMEOUT_MS: u32 = 5_000;
+/// A send blocked on a full send buffer judges the receiver this often.
+const SEND_WAIT_MS: u32 = 1_000;
 /// Entries sent but not yet acknowledged, at most.
 const SEND_WINDOW: u64 = crate::spill_log::READ_WINDOW as u64;
 /// Reconnect backoff bounds.
@@ -37,8 +42,6 @@ const BACKOFF_MIN_MS: u32 = 100;
 const BACKOFF_MAX_MS: u32 = 5_000;
 /// A `Ping` goes out this often.
 const PING_INTERVAL_MS: i64 = 1_000;
-/// A link that sends nothing back for this long is dead.
-const SILENCE_LIMIT_MS: i64 = 5_000;
 /// While on the backup link, the primary is tried this often.
 const FAILBACK_PROBE_MS: i64 = 10_000;
 /// Connect timeout of a failback probe (it stalls sending meanwhile).
@@ -48,6 +51,8 @@ const DIGEST_EVERY_ENTRIES: u64 = 256;
 /// ... or this often while entries flow, and whenever the stream pauses, so a
 /// difference shows within about a second.
 const DIGEST_INTERVAL_MS: i64 = 1_000;
+/// A receiver that keeps turning slow is logged at most this often.
+const SLOW_LOG_INTERVAL_MS: i64 = 60_000;
 
 const PRIMARY: usize = 0;
 const BACKUP: usize = 1;
@@ -64,6 +69,11 @@ enum SessionEnd {
     PrimaryBack,
     /// The spill log could not be read; the link is fine.
     SpillUnreadable,
+    /// The receiver is alive but acknowledged nothing for `ko_count` periods.
+    TooSlow {
+        /// How long nothing was acknowledged.
+        stalled_ms: i64,
+    },
 }
 
 /// One live connection, shared by the sender and its receiver thread.
@@ -121,7 +131,7 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
         repl.queue.lock().links[link].state = LinkState::Connecting;
         let end = match connect(repl, link, addr) {
             Ok(session) => {
-                let end = run_session(&session, link);
+                let end = run_session(&session, link, addr);
                 session.fail();
                 end
             }
@@ -163,6 +173,21 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
                 drop(queue);
                 pause(repl, BACKOFF_MAX_MS);
             }
+            SessionEnd::TooSlow { stalled_ms } => {
+                queue.links[link].state = LinkState::Down;
+                queue.slow_drops += 1;
+                drop(queue);
+                pr_warn!(
+                    "volume {}: dropping the session on the {} link: replicad at {} is alive \
+                     but acknowledged nothing for {} s (ko_count {}); reconnecting\n",
+                    repl.volume,
+                    link_name(link),
+                    addr,
+                    stalled_ms / 1000,
+                    repl.ko_count
+                );
+                pause(repl, BACKOFF_MIN_MS);
+            }
         }
         backoff_ms = BACKOFF_MIN_MS;
     }
@@ -179,6 +204,7 @@ fn end_session(repl: &Replication) {
     }
     let mut queue = repl.queue.lock();
     queue.active_link = None;
+    queue.receiver_slow = false;
     queue.fifo.rewind();
     queue.sent_local = queue.acked_local;
 }
@@ -209,7 +235,9 @@ fn pause(repl: &Replication, ms: u32) {
 /// Connects and performs the handshake; on success the FIFO is rewound to resend
 /// everything after the receiver's durable sequence.
 fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc<Session>> {
-    let stream = TcpStream::connect(&repl.net, addr, IO_TIMEOUT_MS)?;
+    let stream = TcpStream::connect(&repl.net, addr, CONNECT_TIMEOUT_MS, SEND_WAIT_MS)?;
+    // The handshake's frames are small: a full send buffer here is a dead link.
+    let handshake_stall = || Err(timed_out());
 
     let oldest_wire = {
         let queue = repl.queue.lock();
@@ -217,7 +245,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     };
     let name = repl.volume.as_str().as_bytes();
     let hello = Header::hello(oldest_wire, repl.volume_size, name);
-    stream.send(&hello.encode(), name)?;
+    stream.send(&hello.encode(), name, handshake_stall)?;
 
     let reply = recv_header(&stream)?;
     match reply.kind {
@@ -317,7 +345,11 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     }
     repl.acknowledge(durable_wire - wire_base);
     // The receiver checks its history against this side's (or takes it, having none).
-    stream.send(&Header::digest(durable_wire, Some(anchor.digest())).encode(), &[])?;
+    stream.send(
+        &Header::digest(durable_wire, Some(anchor.digest())).encode(),
+        &[],
+        handshake_stall,
+    )?;
     pr_info!(
         "connected to {} ({} link) for volume {}, resuming after sequence {}\n",
         addr,
@@ -445,7 +477,7 @@ fn next_spilled(repl: &Replication, log: &SpillLog, st: &mut SpillState) -> Opti
 }
 
 /// Streams entries until the connection breaks, the thread stops, or the link changes.
-fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
+fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> SessionEnd {
     let receiver = match KThread::spawn(
         kernel::c_str!("arepl_ack"),
         &session.repl.thread_name,
@@ -459,27 +491,23 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
     let mut next_ping_ms = now_ms() + PING_INTERVAL_MS;
     let mut next_probe_ms = now_ms() + FAILBACK_PROBE_MS;
     let mut digests = DigestPacer::new();
+    let mut watch = ReceiverWatch::new(session, addr);
     let end = loop {
-        if kthread::should_stop() {
-            break SessionEnd::Stopped;
-        }
-        if session.broken.load(Ordering::Acquire) {
-            break SessionEnd::Failed(Error::from_errno(-(kernel::bindings::ECONNRESET as i32)));
+        if let Err(end) = watch.judge() {
+            break end;
         }
         let now = now_ms();
-        if now - session.last_heard_ms.load(Ordering::Acquire) > SILENCE_LIMIT_MS {
-            break SessionEnd::Failed(timed_out());
-        }
         if now >= next_ping_ms {
             next_ping_ms = now + PING_INTERVAL_MS;
-            if let Err(err) = session.stream.send(&Header::ping().encode(), &[]) {
-                break SessionEnd::Failed(err);
+            if let Err(end) = watch.send(&Header::ping().encode(), &[]) {
+                break end;
             }
         }
         if link == BACKUP && now >= next_probe_ms {
             next_probe_ms = now + FAILBACK_PROBE_MS;
             if let Some(primary) = repl.links[PRIMARY] {
-                if TcpStream::connect(&repl.net, primary, FAILBACK_PROBE_TIMEOUT_MS).is_ok() {
+                if TcpStream::connect(&repl.net, primary, FAILBACK_PROBE_TIMEOUT_MS, SEND_WAIT_MS)
+                    .is_ok() {
                     break SessionEnd::PrimaryBack;
                 }
             }
@@ -490,8 +518,8 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
             Step::End(end) => break end,
             Step::Send(seq, entry) => {
                 let header = entry.header(session.wire_base + seq);
-                if let Err(err) = session.stream.send(&header.encode(), entry.payload()) {
-                    break SessionEnd::Failed(err);
+                if let Err(end) = watch.send(&header.encode(), entry.payload()) {
+                    break end;
                 }
                 let sent = header
                     .entry_fields()
@@ -504,14 +532,14 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
                     );
                     break SessionEnd::Failed(protocol_error());
                 };
-                if let Err(err) = digests.sent(&session.stream, header.seq, digest, now) {
-                    break SessionEnd::Failed(err);
+                if let Err(end) = digests.sent(&mut watch, header.seq, digest, now) {
+                    break end;
                 }
             }
             Step::Idle => {
                 // The stream pauses: the receiver checks what it got so far.
-                if let Err(err) = digests.flush(&session.stream, now) {
-                    break SessionEnd::Failed(err);
+                if let Err(end) = digests.flush(&mut watch, now) {
+                    break end;
                 }
                 let mut queue = repl.queue.lock();
                 if !queue.has_unsent(SEND_WINDOW)
@@ -529,6 +557,115 @@ fn run_session(session: &Arc<Session>, link: usize) -> SessionEnd {
     session.fail();
     drop(receiver);
     end
+}
+
+/// Judges the receiver of one session while the sender streams to it, and sends
+/// through it: a send held up by a full buffer judges it again each [`SEND_WAIT_MS`].
+struct ReceiverWatch<'a> {
+    session: &'a Session,
+    addr: SocketAddr,
+    liveness: Liveness,
+    /// When a slow period was last logged; its end is logged too.
+    slow_logged_ms: Option<i64>,
+    slow_period_logged: bool,
+}
+
+impl<'a> ReceiverWatch<'a> {
+    fn new(session: &'a Session, addr: SocketAddr) -> Self {
+        let acked = session.repl.queue.lock().acked_local;
+        Self {
+            session,
+            addr,
+            liveness: Liveness::new(
+                now_ms(),
+                acked,
+                session.stream.transport_acked(),
+                session.repl.ko_count,
+            ),
+            slow_logged_ms: None,
+            slow_period_logged: false,
+        }
+    }
+
+    /// Ends the session if the thread stops, the connection broke, the link is dead or
+    /// the receiver too slow; says when the receiver turns slow or recovers.
+    fn judge(&mut self) -> Result<(), SessionEnd> {
+        let session = self.session;
+        let repl = &session.repl;
+        if kthread::should_stop() {
+            return Err(SessionEnd::Stopped);
+        }
+        if session.broken.load(Ordering::Acquire) {
+            return Err(SessionEnd::Failed(Error::from_errno(
+                -(kernel::bindings::ECONNRESET as i32),
+            )));
+        }
+        let (acked_seq, sent_seq) = {
+            let queue = repl.queue.lock();
+            (queue.acked_local, queue.sent_local)
+        };
+        let now = now_ms();
+        let verdict = self.liveness.check(&Observation {
+            now_ms: now,
+            heard_ms: session.last_heard_ms.load(Ordering::Acquire),
+            acked_seq,
+            sent_seq,
+            transport_acked_bytes: session.stream.transport_acked(),
+        });
+        match verdict {
+            Verdict::Alive | Verdict::Slow => {}
+            Verdict::TurnedSlow { stalled_ms } => {
+                repl.queue.lock().receiver_slow = true;
+                self.slow_period_logged = self
+                    .slow_logged_ms
+                    .map_or(true, |logged| now - logged >= SLOW_LOG_INTERVAL_MS);
+                if !self.slow_period_logged {
+                    return Ok(());
+                }
+                self.slow_logged_ms = Some(now);
+                pr_warn!(
+                    "volume {}: replicad at {} is slow: nothing acknowledged for {} s, but it \
+                     is alive; the link stays up and sending waits (ko_count {})\n",
+                    repl.volume,
+                    self.addr,
+                    stalled_ms / 1000,
+                    repl.ko_count
+                );
+            }
+            Verdict::Recovered { slow_ms } => {
+                repl.queue.lock().receiver_slow = false;
+                if !core::mem::take(&mut self.slow_period_logged) {
+                    return Ok(());
+                }
+                pr_info!(
+                    "volume {}: replicad at {} acknowledges again after {} s\n",
+                    repl.volume,
+                    self.addr,
+                    slow_ms / 1000
+                );
+            }
+            Verdict::Gone { .. } => return Err(SessionEnd::Failed(timed_out())),
+            Verdict::TooSlow { stalled_ms } => return Err(SessionEnd::TooSlow { stalled_ms }),
+        }
+        Ok(())
+    }
+
+    /// Sends one frame, judging the receiver whenever the send buffer stays full.
+    fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), SessionEnd> {
+        let mut end = None;
+        let session = self.session;
+        let sent = session.stream.send(head, body, || {
+            self.judge().map_err(|stop| {
+                end = Some(stop);
+                timed_out()
+            })
+        });
+        match (sent, end) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(end)) => Err(end),
+            (Err(err), None) => Err(SessionEnd::Failed(err)),
+        }
+    }
 }
 
 /// Sends a `Digest` frame after every [`DIGEST_EVERY_ENTRIES`] entries, every
@@ -550,20 +687,26 @@ impl DigestPacer {
     }
 
     /// Entry `seq` was sent; its digest is `digest`.
-    fn sent(&mut self, stream: &TcpStream, seq: u64, digest: Digest, now: i64) -> Result {
+    fn sent(
+        &mut self,
+        watch: &mut ReceiverWatch<'_>,
+        seq: u64,
+        digest: Digest,
+        now: i64,
+    ) -> Result<(), SessionEnd> {
         self.pending = Some((seq, digest));
         self.entries_since += 1;
         if self.entries_since >= DIGEST_EVERY_ENTRIES || now - self.last_sent_ms >= DIGEST_INTERVAL_MS
         {
-            return self.flush(stream, now);
+            return self.flush(watch, now);
         }
         Ok(())
     }
 
     /// Sends the pending digest, if any.
-    fn flush(&mut self, stream: &TcpStream, now: i64) -> Result {
+    fn flush(&mut self, watch: &mut ReceiverWatch<'_>, now: i64) -> Result<(), SessionEnd> {
         if let Some((seq, digest)) = self.pending.take() {
-            stream.send(&Header::digest(seq, Some(digest)).encode(), &[])?;
+            watch.send(&Header::digest(seq, Some(digest)).encode(), &[])?;
             self.entries_since = 0;
             self.last_sent_ms = now;
         }

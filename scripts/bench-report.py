@@ -20,6 +20,9 @@ The input holds one JSON object per line (blank lines are skipped):
       lag_ms_max, sent_mib_s (numbers).
   kind "unavailable":
       system (as above), network (string or null), error (string).
+  kind "apply" (one per replicad apply case, optional):
+      case (string), bs (size string), entries (integer), mib, seconds,
+      replicad_cpu_s, target_mib_s (numbers), started (string: when that run began).
 
 Unknown extra fields are ignored. A malformed line ends the script with exit status 2
 and a message naming the line. Output depends only on the input and the output paths:
@@ -203,6 +206,19 @@ def parse_case(obj):
     return case
 
 
+def parse_apply(obj):
+    bs = get_str(obj, "bs")
+    if bs_bytes(bs) is None:
+        raise Malformed(f"field 'bs' is {bs!r}, expected a size such as '4k' or '1m'")
+    apply = {"case": get_str(obj, "case"), "bs": bs, "started": get_str(obj, "started"),
+             "entries": get_num(obj, "entries", integer=True)}
+    for name in ("mib", "seconds", "replicad_cpu_s", "target_mib_s"):
+        apply[name] = get_num(obj, name)
+    if apply["mib"] == 0 or apply["seconds"] == 0:
+        raise Malformed("an apply case needs mib and seconds above 0")
+    return apply
+
+
 def parse_unavailable(obj):
     return {
         "system": get_str(obj, "system", choices=ALL_SYSTEMS),
@@ -218,6 +234,7 @@ def load(path):
     cases = {}  # (system, network, (pattern, bs, qd)) -> case
     where = {}  # same key / ("link", network) -> line number
     unavailable = []
+    applies = []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
@@ -235,7 +252,8 @@ def load(path):
                 raise Malformed(f"not valid JSON: {e}") from None
             if not isinstance(obj, dict):
                 raise Malformed(f"expected a JSON object, got {_type_name(obj)}")
-            kind = get_str(obj, "kind", choices=("meta", "link", "case", "unavailable"))
+            kind = get_str(obj, "kind",
+                           choices=("meta", "link", "case", "unavailable", "apply"))
             if first and kind != "meta":
                 raise Malformed(f"the first line must be kind 'meta', got {kind!r}")
             first = False
@@ -263,13 +281,15 @@ def load(path):
                                     f"(first on line {where[key]})")
                 where[key] = lineno
                 cases[key] = case
+            elif kind == "apply":
+                applies.append(parse_apply(obj))
             else:
                 unavailable.append(parse_unavailable(obj))
         except Malformed as e:
             raise Malformed(f"{path}:{lineno}: malformed line: {e}") from None
     if meta is None:
         raise Malformed(f"{path}: no 'meta' line (the first line must be kind 'meta')")
-    return meta, links, cases, unavailable
+    return meta, links, cases, unavailable, applies
 
 
 # ---------------------------------------------------------------------------
@@ -283,8 +303,9 @@ def geomean(values):
 
 
 class Data:
-    def __init__(self, meta, links, cases, unavailable):
+    def __init__(self, meta, links, cases, unavailable, applies):
         self.meta = meta
+        self.applies = sorted(applies, key=lambda a: (a["started"], a["case"]))
         self.links = links
         self.cases = cases
         self.unavailable = sorted(
@@ -536,6 +557,9 @@ def render_md(d, png_ref, note_missing_link):
     if len(drain) > 2:
         out += drain_section(drain, note_missing_link)
 
+    if d.applies:
+        out += apply_section(d.applies)
+
     if d.unavailable:
         out += ["## Unavailable", ""]
         for u in d.unavailable:
@@ -550,6 +574,34 @@ def render_md(d, png_ref, note_missing_link):
             out.append("- " + "\n  ".join(note.strip().split("\n")))
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def apply_section(applies):
+    out = ["## replicad applying", ""]
+    runs = sorted({a["started"] for a in applies})
+    out.append(
+        "How fast `replicad` writes a stream to its target, and the CPU it spends, against "
+        "the target's own speed (fio, direct I/O, same block size, queue depth 1). The "
+        "stream was queued on a paused device and then sent at once over the 0 ms link, "
+        "so neither the link nor the primary's write path limits it. CPU is `replicad`'s "
+        "user plus system time from `/proc/PID/stat` (TCG-emulated, like everything "
+        "here); the primary's CPU is not counted. Measured in the run(s) started "
+        + ", ".join(runs) + ".")
+    out.append("")
+    rows = []
+    for a in applies:
+        rate = a["mib"] / a["seconds"]
+        rows.append([
+            f"`{a['case']}`", a["bs"], fmt_num(a["mib"]), str(a["entries"]),
+            fmt_num(rate), fmt_num(a["target_mib_s"]),
+            fmt_ratio(rate / a["target_mib_s"]) if a["target_mib_s"] else DASH,
+            fmt_num(1000 * a["replicad_cpu_s"] / a["mib"]),
+        ])
+    out += md_table(["case", "bs", "MiB", "entries", "applied MiB/s", "target MiB/s",
+                     "ratio", "replicad CPU ms per MiB"], rows,
+                    ["l", "r", "r", "r", "r", "r", "r", "r"])
+    out.append("")
+    return out
 
 
 def headline_section(d):

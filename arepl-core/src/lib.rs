@@ -10,6 +10,8 @@ pub mod crc32c;
 pub mod digest;
 pub mod fifo;
 pub mod inflight;
+pub mod liveness;
+pub mod rate;
 pub mod spill;
 pub mod status;
 pub mod table;

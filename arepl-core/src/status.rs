@@ -141,6 +141,15 @@ pub struct Counters {
     /// side) found that the replica's history differs from the primary's: it may lack
     /// or misplace writes and needs a resync. Stays 1 for the device's lifetime.
     pub diverged: u64,
+    /// Bytes per second the initial copy queued over about the last 10 s; 0 when no copy
+    /// runs or it has not run for a second yet.
+    pub sync_rate: u64,
+    /// 1 while the receiver is alive but has acknowledged nothing for 5 s or more: the
+    /// link stays up and sending waits for it.
+    pub receiver_slow: u64,
+    /// Sessions dropped because a live receiver acknowledged nothing for `ko_count`
+    /// periods of 5 s.
+    pub slow_drops: u64,
 }
 
 /// The whole status line.
@@ -194,7 +203,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 20] = [
+const COUNTER_KEYS: [(&str, CounterField); 23] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -215,6 +224,9 @@ const COUNTER_KEYS: [(&str, CounterField); 20] = [
     ("sync_total_bytes", |c| &mut c.sync_total_bytes),
     ("consistent", |c| &mut c.consistent),
     ("diverged", |c| &mut c.diverged),
+    ("sync_rate", |c| &mut c.sync_rate),
+    ("receiver_slow", |c| &mut c.receiver_slow),
+    ("slow_drops", |c| &mut c.slow_drops),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -357,6 +369,9 @@ mod tests {
             sync_total_bytes: 1 << 30,
             consistent: 0,
             diverged: 1,
+            sync_rate: 3 << 20,
+            receiver_slow: 1,
+            slow_drops: 2,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -386,7 +401,8 @@ mod tests {
              primary=down primary_connects=1 primary_errors=2 primary_last_error=110 \
              backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
              spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
-             sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1"
+             sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1 \
+             sync_rate=3145728 receiver_slow=1 slow_drops=2"
         );
     }
 

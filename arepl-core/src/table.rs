@@ -5,8 +5,8 @@
 //! ```
 //!
 //! Device-mapper hands the target everything after `arepl`; [`TableArgs::parse`] takes
-//! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME`, `spill:DEV` and
-//! `sync:full|none`.
+//! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME`, `spill:DEV`,
+//! `sync:full|none` and `ko_count:N`.
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -20,7 +20,13 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 4;
+pub const MAX_FEATURE_ARGS: usize = 5;
+/// `ko_count` used when the table line does not give one: a receiver that is alive but
+/// acknowledges nothing for 7 periods of 5 s loses its session, as with DRBD's default
+/// (7 periods of 6 s). See [`crate::liveness`].
+pub const DEFAULT_KO_COUNT: u32 = 7;
+/// Largest accepted `ko_count` (about a day); 0 never drops a live receiver.
+pub const MAX_KO_COUNT: u32 = 17_280;
 
 /// The validated arguments of one `arepl` table line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +54,9 @@ pub struct ReplicationConfig {
     pub spill: bool,
     /// Whether the whole volume is first copied to the replica.
     pub initial_sync: InitialSync,
+    /// Periods of silence on acknowledgements a live receiver is given before its
+    /// session is dropped as too slow; 0: never.
+    pub ko_count: u32,
 }
 
 /// What the replica holds when replication starts.
@@ -170,6 +179,11 @@ pub enum TableError<'a> {
         /// The value given.
         text: &'a str,
     },
+    /// `ko_count` not a number or out of range.
+    BadKoCount {
+        /// The value given.
+        text: &'a str,
+    },
 }
 
 impl TableError<'_> {
@@ -197,6 +211,7 @@ impl TableError<'_> {
             Self::BadVolumeName { .. } => "invalid volume name\0",
             Self::EmptySpillDevice => "spill: needs a device\0",
             Self::BadSync { .. } => "invalid sync mode\0",
+            Self::BadKoCount { .. } => "invalid ko_count\0",
         }
     }
 }
@@ -229,7 +244,7 @@ impl fmt::Display for TableError<'_> {
             ),
             Self::UnknownFeature { text } => write!(
                 f,
-                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV and sync:full|none"
+                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV, sync:full|none and ko_count:N"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -246,6 +261,11 @@ impl fmt::Display for TableError<'_> {
             Self::BadSync { text } => {
                 write!(f, "invalid sync mode '{text}': expected sync:full or sync:none")
             }
+            Self::BadKoCount { text } => write!(
+                f,
+                "invalid ko_count '{text}': expected a whole number from 0 (never drop a live \
+                 receiver) to {MAX_KO_COUNT}"
+            ),
         }
     }
 }
@@ -277,6 +297,7 @@ impl<'a> TableArgs<'a> {
             volume: None,
             spill: false,
             initial_sync: InitialSync::None,
+            ko_count: DEFAULT_KO_COUNT,
         };
         let spill_dev = config.parse_features(rest)?;
         Ok(TableArgs {
@@ -308,6 +329,7 @@ impl ReplicationConfig {
 
         let mut seen_queue = false;
         let mut seen_sync = false;
+        let mut seen_ko = false;
         let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
@@ -343,6 +365,13 @@ impl ReplicationConfig {
                         "none" => InitialSync::None,
                         _ => return Err(TableError::BadSync { text: value }),
                     };
+                }
+                Some(("ko_count", value)) => {
+                    if core::mem::replace(&mut seen_ko, true) {
+                        return Err(TableError::DuplicateFeature { key: "ko_count" });
+                    }
+                    self.ko_count = parse_number(value, 0..=MAX_KO_COUNT)
+                        .ok_or(TableError::BadKoCount { text: value })?;
                 }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
@@ -381,10 +410,12 @@ impl fmt::Display for CanonicalTable<'_> {
             write!(f, " {backup}")?;
         }
         let full_sync = t.initial_sync == InitialSync::Full;
+        let own_ko_count = t.ko_count != DEFAULT_KO_COUNT;
         let features = 1
             + usize::from(t.volume.is_some())
             + usize::from(self.spill_dev_name.is_some())
-            + usize::from(full_sync);
+            + usize::from(full_sync)
+            + usize::from(own_ko_count);
         write!(f, " {features} queue_mb:{}", t.queue_mb)?;
         if let Some(volume) = &t.volume {
             write!(f, " volume:{volume}")?;
@@ -394,6 +425,9 @@ impl fmt::Display for CanonicalTable<'_> {
         }
         if full_sync {
             write!(f, " sync:full")?;
+        }
+        if own_ko_count {
+            write!(f, " ko_count:{}", t.ko_count)?;
         }
         Ok(())
     }
@@ -410,12 +444,16 @@ fn parse_link<'a>(link: &'static str, text: &'a str) -> Result<SocketAddr, Table
 }
 
 fn parse_queue_mb(text: &str) -> Result<u32, TableError<'_>> {
+    parse_number(text, MIN_QUEUE_MB..=MAX_QUEUE_MB).ok_or(TableError::BadQueueSize { text })
+}
+
+/// A decimal number in `range`, digits only.
+fn parse_number(text: &str, range: core::ops::RangeInclusive<u32>) -> Option<u32> {
     // `u32::from_str` accepts a leading '+'; a table line should not.
     let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    match text.parse::<u32>() {
-        Ok(mb) if digits_only && (MIN_QUEUE_MB..=MAX_QUEUE_MB).contains(&mb) => Ok(mb),
-        _ => Err(TableError::BadQueueSize { text }),
-    }
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| digits_only && range.contains(n))
 }
 
 #[cfg(test)]
@@ -488,6 +526,36 @@ mod tests {
         );
         let words: std::vec::Vec<&str> = text.split(' ').collect();
         assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
+    }
+
+    #[test]
+    fn ko_count_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert_eq!(args.config.ko_count, DEFAULT_KO_COUNT);
+        let words = ["/dev/vdb", "10.0.0.2:1", "2", "ko_count:0", "queue_mb:8"];
+        let args = TableArgs::parse(&words).unwrap();
+        assert_eq!(args.config.ko_count, 0);
+        let text = args.config.canonical("254:16", None).to_string();
+        assert_eq!(text, "254:16 10.0.0.2:1 2 queue_mb:8 ko_count:0");
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
+        let default = ["/dev/vdb", "10.0.0.2:1", "1", "ko_count:7"];
+        assert_eq!(
+            TableArgs::parse(&default)
+                .unwrap()
+                .config
+                .canonical("254:16", None)
+                .to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "the default is not shown"
+        );
+        let err = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "ko_count:x"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid ko_count 'x': expected a whole number from 0 (never drop a live receiver) \
+             to 17280"
+        );
+        assert_eq!(err.summary(), "invalid ko_count");
     }
 
     #[test]
@@ -585,8 +653,8 @@ mod tests {
                 },
             ),
             (
-                &["/dev/vdb", "10.0.0.2:1", "5", "a", "b", "c", "d", "e"],
-                TableError::TooManyFeatures { declared: 5 },
+                &["/dev/vdb", "10.0.0.2:1", "6", "a", "b", "c", "d", "e", "f"],
+                TableError::TooManyFeatures { declared: 6 },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
@@ -645,6 +713,22 @@ mod tests {
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "volume:a/b"],
                 TableError::BadVolumeName { text: "a/b" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "ko_count:-1"],
+                TableError::BadKoCount { text: "-1" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "ko_count:17281"],
+                TableError::BadKoCount { text: "17281" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "ko_count:"],
+                TableError::BadKoCount { text: "" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "2", "ko_count:1", "ko_count:2"],
+                TableError::DuplicateFeature { key: "ko_count" },
             ),
         ];
         for (args, expected) in cases {

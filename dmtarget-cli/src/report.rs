@@ -95,6 +95,18 @@ pub struct InitialSync {
     pub total_bytes: u64,
     /// Whether the replica is a consistent image of the volume at an earlier moment.
     pub consistent: bool,
+    /// Bytes per second the copy made over about the last 10 s (0: no copy running, or
+    /// not for a second yet, or stalled).
+    pub rate_bytes_per_s: u64,
+    /// Seconds until the whole volume is copied at that rate; null when no copy runs or
+    /// it makes no progress.
+    pub eta_s: Option<u64>,
+}
+
+impl InitialSync {
+    fn copying(&self) -> bool {
+        self.copied_bytes < self.total_bytes
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -174,6 +186,9 @@ impl DeviceReport {
                 copied_bytes: c.sync_bytes,
                 total_bytes: c.sync_total_bytes,
                 consistent: c.consistent == 1,
+                rate_bytes_per_s: c.sync_rate,
+                eta_s: (c.sync_bytes < c.sync_total_bytes && c.sync_rate > 0)
+                    .then(|| (c.sync_total_bytes - c.sync_bytes).div_ceil(c.sync_rate)),
             },
             diverged: c.diverged == 1,
             errors: Errors {
@@ -210,6 +225,37 @@ impl DeviceReport {
             format!("{:.0}%", percent(s.copied_bytes, s.total_bytes))
         }
     }
+
+    /// `SYNC-MiB/s` column: the copy's recent rate while it runs.
+    fn sync_rate_cell(&self) -> String {
+        let s = &self.initial_sync;
+        if s.copying() {
+            mib(s.rate_bytes_per_s)
+        } else {
+            "-".into()
+        }
+    }
+
+    /// `SYNC-ETA` column: time left for the copy at its recent rate; `stalled` when it
+    /// runs but did not move.
+    fn sync_eta_cell(&self) -> String {
+        match self.initial_sync.eta_s {
+            Some(seconds) => duration(seconds),
+            None if self.initial_sync.copying() && self.initial_sync.rate_bytes_per_s == 0 => {
+                "stalled".into()
+            }
+            None => "-".into(),
+        }
+    }
+}
+
+/// `42s`, `5m07s`, `3h02m`: short enough for a column, precise enough to act on.
+fn duration(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -224,7 +270,7 @@ fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1 << 20))
 }
 
-const HEADER: [&str; 12] = [
+const HEADER: [&str; 14] = [
     "NAME",
     "ROLE",
     "LINK",
@@ -237,6 +283,8 @@ const HEADER: [&str; 12] = [
     "SPILL-MiB",
     "ACKED-SEQ",
     "ERRORS",
+    "SYNC-MiB/s",
+    "SYNC-ETA",
 ];
 /// Columns from here on are numbers, aligned right.
 const FIRST_NUMERIC: usize = 5;
@@ -263,6 +311,8 @@ pub fn render_text(devices: &[DeviceReport]) -> String {
                 .map_or_else(|| "-".into(), |s| mib(s.bytes)),
             d.acked_seq.to_string(),
             format!("w{}/l{}", d.errors.write, d.errors.link),
+            d.sync_rate_cell(),
+            d.sync_eta_cell(),
         ]);
     }
     let widths: Vec<usize> = (0..HEADER.len())
@@ -307,7 +357,7 @@ mod tests {
         paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
         backup=down backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
         spill_bytes=3145728 spill_capacity_bytes=67108864 sync_bytes=0 sync_total_bytes=0 \
-        consistent=1 diverged=0";
+        consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0";
 
     #[test]
     fn report_from_table_and_status() {
@@ -350,11 +400,15 @@ mod tests {
                 "12",
                 "3.0",
                 "8",
-                "w0/l1"
+                "w0/l1",
+                "-",
+                "-"
             ]
         );
         let syncing_row: Vec<&str> = rows[2].split_whitespace().collect();
         assert_eq!(syncing_row[3..5], ["syncing", "25%"], "{}", rows[2]);
+        // Stalled: copying, but nothing moved in the last seconds.
+        assert_eq!(syncing_row[12..], ["0.0", "stalled"], "{}", rows[2]);
         // A diverged replica says so where the copy's progress would be.
         let diverged = STATUS.replace("consistent=1 diverged=0", "consistent=0 diverged=1");
         let c = DeviceReport::new("db", None, TABLE, &diverged).unwrap();
@@ -392,6 +446,37 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&render_json(vec![d])).unwrap();
         assert!(value["devices"][0]["spill"].is_null());
         assert!(value["devices"][0]["lv"].is_null());
+    }
+
+    #[test]
+    fn the_copy_shows_its_rate_and_time_left() {
+        let syncing = STATUS
+            .replace(
+                "sync_bytes=0 sync_total_bytes=0 consistent=1",
+                "sync_bytes=104857600 sync_total_bytes=1073741824 consistent=0",
+            )
+            .replace("sync_rate=0", "sync_rate=2097152");
+        let d = DeviceReport::new("db", None, TABLE, &syncing).unwrap();
+        assert_eq!(d.initial_sync.rate_bytes_per_s, 2 << 20);
+        // 924 MiB left at 2 MiB/s.
+        assert_eq!(d.initial_sync.eta_s, Some(462));
+        let text = render_text(std::slice::from_ref(&d));
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[12..], ["2.0", "7m42s"]);
+        let value: serde_json::Value = serde_json::from_str(&render_json(vec![d])).unwrap();
+        assert_eq!(value["devices"][0]["initial_sync"]["eta_s"], 462);
+        assert_eq!(
+            value["devices"][0]["initial_sync"]["rate_bytes_per_s"],
+            2 << 20
+        );
+        let done = DeviceReport::new("db", None, TABLE, STATUS).unwrap();
+        assert_eq!(done.initial_sync.eta_s, None);
+        assert_eq!(
+            (done.sync_rate_cell(), done.sync_eta_cell()),
+            ("-".into(), "-".into())
+        );
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(3600 * 26 + 61), "26h01m");
     }
 
     #[test]

@@ -40,6 +40,10 @@ const _: () = assert!(QUEUE_BYTES >= arepl_core::wire::MAX_WRITE_PAYLOAD);
 /// Pings read but not answered yet. A sender that pings without reading the answers is
 /// held back by this, like one that streams without reading acks.
 const PING_QUEUE: usize = 64;
+/// The current `Ack` is repeated this often while a session is up, whatever the reader
+/// and the applier do: the sender's pings queue behind data this side has not read
+/// yet, so this heartbeat is what tells it a slow receiver from a dead one.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 type FrameReader = FramedRead<OwnedReadHalf, FrameCodec>;
 type FrameWriter = FramedWrite<OwnedWriteHalf, FrameCodec>;
@@ -432,8 +436,9 @@ async fn forward_entries(
 /// Sends an `Ack` for every durable sequence published, coalescing those that come
 /// faster than the link takes them, and the last one before the applier stops. Answers
 /// each ping with an `Ack` of the durable sequence right away, repeating the last one if
-/// nothing new is durable. Acks never go backwards: the durable sequence only grows.
-/// Once the replica is known to have diverged, every `Ack` says so.
+/// nothing new is durable, and repeats it every [`HEARTBEAT_INTERVAL`] as a heartbeat.
+/// Acks never go backwards: the durable sequence only grows. Once the replica is known
+/// to have diverged, every `Ack` says so.
 async fn send_acks(
     mut sink: FrameWriter,
     mut durable: watch::Receiver<u64>,
@@ -446,6 +451,11 @@ async fn send_acks(
     };
     let mut acked = *durable.borrow_and_update();
     let mut pinging = true;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
+        HEARTBEAT_INTERVAL,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             // Pings first, so none queued is left unanswered when the applier stops. This
@@ -455,16 +465,22 @@ async fn send_acks(
                 Some(()) => {
                     acked = acked.max(*durable.borrow_and_update());
                     sink.send(ack(acked)).await?;
+                    heartbeat.reset();
                 }
                 // The reader is done; the applier's last sequence is still to come.
                 None => pinging = false,
             },
+            _ = heartbeat.tick() => {
+                acked = acked.max(*durable.borrow_and_update());
+                sink.send(ack(acked)).await?;
+            }
             changed = durable.changed() => {
                 let closed = changed.is_err();
                 let seq = *durable.borrow_and_update();
                 if seq > acked {
                     sink.send(ack(seq)).await?;
                     acked = seq;
+                    heartbeat.reset();
                 }
                 if closed {
                     return Ok(());
@@ -646,6 +662,24 @@ mod tests {
         replica.volume().read(0, &mut bytes).unwrap();
         assert!(bytes[..4096].iter().all(|&b| b == 0x33));
         assert!(bytes[4096..].iter().all(|&b| b == 0x22));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_ack_comes_every_second_without_pings() {
+        let server = one_shot(5).await;
+        let (mut conn, welcomed) = server.peer.open_session().await.unwrap();
+        assert_eq!(welcomed, 5);
+        let started = tokio::time::Instant::now();
+        for _ in 0..2 {
+            let frame = next_frame(&mut conn).await;
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            assert_eq!(frame.header.seq, 5);
+        }
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= HEARTBEAT_INTERVAL && elapsed < 4 * HEARTBEAT_INTERVAL,
+            "two heartbeats took {elapsed:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

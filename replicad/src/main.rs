@@ -74,6 +74,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings.state_dir.display(),
             server.state().durable_seq
         );
+        if cfg!(debug_assertions) {
+            tracing::warn!(
+                "this replicad is a debug build: it applies far more slowly than a release \
+                 build (make userspace, or cargo build --release)"
+            );
+        }
         if let Some(addr) = server.metrics_addr() {
             tracing::info!("serving metrics on http://{}/metrics", addr?);
         }

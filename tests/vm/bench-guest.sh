@@ -5,7 +5,8 @@
 #
 # Knobs (environment): BENCH_RUNTIME seconds per fio run (5), BENCH_RAMP seconds of
 # warm-up before it (1), BENCH_NETWORKS, BENCH_SYSTEMS, BENCH_PATTERNS, BENCH_BS,
-# BENCH_QD (space-separated lists; defaults below).
+# BENCH_QD (space-separated lists; defaults below). The system replicad-apply measures
+# replicad alone (once, on the 0 ms link).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -13,7 +14,7 @@ OUT=${1:?usage: bench-guest.sh RESULTS.jsonl}
 RUNTIME=${BENCH_RUNTIME:-5}
 RAMP=${BENCH_RAMP:-1}
 NETWORKS=${BENCH_NETWORKS:-0ms 10ms 50ms 100mbit}
-SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd}
+SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd replicad-apply}
 PATTERNS=${BENCH_PATTERNS:-write randwrite}
 BLOCK_SIZES=${BENCH_BS:-4k 64k 256k 1m}
 DEPTHS=${BENCH_QD:-1 16}
@@ -236,9 +237,58 @@ bench_mirror() {
     rm -f /tmp/bench-nbd.pid
 }
 
+# --- replicad applying a stream: MiB/s and replicad's CPU per MiB against the target's
+# own speed. The stream is queued on a paused device (queue big enough for all of it),
+# then sent at once over the unshaped link: only replicad limits the drain.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+target_speed() { # block size: the target's own MiB/s, direct, queue depth 1
+    fio --name=target --filename="$replica" --rw=write --bs="$1" --size=128M --direct=1 \
+        --ioengine=psync --time_based --runtime="$RUNTIME" --output-format=json | python3 -c '
+import json, sys
+print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"] / 2**20, 2))'
+}
+apply_case() { # name, block size, MiB, replicad pid, target MiB/s, fio arguments...
+    local name=$1 bs=$2 mib=$3 pid=$4 target=$5 dev=bench-apply
+    shift 5
+    dmsetup message "$dev" 0 pause
+    fio --name="$name" --filename=/dev/mapper/$dev --bs="$bs" --size="${mib}M" --direct=1 \
+        --ioengine=psync --output-format=terse "$@" >/dev/null
+    local entries ticks start seconds cpu
+    entries=$(status_field "$dev" queued)
+    ticks=$(cpu_ticks "$pid")
+    start=$(date +%s.%N)
+    dmsetup message "$dev" 0 resume
+    wait_drained "$dev" 900
+    seconds=$(python3 -c "import sys; print(round($(date +%s.%N) - float(sys.argv[1]), 3))" "$start")
+    cpu=$(python3 -c "import os, sys; print(round(int(sys.argv[1]) / os.sysconf('SC_CLK_TCK'), 2))" \
+        $(($(cpu_ticks "$pid") - ticks)))
+    emit "$(printf '{"kind":"apply","case":"%s","bs":"%s","mib":%s,"entries":%d,"seconds":%s,"replicad_cpu_s":%s,"target_mib_s":%s,"started":"%s"}' \
+        "$name" "$bs" "$mib" "$entries" "$seconds" "$cpu" "$target" "$STARTED")"
+    note "replicad applied $mib MiB ($entries entries) in $seconds s with $cpu s of CPU; target alone $target MiB/s"
+}
+bench_apply() {
+    local state=/tmp/bench-apply-state pid target_256k target_4k
+    rm -rf "$state"
+    # The target's own speed first, while nothing else uses it.
+    target_256k=$(target_speed 256k)
+    target_4k=$(target_speed 4k)
+    replicad_start "$replica" "$state"
+    pid=$(cat "$state/replicad.pid")
+    arepl_create bench-apply "$primary" "$PRIMARY_ADDR 2 volume:bench-apply queue_mb:512"
+    wait_connected bench-apply
+    # Like the initial copy: 256 KiB writes in order.
+    apply_case copy-256k 256k 192 "$pid" "$target_256k" --rw=write
+    # Like a database: small random writes, a flush (group commit) after every eighth.
+    apply_case commits-4k 4k 16 "$pid" "$target_4k" --rw=randwrite --fsync=8 --randrepeat=0
+    dmsetup remove bench-apply
+    replicad_stop "$state"
+}
+
 has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
+STARTED=$(date -u +%FT%TZ)
 has_system dm-linear && { note "dm-linear"; bench_linear; }
+has_system replicad-apply && { shape 0ms; note "replicad applying"; bench_apply; }
 for NETWORK in $NETWORKS; do
     shape "$NETWORK"
     measure_link "$NETWORK"
