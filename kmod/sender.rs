@@ -53,6 +53,8 @@ const DIGEST_EVERY_ENTRIES: u64 = 256;
 const DIGEST_INTERVAL_MS: i64 = 1_000;
 /// A receiver that keeps turning slow is logged at most this often.
 const SLOW_LOG_INTERVAL_MS: i64 = 60_000;
+/// The receiver's liveness is judged at most this often (not once per entry sent).
+const JUDGE_INTERVAL_MS: i64 = 100;
 
 const PRIMARY: usize = 0;
 const BACKUP: usize = 1;
@@ -568,6 +570,7 @@ struct ReceiverWatch<'a> {
     /// When a slow period was last logged; its end is logged too.
     slow_logged_ms: Option<i64>,
     slow_period_logged: bool,
+    judged_ms: i64,
 }
 
 impl<'a> ReceiverWatch<'a> {
@@ -584,6 +587,7 @@ impl<'a> ReceiverWatch<'a> {
             ),
             slow_logged_ms: None,
             slow_period_logged: false,
+            judged_ms: now_ms(),
         }
     }
 
@@ -600,11 +604,15 @@ impl<'a> ReceiverWatch<'a> {
                 -(kernel::bindings::ECONNRESET as i32),
             )));
         }
+        let now = now_ms();
+        if now - self.judged_ms < JUDGE_INTERVAL_MS {
+            return Ok(());
+        }
+        self.judged_ms = now;
         let (acked_seq, sent_seq) = {
             let queue = repl.queue.lock();
             (queue.acked_local, queue.sent_local)
         };
-        let now = now_ms();
         let verdict = self.liveness.check(&Observation {
             now_ms: now,
             heard_ms: session.last_heard_ms.load(Ordering::Acquire),

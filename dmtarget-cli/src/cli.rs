@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use arepl_core::table::DEFAULT_QUEUE_MB;
+use arepl_core::table::{DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Default directory of the persistent configuration.
@@ -45,6 +45,10 @@ pub struct LinkArgs {
     /// an identical copy (both blank, or seeded).
     #[arg(long, value_enum, value_name = "MODE", default_value_t = InitialSync::Full)]
     pub initial_sync: InitialSync,
+    /// Periods of 5 s a live replicad may acknowledge nothing before its session is
+    /// dropped and made again (0: never).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KO_COUNT)]
+    pub ko_count: u32,
 }
 
 /// Whether the volume is copied to the replica first.

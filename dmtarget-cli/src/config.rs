@@ -12,6 +12,7 @@
 //! queue_mb = 64                # optional
 //! volume = "db"                # optional: the name replicad checks
 //! initial_sync = "full"        # optional: "full" (default) or "none"
+//! ko_count = 7                 # optional: 5 s periods a live replicad may not ack
 //! ```
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cli::{InitialSync, LinkArgs};
-use arepl_core::table::DEFAULT_QUEUE_MB;
+use arepl_core::table::{DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB};
 
 /// One volume's file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -36,6 +37,7 @@ pub struct VolumeFile {
     pub queue_mb: Option<u32>,
     pub volume: Option<String>,
     pub initial_sync: Option<InitialSync>,
+    pub ko_count: Option<u32>,
 }
 
 /// What a file asks for.
@@ -97,6 +99,7 @@ impl VolumeConfig {
                 queue_mb: file.queue_mb.unwrap_or(DEFAULT_QUEUE_MB),
                 volume: file.volume,
                 initial_sync: file.initial_sync.unwrap_or(InitialSync::Full),
+                ko_count: file.ko_count.unwrap_or(DEFAULT_KO_COUNT),
             },
             spill: file.spill,
         })
@@ -138,6 +141,7 @@ mod tests {
         assert_eq!(v.target, Target::Lv("vg0/db".into()));
         assert_eq!(v.link.queue_mb, DEFAULT_QUEUE_MB);
         assert_eq!(v.link.initial_sync, InitialSync::Full);
+        assert_eq!(v.link.ko_count, DEFAULT_KO_COUNT);
         assert_eq!(v.link.backup, None);
     }
 
@@ -152,6 +156,7 @@ mod tests {
             queue_mb = 16
             volume = "webvol"
             initial_sync = "none"
+            ko_count = 0
         "#;
         let v = VolumeConfig::parse(Path::new("x.toml"), text).unwrap();
         assert_eq!(
@@ -163,6 +168,7 @@ mod tests {
         );
         assert_eq!(v.link.queue_mb, 16);
         assert_eq!(v.link.initial_sync, InitialSync::None);
+        assert_eq!(v.link.ko_count, 0);
         assert_eq!(v.spill.as_deref(), Some("/dev/sdc"));
     }
 

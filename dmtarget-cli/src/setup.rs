@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use arepl_core::table::TableArgs;
+use arepl_core::table::{TableArgs, DEFAULT_KO_COUNT};
 
 use crate::cli::{InitialSync, LinkArgs};
 use crate::dm::{self, DeviceMapper, TargetLine};
@@ -26,6 +26,9 @@ pub fn arepl_table(
     features.extend(spill.map(|spill| format!("spill:{spill}")));
     if link.initial_sync == InitialSync::Full {
         features.push("sync:full".into());
+    }
+    if link.ko_count != DEFAULT_KO_COUNT {
+        features.push(format!("ko_count:{}", link.ko_count));
     }
     args.push(features.len().to_string());
     args.extend(features);
@@ -91,5 +94,37 @@ pub fn arepl_status_words(dm: &DeviceMapper, name: &str) -> Result<String, Strin
     match dm.status(name)?.as_slice() {
         [line] if line.kind == "arepl" => Ok(line.params.clone()),
         _ => Err(format!("{name} is not an arepl device")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(ko_count: u32) -> LinkArgs {
+        LinkArgs {
+            primary: "10.0.0.2:7788".parse().unwrap(),
+            backup: None,
+            queue_mb: 16,
+            volume: None,
+            initial_sync: InitialSync::Full,
+            ko_count,
+        }
+    }
+
+    #[test]
+    fn the_table_carries_ko_count_only_when_not_the_default() {
+        let line = arepl_table("253:1", 8, &link(DEFAULT_KO_COUNT), "db", None).unwrap();
+        assert_eq!(
+            line.params,
+            "253:1 10.0.0.2:7788 3 queue_mb:16 volume:db sync:full"
+        );
+        let line = arepl_table("253:1", 8, &link(0), "db", Some("253:2")).unwrap();
+        assert_eq!(
+            line.params,
+            "253:1 10.0.0.2:7788 5 queue_mb:16 volume:db spill:253:2 sync:full ko_count:0"
+        );
+        let err = arepl_table("253:1", 8, &link(1 << 20), "db", None).unwrap_err();
+        assert!(err.starts_with("invalid ko_count '1048576'"), "{err}");
     }
 }

@@ -10,6 +10,12 @@
 //!   under continuous load,
 //! - the session ends, so the target never holds applied entries the state disowns.
 //!
+//! Once the session's reading is over (taken over, sender gone, bad frame, shutdown),
+//! the entries still queued are applied with one commit at the end, not one per flush
+//! among them: nobody waits for their acknowledgements any more, while a new session
+//! waits for this one to finish (a target whose flushes are slow once held a takeover
+//! for minutes).
+//!
 //! Each time, the new durable sequence is published; the connection turns it into an `Ack`.
 //!
 //! Every entry applied is recorded in the [`applied marker`](crate::applied_marker) right
@@ -27,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use arepl_core::digest::Digest;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use crate::entry::Entry;
 use crate::replica::{Replica, ReplicaError};
@@ -112,14 +119,16 @@ pub struct ApplyReport {
 }
 
 /// Applies entries from `queue` until the channel closes, publishing every new durable
-/// sequence and any divergence found, and counting what it does in `stats`. Stops at the
-/// first target or state failure, leaving the entries applied since the last commit
-/// undurable (and unacknowledged).
+/// sequence and any divergence found, and counting what it does in `stats`; once
+/// `reading_over` is cancelled, commits only at the end. Stops at the first target or
+/// state failure, leaving the entries applied since the last commit undurable (and
+/// unacknowledged).
 pub fn run(
     replica: &mut Replica,
     mut queue: mpsc::Receiver<Queued>,
     published: &Published,
     stats: &Stats,
+    reading_over: &CancellationToken,
 ) -> Result<ApplyReport, ReplicaError> {
     let mut report = ApplyReport {
         applied: 0,
@@ -162,7 +171,8 @@ pub fn run(
         stats.entry_applied(&entry);
         report.applied += 1;
         let started = *batch_started.get_or_insert_with(Instant::now);
-        if entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE {
+        let due = entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE;
+        if due && !reading_over.is_cancelled() {
             commit(replica, published, stats, &mut report)?;
             batch_started = None;
         }
@@ -345,7 +355,7 @@ mod tests {
             diverged_from: watch::channel(None).0,
         };
         let stats = Stats::new(replica.state());
-        let report = run(replica, rx, &published, &stats).unwrap();
+        let report = run(replica, rx, &published, &stats, &CancellationToken::new()).unwrap();
         let figures = stats.snapshot();
         assert_eq!(
             figures.applied_seq,
@@ -391,6 +401,33 @@ mod tests {
     }
 
     #[test]
+    fn entries_queued_when_reading_ended_are_committed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = replica(dir.path());
+        let (tx, rx) = mpsc::channel(16);
+        for seq in 1..=10 {
+            let entry = if seq % 2 == 0 { flush(seq) } else { write(seq) };
+            tx.try_send(Queued::unbudgeted(entry)).unwrap();
+        }
+        let published = Published {
+            durable: watch::channel(0).0,
+            diverged_from: watch::channel(None).0,
+        };
+        let stats = Stats::new(replica.state());
+        let over = CancellationToken::new();
+        over.cancel();
+        drop(tx);
+        // Five flushes among them, but nobody waits for their acks: one commit.
+        let report = run(&mut replica, rx, &published, &stats, &over).unwrap();
+        assert_eq!(
+            (report.applied, report.commits, report.durable_seq),
+            (10, 1, 10)
+        );
+        assert_eq!(replica.state().durable_seq, 10);
+        assert_eq!(*published.durable.borrow(), 10);
+    }
+
+    #[test]
     fn every_flush_is_a_commit_point() {
         let dir = tempfile::tempdir().unwrap();
         let mut replica = replica(dir.path());
@@ -414,7 +451,15 @@ mod tests {
             diverged_from: watch::channel(None).0,
         };
         let stats = Stats::new(replica.state());
-        let applier = std::thread::spawn(move || run(&mut replica, rx, &published, &stats));
+        let applier = std::thread::spawn(move || {
+            run(
+                &mut replica,
+                rx,
+                &published,
+                &stats,
+                &CancellationToken::new(),
+            )
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

@@ -285,13 +285,15 @@ async fn stream_entries(
     let (diverged_tx, diverged_rx) = watch::channel(diverged_from);
     let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
     let stats = shared.stats.clone();
+    let reading_over = CancellationToken::new();
+    let applier_stops = reading_over.clone();
     let applier = tokio::task::spawn_blocking(move || {
         let mut replica = replica;
         let published = Published {
             durable: durable_tx,
             diverged_from: diverged_tx,
         };
-        applier::run(&mut replica, entry_rx, &published, &stats)
+        applier::run(&mut replica, entry_rx, &published, &stats, &applier_stops)
     });
     let mut acks = tokio::spawn(send_acks(sink, durable_rx, diverged_rx, ping_rx));
     // The sender resumes after the welcomed sequence: nothing past it is on the target
@@ -310,6 +312,8 @@ async fn stream_entries(
         shared,
     )
     .await;
+    // Nobody waits for acks of what is still queued: one commit for all of it.
+    reading_over.cancel();
     if let Some((first, last)) = skipped.range {
         tracing::info!(
             "skipped {} already applied entries (seq {first} to {last}) resent by the sender",
