@@ -91,6 +91,22 @@ remove_if_present() {
     done
 }
 
+# From now on the scenario's end, however it ends, also kills the receiver with state
+# directory $1 and removes the devices $2...; a failure still gets cleanup_after_failure.
+cleanup_on_exit() {
+    CLEANUP_STATE=$1
+    shift
+    CLEANUP_DEVICES=("$@")
+    trap 'cleanup_scenario' EXIT
+}
+cleanup_scenario() {
+    local rc=$?
+    replicad_stop "$CLEANUP_STATE" KILL
+    remove_if_present "${CLEANUP_DEVICES[@]}"
+    (exit "$rc") # cleanup_after_failure reads the status from $?
+    cleanup_after_failure
+}
+
 # --- The two-site network: namespaces "prod" and "dr", joined by two veth pairs,
 # one per link (primary 10.90.0.0/24, backup 10.91.0.0/24). Addresses exist only
 # inside this guest.

@@ -20,14 +20,7 @@ sectors=$(sectors_of "$replica")
 # The replica's device makes each flush wait 2 s, so a kill can land while applied
 # entries wait for their commit.
 dmsetup create hist-dr --table "0 $sectors delay $replica 0 0 $replica 0 0 $replica 0 2000"
-cleanup() {
-    local rc=$?
-    replicad_stop "$state" KILL
-    remove_if_present arepl-hist hist-dr
-    (exit "$rc") # lib.sh's cleanup reads the status from $?
-    cleanup_after_failure
-}
-trap cleanup EXIT
+cleanup_on_exit "$state" arepl-hist hist-dr
 REPLICAD_ARGS="--metrics-listen $metrics" replicad_start /dev/mapper/hist-dr "$state"
 arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 1 volume:hist"
 wait_connected arepl-hist

@@ -28,14 +28,7 @@ slow_flushes() {
         dmsetup create slow-dr --table "$table"
     fi
 }
-cleanup() {
-    local rc=$?
-    replicad_stop "$state" KILL
-    remove_if_present arepl-slow slow-dr
-    (exit "$rc") # lib.sh's cleanup reads the status from $?
-    cleanup_after_failure
-}
-trap cleanup EXIT
+cleanup_on_exit "$state" arepl-slow slow-dr
 
 # Flush-heavy writes that rewrite a small hot set (a database committing), plus a
 # stream of 1 MiB writes that fills replicad's socket buffer while it waits. Their pids
