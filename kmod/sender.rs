@@ -6,9 +6,10 @@
 //!
 //! Link policy (passive mode): one link carries the stream. A connect failure, a send or
 //! receive error, or a dead link (no frame from the receiver and no transport progress
-//! for [`crate::liveness::SILENCE_LIMIT_MS`] although a `Ping` goes out every [`PING_INTERVAL_MS`]) ends
-//! the session, and the next attempt uses the other link. A receiver that is alive but
-//! slow keeps its session: the full send buffer holds the sender back. Only when it
+//! for [`crate::liveness::SILENCE_LIMIT_MS`], although a `Ping` goes out every
+//! [`PING_INTERVAL_MS`] and the receiver repeats its `Ack` every second) ends the
+//! session, and the next attempt uses the other link. A receiver that is alive but slow
+//! keeps its session: the full send buffer holds the sender back. Only when it
 //! acknowledges nothing for `ko_count` periods is the session dropped, logged and counted
 //! ([`crate::liveness`]). While the backup carries the stream, the primary is probed
 //! every [`FAILBACK_PROBE_MS`]; once it accepts a connection the stream returns to it.

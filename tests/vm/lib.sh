@@ -110,7 +110,8 @@ cleanup_scenario() {
 # --- The two-site network: namespaces "prod" and "dr", joined by two veth pairs,
 # one per link (primary 10.90.0.0/24, backup 10.91.0.0/24). Addresses exist only
 # inside this guest.
-REPLICAD="$REPO_ROOT/target/release/replicad"
+# REPLICAD may name another build (e.g. target/debug/replicad) to run the scenarios with.
+REPLICAD=${REPLICAD:-$REPO_ROOT/target/release/replicad}
 AREPL_SEND="$REPO_ROOT/target/release/arepl-send"
 AREPL="$REPO_ROOT/target/release/arepl"
 
