@@ -13,9 +13,11 @@ fail() {
     exit 1
 }
 
-# A failed scenario must not leave receivers or devices behind for the next one.
+# A failed scenario must not leave receivers or devices behind for the next one. The
+# status is $1 when another EXIT trap calls this (under set -e, re-raising it with
+# `(exit $rc)` there would end that trap before it gets here), else $?.
 cleanup_after_failure() {
-    local rc=$? pidfile name log
+    local rc=${1:-$?} pidfile name log
     ((rc == 0)) && return 0
     for log in /tmp/state-*/replicad.log; do
         [[ -f $log ]] || continue
@@ -103,8 +105,7 @@ cleanup_scenario() {
     local rc=$?
     replicad_stop "$CLEANUP_STATE" KILL
     remove_if_present "${CLEANUP_DEVICES[@]}"
-    (exit "$rc") # cleanup_after_failure reads the status from $?
-    cleanup_after_failure
+    cleanup_after_failure "$rc"
 }
 
 # --- The two-site network: namespaces "prod" and "dr", joined by two veth pairs,
@@ -284,9 +285,15 @@ lvm_setup() {
     LVM_PV=$1 LVM_STATE=$2
     shift 2
     LVM_MOUNTS=("$@")
-    trap 'rc=$?; lvm_teardown; exit $rc' EXIT
+    trap 'lvm_cleanup' EXIT
     pvcreate -q -ff -y "$LVM_PV" >/dev/null
     vgcreate -q vgp "$LVM_PV" >/dev/null
+}
+
+lvm_cleanup() {
+    local rc=$?
+    lvm_teardown
+    cleanup_after_failure "$rc"
 }
 
 lvm_teardown() {

@@ -52,8 +52,7 @@ dump_on_failure() {
         echo "--- last dm_arepl kernel messages:" >&2
         dmesg | grep dm_arepl | tail -n 20 >&2
     fi
-    (exit "$rc") # cleanup_after_failure reads the status from $?
-    cleanup_after_failure
+    cleanup_after_failure "$rc"
 }
 trap dump_on_failure EXIT
 

@@ -15,8 +15,7 @@ cleanup() {
     [[ -z ${killer_pid:-} ]] || kill "$killer_pid" 2>/dev/null || true
     umount "$mnt" 2>/dev/null || true
     ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
-    (exit "$rc") # lib.sh's cleanup reads the status from $?
-    cleanup_after_failure
+    cleanup_after_failure "$rc"
 }
 trap cleanup EXIT
 arepl_create arepl-restart-db "$disk" "$PRIMARY_ADDR 1 volume:restartdb"
