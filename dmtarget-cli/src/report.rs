@@ -104,6 +104,17 @@ pub struct InitialSync {
 }
 
 impl InitialSync {
+    fn new(copied_bytes: u64, total_bytes: u64, consistent: bool, rate: u64) -> Self {
+        let left = total_bytes.saturating_sub(copied_bytes);
+        Self {
+            copied_bytes,
+            total_bytes,
+            consistent,
+            rate_bytes_per_s: rate,
+            eta_s: (left > 0 && rate > 0).then(|| left.div_ceil(rate)),
+        }
+    }
+
     fn copying(&self) -> bool {
         self.copied_bytes < self.total_bytes
     }
@@ -182,14 +193,12 @@ impl DeviceReport {
                 bytes: c.spill_bytes,
                 capacity_bytes: c.spill_capacity_bytes,
             }),
-            initial_sync: InitialSync {
-                copied_bytes: c.sync_bytes,
-                total_bytes: c.sync_total_bytes,
-                consistent: c.consistent == 1,
-                rate_bytes_per_s: c.sync_rate,
-                eta_s: (c.sync_bytes < c.sync_total_bytes && c.sync_rate > 0)
-                    .then(|| (c.sync_total_bytes - c.sync_bytes).div_ceil(c.sync_rate)),
-            },
+            initial_sync: InitialSync::new(
+                c.sync_bytes,
+                c.sync_total_bytes,
+                c.consistent == 1,
+                c.sync_rate,
+            ),
             diverged: c.diverged == 1,
             errors: Errors {
                 write: c.write_errors,
