@@ -9,6 +9,7 @@
 pub mod crc32c;
 pub mod digest;
 pub mod fifo;
+pub mod history;
 pub mod inflight;
 pub mod liveness;
 pub mod rate;

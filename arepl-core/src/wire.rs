@@ -1,4 +1,4 @@
-//! The replication wire protocol, version 2: one definition for the kernel sender and
+//! The replication wire protocol, version 3: one definition for the kernel sender and
 //! `replicad`.
 //!
 //! Every frame is a 40-byte header, big-endian, optionally followed by a payload:
@@ -8,7 +8,7 @@
 //! | 0..4 | magic | [`MAGIC`], "ARPL" |
 //! | 4 | version | [`VERSION`] |
 //! | 5 | kind | [`FrameKind`] |
-//! | 6..8 | flags | [`FLAG_FUA`] on writes, [`FLAG_DIVERGED`] on acks, [`FLAG_DIGEST_UNKNOWN`] on digests, else 0 |
+//! | 6..8 | flags | [`FLAG_FUA`] on writes, [`FLAG_DIVERGED`] on acks, [`FLAG_DIGEST_UNKNOWN`] on digests, [`FLAG_RESYNC`] on `Begin`, else 0 |
 //! | 8..16 | seq | sequence number (meaning depends on kind) |
 //! | 16..24 | offset | byte offset on the volume, the volume size in handshakes, the digest in `Digest` |
 //! | 24..28 | length | payload bytes, or the range length of discard/write-zeroes |
@@ -17,9 +17,12 @@
 //! | 36..40 | header_crc | CRC-32C of bytes 0..36 |
 //!
 //! A session: the sender sends `Hello` (seq: oldest sequence it still holds, 0 if it
-//! never completed a handshake; offset: volume size; payload: volume name). The receiver
-//! answers `Welcome` (seq: its last durable sequence; offset: volume size) or `Refuse`
-//! (payload: reason) and closes. The sender then streams `Write`, `Flush`, `Discard` and
+//! never completed a handshake; offset: volume size; payload: the history it continues
+//! as a [`HistoryBlock`], then the volume name). The receiver answers `Welcome` (seq: its
+//! last durable sequence; offset: volume size; payload: the replica's history block,
+//! with [`crate::history::CONSISTENT`] and [`crate::history::RESYNCING`]) or `Refuse`
+//! (payload: reason) and closes. The sender decides ([`crate::history::decide`]):
+//! continue, resync, or close the connection. The sender then streams `Write`, `Flush`, `Discard` and
 //! `WriteZeroes` frames with consecutive sequence numbers starting right after the
 //! receiver's durable sequence; the receiver answers `Ack` frames carrying its highest
 //! durable sequence, cumulatively. The sender may send `Ping` at any time after the
@@ -34,15 +37,25 @@
 //! compares each with the digest of what it applied through that sequence. A receiver
 //! that found a mismatch (now or before, until a resync) sets [`FLAG_DIVERGED`] on every
 //! `Ack`, with the first sequence that may differ in `offset`.
-
+//!
+//! Histories (new in version 3): right after its opening `Digest` the sender sends
+//! `Begin` (seq: the receiver's durable sequence; payload: the history block the stream
+//! runs under). Without [`FLAG_RESYNC`] the stream continues the replica's history (or
+//! starts one on a replica without). With it, a resync begins (offset: the bytes it
+//! copies): from there on entries are no longer a write-order stream, so the receiver
+//! protects its last consistent image first, records the new history as inconsistent,
+//! and applies them. Once the last entry of the resync has been sent, the sender sends
+//! `ResyncDone` (seq: that entry's sequence); the replica is consistent again once it is
+//! durable through it.
 use crate::crc32c::crc32c;
 use crate::digest::{Digest, EntryFields};
+use crate::history::{HistoryBlock, HISTORY_BLOCK_LEN};
 use core::fmt;
 
 /// First four header bytes: "ARPL".
 pub const MAGIC: u32 = 0x4152_504C;
 /// Protocol version this code speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Size of every frame header.
 pub const HEADER_LEN: usize = 40;
 /// Writes are whole 512-byte sectors at sector-aligned offsets.
@@ -53,12 +66,53 @@ pub const MAX_WRITE_PAYLOAD: u32 = 8 << 20;
 pub const MAX_REASON_LEN: u32 = 256;
 /// Largest volume name in a `Hello`.
 pub const MAX_VOLUME_NAME_LEN: u32 = crate::table::MAX_VOLUME_LEN as u32;
+/// Bytes of the history block that opens `Hello`, `Welcome` and `Resync` payloads.
+pub const HISTORY_LEN: u32 = HISTORY_BLOCK_LEN as u32;
 /// The write must be durable before its acknowledgement (REQ_FUA).
 pub const FLAG_FUA: u16 = 1;
 /// On `Ack`: the receiver's replica is known to differ from the sender's stream.
 pub const FLAG_DIVERGED: u16 = 2;
 /// On `Digest`: the side sending it does not know its digest at that sequence.
 pub const FLAG_DIGEST_UNKNOWN: u16 = 4;
+/// On `Begin`: a resync begins; the replica is inconsistent until it is done.
+pub const FLAG_RESYNC: u16 = 8;
+
+/// The payload of a `Hello`: the sender's history block, then the volume name.
+#[derive(Debug, Clone, Copy)]
+pub struct HelloPayload {
+    bytes: [u8; HISTORY_BLOCK_LEN + crate::table::MAX_VOLUME_LEN],
+    len: usize,
+}
+
+impl HelloPayload {
+    /// The payload for `history` and a volume `name` (a valid volume name, so at most
+    /// [`MAX_VOLUME_NAME_LEN`] bytes).
+    pub fn new(history: &HistoryBlock, name: &crate::table::VolumeName) -> Self {
+        let name = name.as_str().as_bytes();
+        let mut bytes = [0u8; HISTORY_BLOCK_LEN + crate::table::MAX_VOLUME_LEN];
+        bytes[..HISTORY_BLOCK_LEN].copy_from_slice(&history.encode());
+        bytes[HISTORY_BLOCK_LEN..HISTORY_BLOCK_LEN + name.len()].copy_from_slice(name);
+        Self {
+            bytes,
+            len: HISTORY_BLOCK_LEN + name.len(),
+        }
+    }
+
+    /// The encoded payload.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Splits a received `Hello` payload into its history block and volume name bytes;
+    /// `None` if the history block is malformed.
+    pub fn split(payload: &[u8]) -> Option<(HistoryBlock, &[u8])> {
+        if payload.len() < HISTORY_BLOCK_LEN {
+            return None;
+        }
+        let (history, name) = payload.split_at(HISTORY_BLOCK_LEN);
+        Some((HistoryBlock::decode(history)?, name))
+    }
+}
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +138,11 @@ pub enum FrameKind {
     Ping = 9,
     /// Either side: the replication digest through `seq` is `offset`.
     Digest = 10,
+    /// Sender: the stream after `seq` runs under the history in the payload; with
+    /// [`FLAG_RESYNC`], a resync begins there.
+    Begin = 11,
+    /// Sender: the resync's last entry is `seq`.
+    ResyncDone = 12,
 }
 
 impl FrameKind {
@@ -99,13 +158,18 @@ impl FrameKind {
             8 => Self::Refuse,
             9 => Self::Ping,
             10 => Self::Digest,
+            11 => Self::Begin,
+            12 => Self::ResyncDone,
             _ => return None,
         })
     }
 
     /// Whether frames of this kind carry a payload of `length` bytes.
     pub fn has_payload(self) -> bool {
-        matches!(self, Self::Hello | Self::Write | Self::Refuse)
+        matches!(
+            self,
+            Self::Hello | Self::Welcome | Self::Write | Self::Refuse | Self::Begin
+        )
     }
 }
 
@@ -216,20 +280,58 @@ impl Header {
         }
     }
 
-    /// `Hello` for a volume; `oldest_seq` is 0 before the first completed handshake.
-    pub fn hello(oldest_seq: u64, volume_size: u64, volume_name: &[u8]) -> Self {
+    /// `Hello` for a volume, whose payload is `payload` (see [`HelloPayload`]);
+    /// `oldest_seq` is 0 before the first completed handshake.
+    pub fn hello(oldest_seq: u64, volume_size: u64, payload: &[u8]) -> Self {
         Self::new(
             FrameKind::Hello,
             oldest_seq,
             volume_size,
-            volume_name.len() as u32,
-            crc32c(volume_name),
+            payload.len() as u32,
+            crc32c(payload),
         )
     }
 
-    /// `Welcome`: the receiver's last durable sequence and its view of the volume size.
-    pub fn welcome(durable_seq: u64, volume_size: u64) -> Self {
-        Self::new(FrameKind::Welcome, durable_seq, volume_size, 0, 0)
+    /// `Welcome`: the receiver's last durable sequence, its view of the volume size,
+    /// and its history block `history` as payload.
+    pub fn welcome(durable_seq: u64, volume_size: u64, history: &[u8; HISTORY_BLOCK_LEN]) -> Self {
+        Self::new(
+            FrameKind::Welcome,
+            durable_seq,
+            volume_size,
+            HISTORY_LEN,
+            crc32c(history),
+        )
+    }
+
+    /// `Begin`: the stream after `durable_seq` runs under the history block `history`
+    /// (the payload); `resync_bytes`: a resync copying that many bytes begins.
+    pub fn begin(
+        durable_seq: u64,
+        resync_bytes: Option<u64>,
+        history: &[u8; HISTORY_BLOCK_LEN],
+    ) -> Self {
+        let mut header = Self::new(
+            FrameKind::Begin,
+            durable_seq,
+            resync_bytes.unwrap_or(0),
+            HISTORY_LEN,
+            crc32c(history),
+        );
+        if resync_bytes.is_some() {
+            header.flags = FLAG_RESYNC;
+        }
+        header
+    }
+
+    /// For a `Begin`: the bytes a resync beginning there copies, if one does.
+    pub fn resync_bytes(&self) -> Option<u64> {
+        (self.kind == FrameKind::Begin && self.flags & FLAG_RESYNC != 0).then_some(self.offset)
+    }
+
+    /// `ResyncDone`: the resync's last entry is `last_seq`.
+    pub fn resync_done(last_seq: u64) -> Self {
+        Self::new(FrameKind::ResyncDone, last_seq, 0, 0, 0)
     }
 
     /// `Write` of `payload` at byte `offset`.
@@ -414,6 +516,7 @@ impl Header {
             FrameKind::Write => FLAG_FUA,
             FrameKind::Ack => FLAG_DIVERGED,
             FrameKind::Digest => FLAG_DIGEST_UNKNOWN,
+            FrameKind::Begin => FLAG_RESYNC,
             _ => 0,
         };
         if self.flags & !allowed_flags != 0 {
@@ -424,15 +527,18 @@ impl Header {
             length: self.length,
         });
         let length_ok = match self.kind {
-            FrameKind::Hello => (1..=MAX_VOLUME_NAME_LEN).contains(&self.length),
+            FrameKind::Hello => {
+                (HISTORY_LEN + 1..=HISTORY_LEN + MAX_VOLUME_NAME_LEN).contains(&self.length)
+            }
+            FrameKind::Welcome | FrameKind::Begin => self.length == HISTORY_LEN,
             FrameKind::Refuse => self.length <= MAX_REASON_LEN,
             FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
             FrameKind::Discard | FrameKind::WriteZeroes => self.length > 0,
-            FrameKind::Welcome
-            | FrameKind::Flush
+            FrameKind::Flush
             | FrameKind::Ack
             | FrameKind::Ping
-            | FrameKind::Digest => self.length == 0,
+            | FrameKind::Digest
+            | FrameKind::ResyncDone => self.length == 0,
         };
         if !length_ok {
             return bad_length;
@@ -478,7 +584,7 @@ mod tests {
 
     const WRITE_GOLDEN: [u8; HEADER_LEN] = [
         0x41, 0x52, 0x50, 0x4C, // magic "ARPL"
-        0x02, // version
+        0x03, // version
         0x03, // kind: Write
         0x00, 0x01, // flags: FUA
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // seq 258
@@ -486,7 +592,7 @@ mod tests {
         0x00, 0x00, 0x02, 0x00, // length 512
         0xB2, 0xFD, 0xE4, 0x2F, // payload crc32c of 512 x 0xAB
         0x00, 0x00, 0x00, 0x00, // reserved
-        0x35, 0xCB, 0x4F, 0x4D, // header crc32c
+        0x08, 0x6D, 0x9F, 0x86, // header crc32c
     ];
 
     #[test]
@@ -504,18 +610,21 @@ mod tests {
         assert_eq!(
             &ack[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x02, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                0x41, 0x52, 0x50, 0x4C, 0x03, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
                 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
         assert_eq!(&ack[36..], &crc32c(&ack[..36]).to_be_bytes());
 
-        let hello = Header::hello(0, 256 << 20, b"db");
+        let payload = hello_payload("db");
+        let hello = Header::hello(0, 256 << 20, payload.as_bytes());
         let bytes = hello.encode();
         assert_eq!(bytes[5], 1);
         assert_eq!(&bytes[16..24], &(256u64 << 20).to_be_bytes());
-        assert_eq!(&bytes[24..28], &2u32.to_be_bytes());
+        assert_eq!(&bytes[24..28], &34u32.to_be_bytes());
         assert_eq!(Header::decode(&bytes), Ok(hello));
+        let (history, name) = HelloPayload::split(payload.as_bytes()).unwrap();
+        assert_eq!((history, name), (HistoryBlock::default(), &b"db"[..]));
     }
 
     #[test]
@@ -524,7 +633,7 @@ mod tests {
         assert_eq!(
             &digest[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x02, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
+                0x41, 0x52, 0x50, 0x4C, 0x03, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
                 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -545,7 +654,7 @@ mod tests {
         assert_eq!(Header::decode(&bytes).unwrap().diverged_from(), Some(4));
         assert_eq!(Header::ack(9).diverged_from(), None);
         // Each flag only where it means something.
-        let mut hello = Header::hello(0, 256 << 20, b"db");
+        let mut hello = Header::hello(0, 256 << 20, hello_payload("db").as_bytes());
         hello.flags = FLAG_DIVERGED;
         assert_eq!(
             Header::decode(&hello.encode()),
@@ -569,19 +678,50 @@ mod tests {
         assert!(Header::digest(9, None).entry_fields().is_none());
     }
 
+    fn hello_payload(name: &str) -> HelloPayload {
+        HelloPayload::new(
+            &HistoryBlock::default(),
+            &crate::table::VolumeName::new(name).unwrap(),
+        )
+    }
+
     #[test]
-    fn hello_round_trips() {
-        let hello = Header::hello(0, 256 << 20, b"db");
-        let bytes = hello.encode();
-        assert_eq!(&bytes[24..28], &2u32.to_be_bytes());
-        assert_eq!(Header::decode(&bytes), Ok(hello));
+    fn hello_and_resync_carry_histories() {
+        let block = HistoryBlock {
+            history: Some(crate::history::History::new([9; 16])),
+            flags: crate::history::CONSISTENT,
+        };
+        let payload = HelloPayload::new(&block, &crate::table::VolumeName::new("vol").unwrap());
+        assert_eq!(HelloPayload::split(payload.as_bytes()), Some((block, &b"vol"[..])));
+        let mut broken = [0u8; 35];
+        broken[..32].copy_from_slice(&block.encode());
+        broken[31] = 1;
+        assert_eq!(HelloPayload::split(&broken), None);
+        // A Hello needs a name after the block; Welcome and Resync carry the block only.
+        let bare = Header::hello(0, 512, &block.encode());
+        assert!(matches!(
+            Header::decode(&bare.encode()),
+            Err(WireError::BadLength { .. })
+        ));
+        let resync = Header::begin(5, Some(1 << 30), &block.encode());
+        assert_eq!(resync.payload_len(), HISTORY_LEN);
+        assert_eq!(resync.check_payload(&block.encode()), Ok(()));
+        assert_eq!(Header::decode(&resync.encode()), Ok(resync));
+        assert_eq!(resync.resync_bytes(), Some(1 << 30));
+        let bytes = resync.encode();
+        assert_eq!(&bytes[6..8], &FLAG_RESYNC.to_be_bytes());
+        assert_eq!(Header::begin(5, None, &block.encode()).resync_bytes(), None);
+        assert_eq!(Header::resync_done(9).payload_len(), 0);
     }
 
     #[test]
     fn every_kind_round_trips() {
         let headers = [
-            Header::hello(7, 4096, b"vol"),
-            Header::welcome(6, 4096),
+            Header::hello(7, 4096, hello_payload("vol").as_bytes()),
+            Header::welcome(6, 4096, &HistoryBlock::default().encode()),
+            Header::begin(6, Some(4096), &HistoryBlock::default().encode()),
+            Header::begin(6, None, &HistoryBlock::default().encode()),
+            Header::resync_done(7),
             Header::write(8, 512, &[1; 1024], false),
             Header::flush(9),
             Header::discard(10, 0, 4096),
@@ -668,7 +808,7 @@ mod tests {
     fn messages() {
         assert_eq!(
             WireError::BadVersion(9).to_string(),
-            "unsupported protocol version 9 (speaking 2)"
+            "unsupported protocol version 9 (speaking 3)"
         );
     }
 }
