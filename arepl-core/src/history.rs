@@ -145,6 +145,9 @@ pub struct SenderView {
     /// It keeps its history on a metadata (spill) device, so a resync of it may start
     /// without the operator: the resync continues its own history.
     pub may_resync_itself: bool,
+    /// It began a resync under `history` in this lifetime and is still running it, so
+    /// a replica found resyncing under that history is its own resync, to continue.
+    pub resync_running: bool,
 }
 
 /// What the receiver said in its `Welcome`.
@@ -208,7 +211,11 @@ impl Refusal {
 }
 
 /// Decides a handshake. `fresh` gives a new random history when one must start.
-pub fn decide(sender: &SenderView, replica: &ReplicaView, fresh: impl FnOnce() -> History) -> Decision {
+pub fn decide(
+    sender: &SenderView,
+    replica: &ReplicaView,
+    fresh: impl FnOnce() -> History,
+) -> Decision {
     if sender.copy_requested {
         // The operator asked for a copy: a new history, whatever the replica had.
         return Decision::Resync(fresh());
@@ -231,7 +238,7 @@ pub fn decide(sender: &SenderView, replica: &ReplicaView, fresh: impl FnOnce() -
         return Decision::Refuse(Refusal::OtherHistory);
     }
     let intact = sender.holds_next && !sender.lost_entries;
-    if intact && ours == replica_history && !replica.resyncing {
+    if intact && ours == replica_history && (!replica.resyncing || sender.resync_running) {
         return Decision::Continue(ours);
     }
     // Same history, but the replica is mid-resync, at another generation, or lacks
@@ -270,6 +277,7 @@ mod tests {
             holds_next: true,
             copy_requested: false,
             may_resync_itself: false,
+            resync_running: false,
         }
     }
 
@@ -328,10 +336,7 @@ mod tests {
 
     #[test]
     fn display_is_uuid_and_counter() {
-        assert_eq!(
-            format!("{A}"),
-            "a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1:3"
-        );
+        assert_eq!(format!("{A}"), "a1a1a1a1-a1a1-a1a1-a1a1-a1a1a1a1a1a1:3");
         assert_eq!(A.short_id(), 0xA1A1_A1A1);
     }
 
@@ -342,15 +347,15 @@ mod tests {
             copy_requested: true,
             ..sender(None)
         };
-        assert_eq!(
-            run(copy, replica(None)),
-            Decision::Resync(NEW)
-        );
+        assert_eq!(run(copy, replica(None)), Decision::Resync(NEW));
     }
 
     #[test]
     fn the_same_history_with_every_entry_held_continues() {
-        assert_eq!(run(sender(Some(A)), replica(Some(A))), Decision::Continue(A));
+        assert_eq!(
+            run(sender(Some(A)), replica(Some(A))),
+            Decision::Continue(A)
+        );
     }
 
     #[test]
@@ -363,10 +368,7 @@ mod tests {
             copy_requested: true,
             ..sender(None)
         };
-        assert!(matches!(
-            run(copy, replica(Some(A))),
-            Decision::Resync(NEW)
-        ));
+        assert!(matches!(run(copy, replica(Some(A))), Decision::Resync(NEW)));
     }
 
     #[test]
@@ -423,6 +425,12 @@ mod tests {
             run(sender(Some(A)), resyncing),
             Decision::Resync(A.next_generation())
         );
+        // Its own resync, interrupted by a lost link: continued, not begun again.
+        let running = SenderView {
+            resync_running: true,
+            ..sender(Some(A))
+        };
+        assert_eq!(run(running, resyncing), Decision::Continue(A));
         let ahead = A.next_generation().next_generation();
         assert_eq!(
             run(sender(Some(A)), replica(Some(ahead))),

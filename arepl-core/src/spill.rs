@@ -303,7 +303,8 @@ impl Superblock {
             && (ring.start..ring.end).contains(&ring.head)
             && (ring.start..ring.end).contains(&ring.tail)
             && ring.head_seq <= ring.tail_seq;
-        let history = HistoryBlock::decode(&bytes[SB_HISTORY_AT..SB_HISTORY_AT + HISTORY_BLOCK_LEN]);
+        let history =
+            HistoryBlock::decode(&bytes[SB_HISTORY_AT..SB_HISTORY_AT + HISTORY_BLOCK_LEN]);
         let (Some(history), true) = (history, sane && bytes[SB_FLAGS_AT] & !SB_IN_USE == 0) else {
             return Ok(None);
         };

@@ -692,7 +692,10 @@ mod tests {
             flags: crate::history::CONSISTENT,
         };
         let payload = HelloPayload::new(&block, &crate::table::VolumeName::new("vol").unwrap());
-        assert_eq!(HelloPayload::split(payload.as_bytes()), Some((block, &b"vol"[..])));
+        assert_eq!(
+            HelloPayload::split(payload.as_bytes()),
+            Some((block, &b"vol"[..]))
+        );
         let mut broken = [0u8; 35];
         broken[..32].copy_from_slice(&block.encode());
         broken[31] = 1;
