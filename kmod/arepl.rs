@@ -32,6 +32,8 @@ pub mod crc32c;
 pub mod digest;
 #[path = "../arepl-core/src/fifo.rs"]
 pub mod fifo;
+#[path = "../arepl-core/src/history.rs"]
+pub mod history;
 #[path = "../arepl-core/src/inflight.rs"]
 pub mod inflight;
 #[path = "../arepl-core/src/liveness.rs"]
@@ -66,5 +68,12 @@ impl kernel::Module for AreplModule {
         Ok(Self {
             _target: registration,
         })
+    }
+}
+
+impl Drop for AreplModule {
+    fn drop(&mut self) {
+        // No target is left when the module unloads; neither are their histories.
+        claim::forget_all();
     }
 }

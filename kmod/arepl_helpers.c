@@ -17,6 +17,7 @@
 #include <linux/slab.h>
 #include <linux/net.h>
 #include <linux/nsproxy.h>
+#include <linux/random.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/task.h>
@@ -95,55 +96,100 @@ int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len)
 }
 
 /*
- * Names of the volumes live targets replicate. Two targets streaming into one
- * volume would interleave two sequences on the replica, so a second claim fails.
+ * Volumes of this module's targets. A live one is claimed: two targets streaming into
+ * one volume would interleave two sequences on the replica, so a second claim fails.
+ * A removed one that left nothing unsent keeps its history (AREPL_REMEMBERED_LEN bytes,
+ * opaque here), so a target created again while the module stays loaded continues it.
  */
 struct arepl_volume {
 	struct list_head list;
+	bool live;
+	bool remembered;
+	u8 history[AREPL_REMEMBERED_LEN];
 	char name[];
 };
 
 static LIST_HEAD(arepl_volumes);
 static DEFINE_MUTEX(arepl_volumes_lock);
 
-int arepl_volume_claim(const char *name)
+static struct arepl_volume *arepl_volume_find(const char *name)
+{
+	struct arepl_volume *vol;
+
+	list_for_each_entry(vol, &arepl_volumes, list)
+		if (!strcmp(vol->name, name))
+			return vol;
+	return NULL;
+}
+
+int arepl_volume_claim(const char *name, u8 *remembered, bool *found)
 {
 	struct arepl_volume *vol;
 	size_t len = strlen(name) + 1;
 	int err = 0;
 
+	*found = false;
 	mutex_lock(&arepl_volumes_lock);
-	list_for_each_entry(vol, &arepl_volumes, list) {
-		if (!strcmp(vol->name, name)) {
-			err = -EBUSY;
-			goto out;
-		}
-	}
-	vol = kmalloc(sizeof(*vol) + len, GFP_KERNEL);
-	if (!vol) {
-		err = -ENOMEM;
+	vol = arepl_volume_find(name);
+	if (vol && vol->live) {
+		err = -EBUSY;
 		goto out;
 	}
-	memcpy(vol->name, name, len);
-	list_add(&vol->list, &arepl_volumes);
+	if (!vol) {
+		vol = kzalloc(sizeof(*vol) + len, GFP_KERNEL);
+		if (!vol) {
+			err = -ENOMEM;
+			goto out;
+		}
+		memcpy(vol->name, name, len);
+		list_add(&vol->list, &arepl_volumes);
+	}
+	if (vol->remembered) {
+		memcpy(remembered, vol->history, AREPL_REMEMBERED_LEN);
+		*found = true;
+		/* Taken: a second removal without a clean end must not find it again. */
+		vol->remembered = false;
+	}
+	vol->live = true;
 out:
 	mutex_unlock(&arepl_volumes_lock);
 	return err;
 }
 
-void arepl_volume_release(const char *name)
+void arepl_volume_release(const char *name, const u8 *remembered)
 {
 	struct arepl_volume *vol;
 
 	mutex_lock(&arepl_volumes_lock);
-	list_for_each_entry(vol, &arepl_volumes, list) {
-		if (!strcmp(vol->name, name)) {
+	vol = arepl_volume_find(name);
+	if (vol) {
+		vol->live = false;
+		vol->remembered = remembered != NULL;
+		if (remembered) {
+			memcpy(vol->history, remembered, AREPL_REMEMBERED_LEN);
+		} else {
 			list_del(&vol->list);
 			kfree(vol);
-			break;
 		}
 	}
 	mutex_unlock(&arepl_volumes_lock);
+}
+
+void arepl_volumes_forget(void)
+{
+	struct arepl_volume *vol, *next;
+
+	mutex_lock(&arepl_volumes_lock);
+	list_for_each_entry_safe(vol, next, &arepl_volumes, list) {
+		list_del(&vol->list);
+		kfree(vol);
+	}
+	mutex_unlock(&arepl_volumes_lock);
+}
+
+void arepl_random_bytes(u8 *buf, size_t len)
+{
+	get_random_bytes(buf, len);
 }
 
 unsigned int arepl_memalloc_noio_save(void)

@@ -40,9 +40,12 @@ int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
 		  u64 offset, void *buf, size_t len, bool write, bool durable);
 u64 arepl_bdev_bytes(struct block_device *bdev);
 
-/* volumes in use by live targets */
-int arepl_volume_claim(const char *name);
-void arepl_volume_release(const char *name);
+/* volumes of this module's targets: claimed while live, remembered once removed */
+#define AREPL_REMEMBERED_LEN 40
+int arepl_volume_claim(const char *name, u8 *remembered, bool *found);
+void arepl_volume_release(const char *name, const u8 *remembered);
+void arepl_volumes_forget(void);
+void arepl_random_bytes(u8 *buf, size_t len);
 
 /* allocation scope */
 unsigned int arepl_memalloc_noio_save(void);

@@ -13,7 +13,9 @@ use kernel::sync::{Arc, CondVar};
 use kernel::time::Ktime;
 
 use crate::blockio::BlockIo;
+use crate::claim::Remembered;
 use crate::digest::SentDigests;
+use crate::history::History;
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
 use crate::inflight::{InFlight, RangeSlot};
@@ -23,7 +25,7 @@ use crate::rate::RecentRate;
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
-use crate::table::{ReplicationConfig, VolumeName};
+use crate::table::{InitialSync, ReplicationConfig, VolumeName};
 
 /// Local writes in flight at once, at most; more wait (block queues hold far fewer).
 const MAX_WRITES_IN_FLIGHT: usize = 1024;
@@ -71,6 +73,27 @@ pub(crate) struct QueueState {
     /// Sessions dropped because a live receiver acknowledged nothing for `ko_count`
     /// periods.
     pub(crate) slow_drops: u64,
+    pub(crate) history: HistoryState,
+}
+
+/// The replication history this device continues, and what it can prove about it.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct HistoryState {
+    /// From the spill superblock or a previous table of the volume, then from each
+    /// handshake's decision.
+    pub(crate) current: Option<History>,
+    /// Entries of `current` were lost (crash, or entries dropped): it cannot be
+    /// continued without a resync.
+    pub(crate) lost_entries: bool,
+    /// The table asks for a copy of the whole volume (`sync:full`), not yet begun
+    /// under a history.
+    pub(crate) copy_requested: bool,
+    /// A resync under `current` began in this lifetime.
+    pub(crate) resync_running: bool,
+    /// The last handshake was refused for the history (reason in the kernel log).
+    pub(crate) refused: bool,
+    /// Resyncs begun.
+    pub(crate) resyncs: u64,
 }
 
 /// How far the initial copy of the volume (`sync:full`) has come.
@@ -82,6 +105,11 @@ pub(crate) struct CopyProgress {
     pub(crate) queued: u64,
     /// Local sequence of the last copy entry queued.
     pub(crate) last_seq: u64,
+    /// Rises each time a copy (re)starts from 0, so a chunk read for an earlier one
+    /// does not move the new one's progress.
+    pub(crate) epoch: u64,
+    /// What the copy is, for the kernel log: "initial copy" (`sync:full`) or "resync".
+    pub(crate) purpose: &'static str,
     /// Set once the table is live; no copying before.
     pub(crate) live: bool,
     /// How fast `queued` grew recently.
@@ -93,6 +121,29 @@ impl CopyProgress {
     fn replica_consistent(&self, acked_local: u64) -> bool {
         self.queued == self.total && acked_local >= self.last_seq
     }
+
+    /// Starts a copy of `total` bytes from offset 0, dropping any copy in progress.
+    pub(crate) fn restart(&mut self, total: u64) {
+        self.total = total;
+        self.queued = 0;
+        self.last_seq = 0;
+        self.epoch += 1;
+        self.purpose = "resync";
+    }
+
+    /// Whether every chunk of the copy has been queued (its last entry is
+    /// `last_seq`).
+    pub(crate) fn all_queued(&self) -> bool {
+        self.total > 0 && self.queued == self.total
+    }
+}
+
+/// Where the copy goes on (see [`Replication::copy_position`]).
+pub(crate) struct CopyPosition {
+    pub(crate) epoch: u64,
+    pub(crate) offset: u64,
+    pub(crate) total: u64,
+    pub(crate) purpose: &'static str,
 }
 
 /// What the spill log holds.
@@ -177,8 +228,8 @@ pub(crate) struct Replication {
     pub(crate) net: NetNamespace,
     /// The spill log, if the table names a spill device.
     pub(crate) spill: Option<Pin<KBox<SpillLog>>>,
-    /// The local device, read by the initial copy (`sync:full` only).
-    pub(crate) copy_source: Option<BlockIo>,
+    /// The local device, read by the initial copy and resyncs.
+    pub(crate) copy_source: BlockIo,
     pub(crate) links: [Option<SocketAddr>; 2],
     pub(crate) volume: VolumeName,
     pub(crate) volume_size: u64,
@@ -194,13 +245,22 @@ impl Replication {
         volume: VolumeName,
         volume_size: u64,
         spill: Option<(Pin<KBox<SpillLog>>, Resume)>,
-        copy_source: Option<BlockIo>,
+        remembered: Option<Remembered>,
+        copy_source: BlockIo,
     ) -> Result<Arc<Self>> {
         let (spill, resume) = match spill {
             Some((log, resume)) => (Some(log), Some(resume)),
             None => (None, None),
         };
         let first_seq = resume.as_ref().map_or(1, |r| r.first_seq);
+        let copy_requested = config.initial_sync == InitialSync::Full;
+        // A spill device's record comes first; without one, what the volume's
+        // previous table left while the module stayed loaded.
+        let (history, lost_entries, wire_base) = match (&resume, remembered) {
+            (Some(r), _) => (r.history, r.lost_entries, r.wire_base),
+            (None, Some(r)) => (Some(r.history), false, Some(r.last_wire_seq)),
+            (None, None) => (None, false, None),
+        };
         let capacity = u64::from(config.queue_mb) << 20;
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
@@ -212,7 +272,7 @@ impl Replication {
                     QueueState {
                         fifo: Fifo::starting_at(slots, first_seq),
                         budget: Budget::new(capacity),
-                        wire_base: resume.as_ref().and_then(|r| r.wire_base),
+                        wire_base,
                         acked_local: 0,
                         sent_local: 0,
                         writers_waiting: 0,
@@ -236,13 +296,20 @@ impl Replication {
                         switch_requested: false,
                         write_errors: 0,
                         copy: CopyProgress {
-                            total: if copy_source.is_some() { volume_size } else { 0 },
+                            total: if copy_requested { volume_size } else { 0 },
+                            purpose: "initial copy",
                             ..CopyProgress::default()
                         },
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
                         receiver_slow: false,
                         slow_drops: 0,
+                        history: HistoryState {
+                            current: history,
+                            lost_entries,
+                            copy_requested,
+                            ..HistoryState::default()
+                        },
                     },
                     "arepl_queue"
                 ),
@@ -348,10 +415,23 @@ impl Replication {
         self.queue.lock().copy.live
     }
 
-    /// Whether the initial copy (if any) has queued the whole volume.
+    /// Whether the copy (if any) has queued the whole volume.
     pub(crate) fn copy_done(&self) -> bool {
         let queue = self.queue.lock();
         queue.copy.queued == queue.copy.total
+    }
+
+    /// Where the copy goes on: its epoch and next offset, once the table is live and
+    /// a copy has bytes left; `None` otherwise.
+    pub(crate) fn copy_position(&self) -> Option<CopyPosition> {
+        let queue = self.queue.lock();
+        let copy = &queue.copy;
+        (copy.live && copy.queued < copy.total).then_some(CopyPosition {
+            epoch: copy.epoch,
+            offset: copy.queued,
+            total: copy.total,
+            purpose: copy.purpose,
+        })
     }
 
     /// Sleeps about `ms` milliseconds, or less when woken (thread stop, new work).
@@ -362,15 +442,22 @@ impl Replication {
             .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(ms));
     }
 
-    /// Appends a copy entry covering the volume up to byte `copied_to`; false if it
-    /// could not be queued (its budget is returned).
-    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, copied_to: u64) -> bool {
+    /// Appends a chunk of copy `epoch` covering the volume up to byte `copied_to`;
+    /// false if it could not be queued (its budget is returned). A chunk of an earlier
+    /// copy is queued all the same (it holds the volume's bytes, in order) but does not
+    /// count for the copy that replaced it.
+    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, epoch: u64, copied_to: u64) -> bool {
         let now = Ktime::ktime_get().to_ns();
         let mut queue = self.queue.lock();
         match queue.fifo.push(Queued {
             entry,
             queued_ns: now,
         }) {
+            Ok(_) if queue.copy.epoch != epoch => {
+                drop(queue);
+                self.work.notify_all();
+                true
+            }
             Ok(seq) => {
                 queue.copy.last_seq = seq;
                 queue.copy.queued = copied_to;
@@ -450,7 +537,10 @@ impl Replication {
             sync_bytes: queue.copy.queued,
             sync_total_bytes: queue.copy.total,
             consistent: u64::from(
-                queue.copy.replica_consistent(queue.acked_local) && !queue.diverged,
+                queue.copy.replica_consistent(queue.acked_local)
+                    && !queue.diverged
+                    && !queue.history.lost_entries
+                    && !queue.history.refused,
             ),
             diverged: u64::from(queue.diverged),
             sync_rate: if queue.copy.queued < queue.copy.total {
@@ -460,6 +550,9 @@ impl Replication {
             },
             receiver_slow: u64::from(queue.receiver_slow),
             slow_drops: queue.slow_drops,
+            generation: queue.history.current.map_or(0, |h| h.counter),
+            refused: u64::from(queue.history.refused),
+            resyncs: queue.history.resyncs,
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

@@ -22,7 +22,11 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::{msecs_to_jiffies, Ktime};
 
+use crate::claim::random_uuid;
 use crate::digest::{self, Digest};
+use crate::history::{
+    decide, Decision, History, HistoryBlock, ReplicaView, SenderView, HISTORY_BLOCK_LEN, RESYNCING,
+};
 use crate::entry::{Entry, NoIoScope};
 use crate::kthread::{self, KThread};
 use crate::liveness::{Liveness, Observation, Verdict};
@@ -30,7 +34,7 @@ use crate::net::TcpStream;
 use crate::replication::Replication;
 use crate::spill_log::{NextRecord, SpillLog, SpillState};
 use crate::status::LinkState;
-use crate::wire::{FrameKind, Header, HEADER_LEN, MAX_REASON_LEN};
+use crate::wire::{FrameKind, Header, HelloPayload, HEADER_LEN, MAX_REASON_LEN};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT_MS: u32 = 5_000;
@@ -89,6 +93,9 @@ struct Session {
     broken: AtomicBool,
     /// When the receiver last sent a frame (ms, monotonic).
     last_heard_ms: AtomicI64,
+    /// The replica is in a resync (begun now or before): it hears when the resync's
+    /// last entry has been sent.
+    replica_resyncing: bool,
 }
 
 impl Session {
@@ -242,15 +249,113 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     // The handshake's frames are small: a full send buffer here is a dead link.
     let handshake_stall = || Err(timed_out());
 
-    let oldest_wire = {
+    let (oldest_wire, ours) = {
         let queue = repl.queue.lock();
-        queue.wire_base.map_or(0, |base| base + queue.oldest_local())
+        let oldest = queue.wire_base.map_or(0, |base| base + queue.oldest_local());
+        (oldest, queue.history.current)
     };
-    let name = repl.volume.as_str().as_bytes();
-    let hello = Header::hello(oldest_wire, repl.volume_size, name);
-    stream.send(&hello.encode(), name, handshake_stall)?;
+    let payload = HelloPayload::new(
+        &HistoryBlock {
+            history: ours,
+            flags: 0,
+        },
+        &repl.volume,
+    );
+    let hello = Header::hello(oldest_wire, repl.volume_size, payload.as_bytes());
+    stream.send(&hello.encode(), payload.as_bytes(), handshake_stall)?;
 
-    let reply = recv_header(&stream)?;
+    let (durable_wire, replica) = recv_welcome(repl, &stream, addr)?;
+    let theirs = recv_header(&stream)?;
+    if theirs.kind != FrameKind::Digest || theirs.seq != durable_wire {
+        pr_err!(
+            "replicad at {} followed its Welcome with {:?} for sequence {}, not its digest\n",
+            addr,
+            theirs.kind,
+            theirs.seq
+        );
+        return Err(protocol_error());
+    }
+    let plan = plan_session(repl, addr, durable_wire, &replica, theirs.carried_digest())?;
+    if plan.record_history {
+        if let Some(log) = &repl.spill {
+            // The history must be on record before the stream goes on under it.
+            log.record_history(repl, plan.history)?;
+        }
+    }
+    if let Anchor::Differs { ours, theirs } = plan.anchor {
+        pr_err!(
+            "volume {}: REPLICA DIVERGED: replicad at {} holds another history through \
+             sequence {} (digest {:#018x}, this device sent {:#018x}); it may lack or misplace \
+             writes and needs a resync\n",
+            repl.volume,
+            addr,
+            durable_wire,
+            theirs.0,
+            ours.0
+        );
+    }
+    repl.acknowledge(plan.stream_from - plan.wire_base);
+    // The receiver checks its history against this side's (or takes it, having none).
+    stream.send(
+        &Header::digest(durable_wire, Some(plan.anchor.digest())).encode(),
+        &[],
+        handshake_stall,
+    )?;
+    let block = HistoryBlock {
+        history: Some(plan.history),
+        flags: 0,
+    }
+    .encode();
+    let resync_bytes = plan.resync.then_some(repl.volume_size);
+    stream.send(
+        &Header::begin(plan.stream_from, resync_bytes, &block).encode(),
+        &block,
+        handshake_stall,
+    )?;
+    {
+        let mut queue = repl.queue.lock();
+        queue.active_link = Some(link);
+        queue.links[link].state = LinkState::Connected;
+        queue.links[link].connects += 1;
+    }
+    if plan.resync {
+        pr_warn!(
+            "volume {}: RESYNC of {} bytes to replicad at {} under history {}: the replica \
+             is not a consistent image until it completes\n",
+            repl.volume,
+            repl.volume_size,
+            addr,
+            plan.history
+        );
+    }
+    pr_info!(
+        "connected to {} ({} link) for volume {}, resuming after sequence {} (history {})\n",
+        addr,
+        link_name(link),
+        repl.volume,
+        plan.stream_from,
+        plan.history
+    );
+    Ok(Arc::new(
+        Session {
+            repl: repl.clone(),
+            stream,
+            wire_base: plan.wire_base,
+            broken: AtomicBool::new(false),
+            last_heard_ms: AtomicI64::new(now_ms()),
+            replica_resyncing: plan.resync || replica.resyncing,
+        },
+        GFP_KERNEL,
+    )?)
+}
+
+/// Reads the receiver's answer to `Hello`: its durable sequence and its replica.
+fn recv_welcome(
+    repl: &Replication,
+    stream: &TcpStream,
+    addr: SocketAddr,
+) -> Result<(u64, ReplicaView)> {
+    let reply = recv_header(stream)?;
     match reply.kind {
         FrameKind::Welcome => {}
         FrameKind::Refuse => {
@@ -270,6 +375,16 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
             return Err(protocol_error());
         }
     }
+    let mut block = [0u8; HISTORY_BLOCK_LEN];
+    stream.recv_exact(&mut block)?;
+    let decoded = reply
+        .check_payload(&block)
+        .ok()
+        .and_then(|()| HistoryBlock::decode(&block));
+    let Some(block) = decoded else {
+        pr_err!("replicad at {} sent a malformed history in its Welcome\n", addr);
+        return Err(protocol_error());
+    };
     if reply.offset != repl.volume_size {
         pr_err!(
             "replicad at {} has volume size {} bytes, this device {}\n",
@@ -279,47 +394,110 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         );
         return Err(protocol_error());
     }
+    let replica = ReplicaView {
+        history: block.history,
+        durable_seq: reply.seq,
+        resyncing: block.has(RESYNCING),
+    };
+    Ok((reply.seq, replica))
+}
 
-    let durable_wire = reply.seq;
-    let theirs = recv_header(&stream)?;
-    if theirs.kind != FrameKind::Digest || theirs.seq != durable_wire {
-        pr_err!(
-            "replicad at {} followed its Welcome with {:?} for sequence {}, not its digest\n",
-            addr,
-            theirs.kind,
-            theirs.seq
-        );
-        return Err(protocol_error());
-    }
-    let (wire_base, anchor) = {
-        let mut queue = repl.queue.lock();
+/// How a session goes on, as the handshake decided.
+struct SessionPlan {
+    history: History,
+    /// The history is new to this device: record it before streaming.
+    record_history: bool,
+    resync: bool,
+    wire_base: u64,
+    /// Wire sequence the stream continues after: the receiver's durable sequence, or
+    /// past it when a resync starts the stream at this device's oldest entry.
+    stream_from: u64,
+    anchor: Anchor,
+}
+
+/// Decides whether this device continues the replica's history, resyncs it or is
+/// refused ([`crate::history::decide`]), and sets the queue up for that.
+fn plan_session(
+    repl: &Replication,
+    addr: SocketAddr,
+    durable_wire: u64,
+    replica: &ReplicaView,
+    their_digest: Option<Digest>,
+) -> Result<SessionPlan> {
+    let mut queue = repl.queue.lock();
+    let oldest = queue.oldest_local();
+    let newest = queue.fifo.next_seq() - 1;
+    let holds_next = match queue.wire_base {
+        // Every entry after the durable sequence is held, and none it claims was
+        // never sent by this device.
+        Some(base) => {
+            durable_wire + 1 >= base + oldest
+                && durable_wire <= base + newest
+                && queue.sent_digests.newest().map_or(true, |sent| durable_wire <= sent)
+        }
+        // A device new to the stream takes the receiver's sequence.
+        None => true,
+    };
+    let sender = SenderView {
+        history: queue.history.current,
+        lost_entries: queue.history.lost_entries,
+        holds_next,
+        copy_requested: queue.history.copy_requested,
+        may_resync_itself: repl.spill.is_some(),
+        resync_running: queue.history.resync_running,
+    };
+    let decision = decide(&sender, replica, || History::new(random_uuid()));
+    let history = match decision {
+        Decision::Refuse(why) => {
+            let first = !core::mem::replace(&mut queue.history.refused, true);
+            drop(queue);
+            if first {
+                pr_err!(
+                    "volume {}: NOT REPLICATING to replicad at {}: its replica (history {}, \
+                     durable through sequence {}) cannot be continued by this device \
+                     (history {}): {}; retrying\n",
+                    repl.volume,
+                    addr,
+                    OrNone(replica.history),
+                    durable_wire,
+                    OrNone(sender.history),
+                    why.explain()
+                );
+            }
+            return Err(refused());
+        }
+        Decision::Continue(history) | Decision::Resync(history) => history,
+    };
+    let resync = matches!(decision, Decision::Resync(_));
+    let record_history = queue.history.current != Some(history);
+    queue.history.refused = false;
+    queue.history.current = Some(history);
+    let (wire_base, stream_from, anchor) = if resync {
+        // Number the held entries on from the receiver's durable sequence (or from
+        // where they already are, past it): a resync rewrites whatever lies between.
+        let base = queue.wire_base.unwrap_or(0);
+        let base = if base + oldest > durable_wire {
+            base
+        } else {
+            durable_wire + 1 - oldest
+        };
+        let from = base + oldest - 1;
+        let anchor = Anchor::Adopted(their_digest.unwrap_or(digest::EMPTY));
+        queue.wire_base = Some(base);
+        queue.sent_digests.forget();
+        queue.sent_digests.anchor(from, anchor.digest());
+        queue.diverged = false;
+        let history_state = &mut queue.history;
+        history_state.resyncs += 1;
+        history_state.resync_running = true;
+        history_state.lost_entries = false;
+        if !core::mem::take(&mut history_state.copy_requested) {
+            queue.copy.restart(repl.volume_size);
+        }
+        (base, from, anchor)
+    } else {
         let base = *queue.wire_base.get_or_insert(durable_wire);
-        let newest_wire = base + queue.fifo.next_seq() - 1;
-        if durable_wire < base + queue.oldest_local() - 1 || durable_wire > newest_wire {
-            drop(queue);
-            pr_err!(
-                "replicad at {} is durable at sequence {}, outside what this device holds\n",
-                addr,
-                durable_wire
-            );
-            return Err(protocol_error());
-        }
-        let newest_sent = queue.sent_digests.newest();
-        if let Some(newest) = newest_sent.filter(|&newest| durable_wire > newest) {
-            // Durable entries this device never sent: not this device's history.
-            queue.diverged = true;
-            drop(queue);
-            pr_err!(
-                "volume {}: REPLICA DIVERGED: replicad at {} claims sequence {} durable, but this \
-                 device sent only through {}; refusing to continue its history\n",
-                repl.volume,
-                addr,
-                durable_wire,
-                newest
-            );
-            return Err(protocol_error());
-        }
-        let anchor = match (queue.sent_digests.at(durable_wire), theirs.carried_digest()) {
+        let anchor = match (queue.sent_digests.at(durable_wire), their_digest) {
             (Some(ours), Some(theirs)) if ours != theirs => Anchor::Differs { ours, theirs },
             (Some(ours), _) => Anchor::Ours(ours),
             (None, Some(theirs)) => Anchor::Adopted(theirs),
@@ -327,49 +505,30 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         };
         queue.sent_digests.anchor(durable_wire, anchor.digest());
         queue.diverged |= matches!(anchor, Anchor::Differs { .. });
-        queue.fifo.rewind();
-        queue.sent_local = durable_wire - base;
-        queue.active_link = Some(link);
-        queue.links[link].state = LinkState::Connected;
-        queue.links[link].connects += 1;
-        (base, anchor)
+        (base, durable_wire, anchor)
     };
-    if let Anchor::Differs { ours, theirs } = anchor {
-        pr_err!(
-            "volume {}: REPLICA DIVERGED: replicad at {} holds another history through \
-             sequence {} (digest {:#018x}, this device sent {:#018x}); it may lack or misplace \
-             writes and needs a resync\n",
-            repl.volume,
-            addr,
-            durable_wire,
-            theirs.0,
-            ours.0
-        );
+    queue.fifo.rewind();
+    queue.sent_local = stream_from - wire_base;
+    Ok(SessionPlan {
+        history,
+        record_history,
+        resync,
+        wire_base,
+        stream_from,
+        anchor,
+    })
+}
+
+/// A history or "none", for log lines.
+struct OrNone(Option<History>);
+
+impl core::fmt::Display for OrNone {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(history) => write!(f, "{history}"),
+            None => f.write_str("none"),
+        }
     }
-    repl.acknowledge(durable_wire - wire_base);
-    // The receiver checks its history against this side's (or takes it, having none).
-    stream.send(
-        &Header::digest(durable_wire, Some(anchor.digest())).encode(),
-        &[],
-        handshake_stall,
-    )?;
-    pr_info!(
-        "connected to {} ({} link) for volume {}, resuming after sequence {}\n",
-        addr,
-        link_name(link),
-        repl.volume,
-        durable_wire
-    );
-    Ok(Arc::new(
-        Session {
-            repl: repl.clone(),
-            stream,
-            wire_base,
-            broken: AtomicBool::new(false),
-            last_heard_ms: AtomicI64::new(now_ms()),
-        },
-        GFP_KERNEL,
-    )?)
 }
 
 /// Where a session's digests start: the digest through the receiver's durable sequence.
@@ -494,6 +653,9 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
     let mut next_ping_ms = now_ms() + PING_INTERVAL_MS;
     let mut next_probe_ms = now_ms() + FAILBACK_PROBE_MS;
     let mut digests = DigestPacer::new();
+    let mut resync_done = ResyncDoneNotice {
+        pending: session.replica_resyncing,
+    };
     let mut watch = ReceiverWatch::new(session, addr);
     let end = loop {
         if let Err(end) = watch.judge() {
@@ -538,10 +700,16 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
                 if let Err(end) = digests.sent(&mut watch, header.seq, digest, now) {
                     break end;
                 }
+                if let Err(end) = resync_done.check(&mut watch) {
+                    break end;
+                }
             }
             Step::Idle => {
                 // The stream pauses: the receiver checks what it got so far.
                 if let Err(end) = digests.flush(&mut watch, now) {
+                    break end;
+                }
+                if let Err(end) = resync_done.check(&mut watch) {
                     break end;
                 }
                 let mut queue = repl.queue.lock();
@@ -720,6 +888,34 @@ impl DigestPacer {
             self.last_sent_ms = now;
         }
         Ok(())
+    }
+}
+
+/// Tells a resyncing replica, once, that the resync's last entry has been sent: the
+/// copy has queued every chunk and the sender is past the last one.
+struct ResyncDoneNotice {
+    pending: bool,
+}
+
+impl ResyncDoneNotice {
+    fn check(&mut self, watch: &mut ReceiverWatch<'_>) -> Result<(), SessionEnd> {
+        if !self.pending {
+            return Ok(());
+        }
+        let last = {
+            let queue = watch.session.repl.queue.lock();
+            let copy = &queue.copy;
+            let sent = queue.history.resync_running
+                && copy.all_queued()
+                && queue.sent_local >= copy.last_seq;
+            sent.then_some(copy.last_seq)
+        };
+        let Some(last) = last else {
+            return Ok(());
+        };
+        self.pending = false;
+        let last_wire = watch.session.wire_base + last;
+        watch.send(&Header::resync_done(last_wire).encode(), &[])
     }
 }
 

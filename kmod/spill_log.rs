@@ -22,6 +22,7 @@ use kernel::sync::{Arc, Mutex};
 
 use crate::blockio::BlockIo;
 use crate::entry::Entry;
+use crate::history::History;
 use crate::replication::{QueueState, Replication, SpillFigures};
 use crate::spill::{
     probe, record_len, Probe, RecordHeader, RecordKind, Ring, SpillError, Superblock, BLOCK,
@@ -71,9 +72,14 @@ pub(crate) struct SpillLog {
 pub(crate) struct Resume {
     /// Local sequence of the first entry the FIFO takes.
     pub(crate) first_seq: u64,
-    /// Wire mapping learned by an earlier incarnation (only with records held).
+    /// Wire mapping learned by an earlier incarnation.
     pub(crate) wire_base: Option<u64>,
     pub(crate) figures: SpillFigures,
+    /// The replication history the device continues, if it had one.
+    pub(crate) history: Option<History>,
+    /// The device was still in use when the primary stopped (a crash or power loss):
+    /// whatever was in memory then is lost to the replica.
+    pub(crate) lost_entries: bool,
 }
 
 /// Everything under the log's mutex.
@@ -82,6 +88,10 @@ pub(crate) struct SpillState {
     /// The ring as the newest superblock on disk records it.
     persisted: Ring,
     generation: u64,
+    /// Recorded in every superblock.
+    history: Option<History>,
+    /// Recorded in every superblock: cleared only by a removal that lost nothing.
+    in_use: bool,
     /// One block of DMA-able memory: superblocks, record headers, wrap markers.
     block: KVVec<u8>,
     /// The batch being written, and its entries until they leave the FIFO.
@@ -176,16 +186,29 @@ impl SpillLog {
             .map_err(|err| fail(&err))?;
 
         let fresh = || Ring::empty(device_bytes, 1).map_err(|err| fail(&err));
-        let (ring, generation, wire_base) = match found {
-            Probe::Blank => (fresh()?, 0, None),
-            // An empty log carries nothing over: start numbering afresh.
-            Probe::Log(sb) if sb.ring.is_empty() => (fresh()?, sb.generation, None),
-            Probe::Log(sb) => (sb.ring, sb.generation, sb.wire_base),
+        let (ring, generation, wire_base, history, lost_entries) = match found {
+            Probe::Blank => (fresh()?, 0, None, None, false),
+            // An empty log carries no records over: local numbering starts afresh, at
+            // the wire sequence after the last entry it saw.
+            Probe::Log(sb) if sb.ring.is_empty() => {
+                let base = sb.wire_base.map(|base| base + sb.ring.tail_seq - 1);
+                (fresh()?, sb.generation, base, sb.history, sb.in_use)
+            }
+            Probe::Log(sb) => (sb.ring, sb.generation, sb.wire_base, sb.history, sb.in_use),
         };
+        if lost_entries {
+            pr_warn!(
+                "volume {}: spill device {} says the device was not removed cleanly (a crash                  or power loss of the primary): the writes that were in memory are lost to                  the replica and a resync will cover them\n",
+                volume,
+                name
+            );
+        }
         let state = SpillState {
             ring,
             persisted: ring,
             generation,
+            history,
+            in_use: true,
             block,
             batch: KVVec::from_elem(0u8, BATCH_BYTES, GFP_KERNEL).map_err(nomem)?,
             batch_entries: KVVec::from_elem(None, BATCH_ENTRIES, GFP_KERNEL).map_err(nomem)?,
@@ -208,11 +231,7 @@ impl SpillLog {
         .map_err(|_| fail(&"out of memory"))?;
         {
             let mut st = log.state.lock();
-            if ring.is_empty() {
-                log.persist(&mut st, ring, None).map_err(|err| {
-                    fail(&format_args!("cannot write it (error {})", err.to_errno()))
-                })?;
-            } else {
+            if !ring.is_empty() {
                 log.check_head(&mut st).map_err(|err| fail(&err))?;
                 pr_info!(
                     "volume {}: resuming the spill log on {}: {} entries ({} bytes), sequences {} to {}\n",
@@ -224,11 +243,16 @@ impl SpillLog {
                     ring.tail_seq - 1
                 );
             }
+            // In use from now on, until a removal that loses nothing says otherwise.
+            log.persist(&mut st, ring, wire_base)
+                .map_err(|err| fail(&format_args!("cannot write it (error {})", err.to_errno())))?;
         }
         let resume = Resume {
             first_seq: ring.tail_seq,
             wire_base,
             figures: figures(&ring),
+            history,
+            lost_entries,
         };
         Ok((log, resume))
     }
@@ -257,6 +281,8 @@ impl SpillLog {
             volume: self.volume,
             ring,
             wire_base,
+            history: st.history,
+            in_use: st.in_use,
         };
         st.block[..BLOCK as usize].copy_from_slice(&sb.encode());
         self.io
@@ -265,6 +291,32 @@ impl SpillLog {
         st.ring = ring;
         st.persisted = ring;
         Ok(())
+    }
+
+    /// Records the history the device now continues, and the wire mapping that goes
+    /// with it, before the stream goes on under it.
+    pub(crate) fn record_history(&self, repl: &Replication, history: History) -> Result {
+        let mut st = self.state.lock();
+        let wire_base = repl.queue.lock().wire_base;
+        st.history = Some(history);
+        let ring = st.ring;
+        self.persist(&mut st, ring, wire_base)
+    }
+
+    /// Last superblock of a removal: with `clean` (nothing lost: every entry is on
+    /// the replica or in the log), the device is no longer in use, and the next
+    /// construction continues its history without a resync.
+    pub(crate) fn close(&self, repl: &Replication, clean: bool) -> Result {
+        let mut st = self.state.lock();
+        let (wire_base, next_seq) = {
+            let queue = repl.queue.lock();
+            (queue.wire_base, queue.fifo.next_seq())
+        };
+        let mut ring = st.ring;
+        // Entries acknowledged straight from memory moved the stream past the log.
+        ring.restart_at(next_seq);
+        st.in_use = !clean;
+        self.persist(&mut st, ring, wire_base)
     }
 
     /// Records on disk how far acknowledgements freed the log, if that moved.

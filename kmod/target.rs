@@ -22,7 +22,8 @@ use crate::replication::Replication;
 use crate::sender::sender_main;
 use crate::spill_log::{BatchOutcome, SpillLog, MAX_IO_BYTES};
 use crate::spiller::spiller_main;
-use crate::table::{InitialSync, ReplicationConfig, TableArgs, VolumeName};
+use crate::claim::Remembered;
+use crate::table::{ReplicationConfig, TableArgs, VolumeName};
 
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
 const DRAIN_TIMEOUT_MS: i64 = 30_000;
@@ -37,8 +38,9 @@ pub(crate) struct Arepl {
     sender: Option<KThread>,
     spiller: Option<KThread>,
     copier: Option<KThread>,
-    /// Released last, once nothing of this target streams any more.
-    _claim: VolumeClaim,
+    /// Released last, once nothing of this target streams any more; it passes the
+    /// history on to the volume's next target.
+    claim: VolumeClaim,
 }
 
 /// Bios mapped since construction, by kind.
@@ -157,7 +159,7 @@ impl Target for Arepl {
                 })?
             }
         };
-        let claim = VolumeClaim::new(&volume).map_err(|code| {
+        let (claim, remembered) = VolumeClaim::new(&volume).map_err(|code| {
             pr_err!(
                 "volume {} is already replicated by another live arepl target (two streams \
                  into one replica would corrupt it; reloading a live arepl table is not \
@@ -193,13 +195,17 @@ impl Target for Arepl {
             Some(path) => Some(open_spill(ctx, path, &local, volume, volume_size)?),
             None => None,
         };
-        let copy_source = match table.config.initial_sync {
-            InitialSync::Full => Some(open_copy_source(ctx, table.local_dev)?),
-            InitialSync::None => None,
-        };
-        let replication =
-            Replication::new(&table.config, volume, volume_size, spill, copy_source)
-                .map_err(out_of_memory)?;
+        // Read by the initial copy and by any resync a handshake decides on.
+        let copy_source = open_copy_source(ctx, table.local_dev)?;
+        let replication = Replication::new(
+            &table.config,
+            volume,
+            volume_size,
+            spill,
+            remembered,
+            copy_source,
+        )
+        .map_err(out_of_memory)?;
         let sender = spawn(c_str!("arepl_tx"), &replication, sender_main, c_str!("sender"))?;
         let spiller = match replication.spill {
             Some(_) => Some(spawn(
@@ -210,15 +216,7 @@ impl Target for Arepl {
             )?),
             None => None,
         };
-        let copier = match replication.copy_source {
-            Some(_) => Some(spawn(
-                c_str!("arepl_copy"),
-                &replication,
-                copier_main,
-                c_str!("copy"),
-            )?),
-            None => None,
-        };
+        let copier = spawn(c_str!("arepl_copy"), &replication, copier_main, c_str!("copy"))?;
 
         let target = KBox::new(
             Arepl {
@@ -228,8 +226,8 @@ impl Target for Arepl {
                 replication,
                 sender: Some(sender),
                 spiller,
-                copier,
-                _claim: claim,
+                copier: Some(copier),
+                claim,
             },
             GFP_KERNEL,
         )
@@ -335,11 +333,11 @@ fn spawn(
     })
 }
 
-/// Opens the local device a second time, for the initial copy's reads.
+/// Opens the local device a second time, for the copy's reads.
 fn open_copy_source(ctx: &mut ConstructCtx<'_>, path: &str) -> Result<BlockIo, ConstructError> {
     let failed = |code: Error| {
         pr_err!(
-            "cannot open local device '{}' for the initial copy (error {})\n",
+            "cannot open local device '{}' for copying (error {})\n",
             path,
             code.to_errno()
         );
@@ -402,8 +400,8 @@ impl Arepl {
     }
 
     /// Moves everything still in memory to the spill log, so a later construction with
-    /// the same spill device sends it.
-    fn spill_remaining(&self, log: &SpillLog) {
+    /// the same spill device sends it; false if some could not be moved.
+    fn spill_remaining(&self, log: &SpillLog) -> bool {
         let repl = &self.replication;
         {
             let mut st = log.lock();
@@ -412,6 +410,7 @@ impl Arepl {
             log.reset_reader(&mut st);
             queue.fifo.rewind();
         }
+        let mut moved_all = true;
         loop {
             match log.spill_batch(repl) {
                 Ok(BatchOutcome::Moved) => continue,
@@ -423,6 +422,7 @@ impl Arepl {
                         repl.volume,
                         log.device_name()
                     );
+                    moved_all = false;
                     break;
                 }
                 Err(err) => {
@@ -432,6 +432,7 @@ impl Arepl {
                         repl.volume,
                         err.to_errno()
                     );
+                    moved_all = false;
                     break;
                 }
             }
@@ -454,6 +455,19 @@ impl Arepl {
                 log.device_name()
             );
         }
+        moved_all
+    }
+
+    /// What the next target of this volume may continue from without a spill device
+    /// (while the module stays loaded): the history, if no entry of it was lost.
+    fn history_left(&self) -> Option<Remembered> {
+        let queue = self.replication.queue.lock();
+        let history = queue.history.current?;
+        let base = queue.wire_base?;
+        Some(Remembered {
+            history,
+            last_wire_seq: base + queue.fifo.next_seq() - 1,
+        })
     }
 }
 
@@ -472,10 +486,25 @@ impl Drop for Arepl {
         self.wait_for_drain();
         drop(self.sender.take());
         drop(self.spiller.take());
-        if let Some(log) = self.replication.spill.as_deref() {
-            self.spill_remaining(log);
-        }
+        let spilled_all = match self.replication.spill.as_deref() {
+            Some(log) => self.spill_remaining(log),
+            None => true,
+        };
         let (count, bytes) = self.replication.discard_all();
+        let clean = count == 0 && spilled_all && !self.replication.queue.lock().history.lost_entries;
+        if let Some(log) = self.replication.spill.as_deref() {
+            // Not clean: the next construction resyncs what was lost.
+            if let Err(err) = log.close(&self.replication, clean) {
+                pr_err!(
+                    "volume {}: cannot close the spill log (error {}); the next construction \
+                     will resync\n",
+                    self.replication.volume,
+                    err.to_errno()
+                );
+            }
+        } else if let Some(left) = self.history_left().filter(|_| clean) {
+            self.claim.leave(left);
+        }
         if count > 0 {
             pr_warn!(
                 "volume {}: removed with {} entries ({} bytes) not acknowledged by the receiver; \

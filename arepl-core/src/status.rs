@@ -150,6 +150,15 @@ pub struct Counters {
     /// Sessions dropped because a live receiver acknowledged nothing for `ko_count`
     /// periods of 5 s.
     pub slow_drops: u64,
+    /// Generation (counter) of the replication history the device continues; 0 before
+    /// it has one.
+    pub generation: u64,
+    /// 1 while replicad's replica cannot be continued by this device and it may not
+    /// resync it on its own (the kernel log says why), else 0.
+    pub refused: u64,
+    /// Resyncs begun since the table was loaded (a copy of the volume under a new
+    /// generation, after a crash, a lost queue, or `sync:full`).
+    pub resyncs: u64,
 }
 
 /// The whole status line.
@@ -203,7 +212,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 23] = [
+const COUNTER_KEYS: [(&str, CounterField); 26] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -227,6 +236,9 @@ const COUNTER_KEYS: [(&str, CounterField); 23] = [
     ("sync_rate", |c| &mut c.sync_rate),
     ("receiver_slow", |c| &mut c.receiver_slow),
     ("slow_drops", |c| &mut c.slow_drops),
+    ("generation", |c| &mut c.generation),
+    ("refused", |c| &mut c.refused),
+    ("resyncs", |c| &mut c.resyncs),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -372,6 +384,9 @@ mod tests {
             sync_rate: 3 << 20,
             receiver_slow: 1,
             slow_drops: 2,
+            generation: 3,
+            refused: 1,
+            resyncs: 2,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -402,7 +417,7 @@ mod tests {
              backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
              spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
              sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1 \
-             sync_rate=3145728 receiver_slow=1 slow_drops=2"
+             sync_rate=3145728 receiver_slow=1 slow_drops=2 generation=3 refused=1 resyncs=2"
         );
     }
 
