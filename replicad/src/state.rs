@@ -1,5 +1,6 @@
 //! The receiver's durable state: the last durable sequence, the digest of the entries
-//! through it, the volume identity, and whether this replica was found to diverge.
+//! through it, the volume identity, whether this replica was found to diverge, and the
+//! replication history it belongs to with its consistency (see [`crate::consistency`]).
 //!
 //! Kept in `<state-dir>/replicad.state`, two 512-byte slots. Every update writes the slot
 //! the previous update did not use, with a generation one higher, and fdatasyncs it; a
@@ -13,7 +14,7 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 0..4 | magic "ARST" |
-//! | 4..8 | format version, 2 |
+//! | 4..8 | format version, 3 |
 //! | 8..16 | generation |
 //! | 16..24 | durable sequence |
 //! | 24..32 | volume size in bytes (0 without identity) |
@@ -23,11 +24,18 @@
 //! | 98..106 | replication digest through the durable sequence |
 //! | 106..114 | diverged: first sequence that may differ from the primary |
 //! | 114..122 | diverged: sequence at which the difference was found |
-//! | 122..508 | zero |
+//! | 122 | history flags: 1 history recorded, 2 resyncing, 4 resync's last entry known |
+//! | 123 | protection snapshot name length (0: none held) |
+//! | 124..140 | history identifier |
+//! | 140..148 | history generation counter |
+//! | 148..156 | resyncing: sequence of the resync's last entry |
+//! | 156..411 | protection snapshot `VG/LV`, zero padded |
+//! | 411..508 | zero |
 //! | 508..512 | CRC-32C of bytes 0..508 |
 //!
 //! Version 1 slots (no bytes past the name) still load, with the digest unknown: it is
-//! then taken from the sender at the next session.
+//! then taken from the sender at the next session. Version 1 and 2 slots (no bytes past
+//! 122) load without a history, consistent unless diverged.
 //!
 //! The open store holds an exclusive `flock` on the state directory, so two daemons
 //! cannot share one.
@@ -39,6 +47,7 @@ use std::path::{Path, PathBuf};
 
 use arepl_core::crc32c::crc32c;
 use arepl_core::digest::Digest;
+use arepl_core::history::History;
 use arepl_core::table::{VolumeName, MAX_VOLUME_LEN};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -47,16 +56,29 @@ pub const STATE_FILE_NAME: &str = "replicad.state";
 const SLOT_LEN: usize = 512;
 const FILE_LEN: u64 = 2 * SLOT_LEN as u64;
 const SLOT_MAGIC: &[u8; 4] = b"ARST";
-const FORMAT_VERSION: u32 = 2;
-/// Slots of this version still load (without a digest).
+const FORMAT_VERSION: u32 = 3;
+/// Slots of this version still load (without a digest or a history).
 const FORMAT_VERSION_1: u32 = 1;
+/// Slots of this version still load (without a history).
+const FORMAT_VERSION_2: u32 = 2;
 const NAME_AT: usize = 33;
 const FLAGS_AT: usize = 97;
 const FLAG_DIGEST: u8 = 1;
 const FLAG_DIVERGED: u8 = 2;
 const DIGEST_AT: usize = 98;
 const DIVERGED_AT: usize = 106;
+const HISTORY_FLAGS_AT: usize = 122;
+const HISTORY_RECORDED: u8 = 1;
+const HISTORY_RESYNCING: u8 = 2;
+const HISTORY_DONE_SEQ: u8 = 4;
+const SNAPSHOT_LEN_AT: usize = 123;
+const HISTORY_AT: usize = 124;
+const DONE_SEQ_AT: usize = 148;
+const SNAPSHOT_AT: usize = 156;
+/// Longest protection snapshot name: an LVM VG and LV name are at most 127 bytes each.
+pub const MAX_SNAPSHOT_NAME_LEN: usize = 255;
 const CRC_AT: usize = SLOT_LEN - 4;
+const _: () = assert!(SNAPSHOT_AT + MAX_SNAPSHOT_NAME_LEN <= CRC_AT);
 
 /// The volume a receiver replicates: recorded at the first accepted handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +99,23 @@ pub struct Divergence {
     pub found_at: u64,
 }
 
+/// Whether the replica is an image of its history, apart from divergence (which
+/// [`ReplicaState::diverged`] records on its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// A consistent image of some earlier moment of its history: a write-order stream
+    /// keeps it one.
+    #[default]
+    Consistent,
+    /// A resync began and is not complete: the target mixes blocks of the image before
+    /// it with blocks copied since, and is no image of any moment.
+    Resyncing {
+        /// The resync's last entry, once the sender said which: the replica is
+        /// consistent again once durable through it.
+        done_seq: Option<u64>,
+    },
+}
+
 /// What the state file records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaState {
@@ -90,6 +129,14 @@ pub struct ReplicaState {
     /// Set once a digest check failed: this replica is not an image of the primary
     /// until a resync; never cleared by replication itself.
     pub diverged: Option<Divergence>,
+    /// The replication history the replica belongs to; `None` before the first `Begin`
+    /// (fresh, or recorded by a replicad before histories).
+    pub history: Option<History>,
+    /// Consistent, or in the middle of a resync.
+    pub consistency: Consistency,
+    /// The LVM snapshot (`VG/LV`) that keeps the last consistent image while a resync
+    /// runs; removed once the replica is consistent again.
+    pub protection_snapshot: Option<String>,
 }
 
 impl ReplicaState {
@@ -337,6 +384,28 @@ fn encode_slot(generation: u64, state: &ReplicaState) -> [u8; SLOT_LEN] {
         slot[DIVERGED_AT..DIVERGED_AT + 8].copy_from_slice(&diverged.from_seq.to_be_bytes());
         slot[DIVERGED_AT + 8..DIVERGED_AT + 16].copy_from_slice(&diverged.found_at.to_be_bytes());
     }
+    if let Some(history) = state.history {
+        slot[HISTORY_FLAGS_AT] |= HISTORY_RECORDED;
+        slot[HISTORY_AT..HISTORY_AT + 16].copy_from_slice(&history.uuid);
+        slot[HISTORY_AT + 16..HISTORY_AT + 24].copy_from_slice(&history.counter.to_be_bytes());
+    }
+    if let Consistency::Resyncing { done_seq } = state.consistency {
+        slot[HISTORY_FLAGS_AT] |= HISTORY_RESYNCING;
+        if let Some(done_seq) = done_seq {
+            slot[HISTORY_FLAGS_AT] |= HISTORY_DONE_SEQ;
+            slot[DONE_SEQ_AT..DONE_SEQ_AT + 8].copy_from_slice(&done_seq.to_be_bytes());
+        }
+    }
+    if let Some(name) = &state.protection_snapshot {
+        // Names come from LVM's own VG and LV names; a longer one is a bug.
+        let name = name.as_bytes();
+        assert!(
+            name.len() <= MAX_SNAPSHOT_NAME_LEN,
+            "snapshot name too long"
+        );
+        slot[SNAPSHOT_LEN_AT] = name.len() as u8;
+        slot[SNAPSHOT_AT..SNAPSHOT_AT + name.len()].copy_from_slice(name);
+    }
     let crc = crc32c(&slot[..CRC_AT]);
     slot[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
     slot
@@ -347,7 +416,10 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
     let stated_crc = u32::from_be_bytes(slot[CRC_AT..].try_into().expect("4 bytes"));
     let version = u32::from_be_bytes(slot[4..8].try_into().expect("4 bytes"));
     if &slot[0..4] != SLOT_MAGIC
-        || !(version == FORMAT_VERSION || version == FORMAT_VERSION_1)
+        || !matches!(
+            version,
+            FORMAT_VERSION | FORMAT_VERSION_2 | FORMAT_VERSION_1
+        )
         || stated_crc != crc32c(&slot[..CRC_AT])
     {
         return None;
@@ -369,7 +441,7 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
             size: be64(24),
         })
     };
-    let state = ReplicaState {
+    let mut state = ReplicaState {
         durable_seq: be64(16),
         identity,
         digest: (flags & FLAG_DIGEST != 0).then(|| Digest(be64(DIGEST_AT))),
@@ -377,8 +449,46 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
             from_seq: be64(DIVERGED_AT),
             found_at: be64(DIVERGED_AT + 8),
         }),
+        ..ReplicaState::default()
     };
+    if version == FORMAT_VERSION {
+        decode_history(slot, &mut state)?;
+    }
     Some((be64(8), state))
+}
+
+/// Reads the version 3 fields into `state`; `None` if they are inconsistent.
+fn decode_history(slot: &[u8], state: &mut ReplicaState) -> Option<()> {
+    let be64 = |at: usize| u64::from_be_bytes(slot[at..at + 8].try_into().expect("8 bytes"));
+    let flags = slot[HISTORY_FLAGS_AT];
+    if flags & !(HISTORY_RECORDED | HISTORY_RESYNCING | HISTORY_DONE_SEQ) != 0 {
+        return None;
+    }
+    if flags & HISTORY_RECORDED != 0 {
+        let counter = be64(HISTORY_AT + 16);
+        if counter == 0 {
+            return None;
+        }
+        let uuid = slot[HISTORY_AT..HISTORY_AT + 16].try_into().expect("16 bytes");
+        state.history = Some(History { uuid, counter });
+    }
+    let resyncing = flags & HISTORY_RESYNCING != 0;
+    let done_known = flags & HISTORY_DONE_SEQ != 0;
+    // Only a replica with a history resyncs; only a resync has a last entry.
+    if (resyncing && state.history.is_none()) || (done_known && !resyncing) {
+        return None;
+    }
+    if resyncing {
+        state.consistency = Consistency::Resyncing {
+            done_seq: done_known.then(|| be64(DONE_SEQ_AT)),
+        };
+    }
+    let name_len = usize::from(slot[SNAPSHOT_LEN_AT]);
+    if name_len > 0 {
+        let name = std::str::from_utf8(&slot[SNAPSHOT_AT..SNAPSHOT_AT + name_len]).ok()?;
+        state.protection_snapshot = Some(name.to_string());
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -397,8 +507,30 @@ mod tests {
             durable_seq,
             identity: identity("db-01", 256 << 20),
             digest: Some(Digest(durable_seq.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
-            diverged: None,
+            ..ReplicaState::default()
         }
+    }
+
+    const HISTORY: History = History {
+        uuid: *b"0123456789abcdef",
+        counter: 0x0102,
+    };
+
+    /// A state in the middle of a resync, with every version 3 field set.
+    fn resyncing(durable_seq: u64) -> ReplicaState {
+        ReplicaState {
+            history: Some(HISTORY),
+            consistency: Consistency::Resyncing {
+                done_seq: Some(durable_seq + 5),
+            },
+            protection_snapshot: Some("vg_dr/db_arepl_resync".to_string()),
+            ..state(durable_seq)
+        }
+    }
+
+    fn fix_crc(slot: &mut [u8; SLOT_LEN]) {
+        let crc = crc32c(&slot[..CRC_AT]);
+        slot[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
     }
 
     fn corrupt_byte(dir: &Path, at: u64) {
@@ -519,6 +651,18 @@ mod tests {
                     from_seq: 3,
                     found_at: 6,
                 }),
+                ..ReplicaState::default()
+            },
+            resyncing(9),
+            ReplicaState {
+                history: Some(HISTORY),
+                consistency: Consistency::Resyncing { done_seq: None },
+                protection_snapshot: Some("v".repeat(MAX_SNAPSHOT_NAME_LEN)),
+                ..state(1)
+            },
+            ReplicaState {
+                history: Some(HISTORY),
+                ..state(2)
             },
         ] {
             let slot = encode_slot(9, &state);
@@ -530,7 +674,7 @@ mod tests {
     fn golden_slot_and_version_1_slots_still_load() {
         let slot = encode_slot(3, &state(9));
         // The fields past the name, pinned.
-        assert_eq!(slot[4..8], 2u32.to_be_bytes());
+        assert_eq!(slot[4..8], 3u32.to_be_bytes());
         assert_eq!(slot[FLAGS_AT], FLAG_DIGEST);
         assert_eq!(
             slot[DIGEST_AT..DIGEST_AT + 8],
@@ -541,8 +685,7 @@ mod tests {
         let mut v1 = slot;
         v1[4..8].copy_from_slice(&1u32.to_be_bytes());
         v1[FLAGS_AT..DIVERGED_AT].fill(0);
-        let crc = crc32c(&v1[..CRC_AT]);
-        v1[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
+        fix_crc(&mut v1);
         let (generation, loaded) = decode_slot(&v1).unwrap();
         assert_eq!(generation, 3);
         assert_eq!(
@@ -555,8 +698,90 @@ mod tests {
         // Unknown flags are not guessed at.
         let mut odd = slot;
         odd[FLAGS_AT] |= 0x80;
-        let crc = crc32c(&odd[..CRC_AT]);
-        odd[CRC_AT..].copy_from_slice(&crc.to_be_bytes());
+        fix_crc(&mut odd);
         assert_eq!(decode_slot(&odd), None);
+    }
+
+    #[test]
+    fn golden_version_3_fields() {
+        let slot = encode_slot(4, &resyncing(9));
+        let mut expected = [0u8; CRC_AT - HISTORY_FLAGS_AT];
+        expected[0] = HISTORY_RECORDED | HISTORY_RESYNCING | HISTORY_DONE_SEQ;
+        expected[1] = 21; // "vg_dr/db_arepl_resync"
+        expected[2..18].copy_from_slice(b"0123456789abcdef");
+        expected[18..26].copy_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
+        expected[26..34].copy_from_slice(&14u64.to_be_bytes());
+        expected[34..55].copy_from_slice(b"vg_dr/db_arepl_resync");
+        assert_eq!(slot[HISTORY_FLAGS_AT..CRC_AT], expected);
+        assert_eq!(decode_slot(&slot), Some((4, resyncing(9))));
+        // Consistent, with a history and no snapshot: only the history is set.
+        let consistent = ReplicaState {
+            history: Some(HISTORY),
+            ..state(9)
+        };
+        let slot = encode_slot(4, &consistent);
+        assert_eq!(slot[HISTORY_FLAGS_AT], HISTORY_RECORDED);
+        assert_eq!(slot[SNAPSHOT_LEN_AT], 0);
+        assert!(slot[DONE_SEQ_AT..CRC_AT].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn version_2_slots_load_without_a_history() {
+        // A version 2 slot: bytes 122.. are zero.
+        let mut v2 = encode_slot(5, &state(9));
+        v2[4..8].copy_from_slice(&2u32.to_be_bytes());
+        fix_crc(&mut v2);
+        assert_eq!(decode_slot(&v2), Some((5, state(9))));
+        // Whatever a version 2 slot holds past byte 122 is not read as a history.
+        let mut stray = v2;
+        stray[HISTORY_FLAGS_AT] = HISTORY_RECORDED | HISTORY_RESYNCING;
+        stray[HISTORY_AT + 23] = 1;
+        fix_crc(&mut stray);
+        let (_, loaded) = decode_slot(&stray).unwrap();
+        assert_eq!(loaded.history, None);
+        assert_eq!(loaded.consistency, Consistency::Consistent);
+    }
+
+    #[test]
+    fn inconsistent_version_3_fields_are_refused() {
+        let good = encode_slot(4, &resyncing(9));
+        let cases: [(&str, fn(&mut [u8; SLOT_LEN])); 5] = [
+            ("unknown flag", |s| s[HISTORY_FLAGS_AT] |= 0x40),
+            ("resyncing without a history", |s| {
+                s[HISTORY_FLAGS_AT] &= !HISTORY_RECORDED
+            }),
+            ("a last entry without a resync", |s| {
+                s[HISTORY_FLAGS_AT] &= !HISTORY_RESYNCING
+            }),
+            ("counter 0", |s| s[HISTORY_AT + 16..HISTORY_AT + 24].fill(0)),
+            ("snapshot name not UTF-8", |s| s[SNAPSHOT_AT] = 0xFF),
+        ];
+        for (what, damage) in cases {
+            let mut slot = good;
+            damage(&mut slot);
+            fix_crc(&mut slot);
+            assert_eq!(decode_slot(&slot), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn version_2_state_files_load_and_are_rewritten_as_version_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        store.persist(state(7)).unwrap(); // generation 2, slot 0
+        drop(store);
+        let path = dir.path().join(STATE_FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for slot in bytes.chunks_exact_mut(SLOT_LEN) {
+            let slot: &mut [u8; SLOT_LEN] = slot.try_into().unwrap();
+            slot[4..8].copy_from_slice(&2u32.to_be_bytes());
+            fix_crc(slot);
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.state(), &state(7));
+        store.persist(resyncing(8)).unwrap();
+        drop(store);
+        assert_eq!(inspect(dir.path()).unwrap().unwrap().state, resyncing(8));
     }
 }

@@ -48,7 +48,8 @@ in_memory=$(status_field arepl-crash queued)
 note "power cut with $spilled entries spilled and $in_memory in memory; the DR host dies too"
 replicad_stop "$state" KILL
 # From this instant on, the primary's disks take no more writes, as if it lost power.
-dmsetup suspend --noflush crash-p crash-s
+dmsetup suspend --noflush crash-p
+dmsetup suspend --noflush crash-s
 dmsetup load crash-p --table "0 $sectors error"
 dmsetup load crash-s --table "0 $spill_sectors error"
 dmsetup resume crash-p
