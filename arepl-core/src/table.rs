@@ -6,7 +6,12 @@
 //!
 //! Device-mapper hands the target everything after `arepl`; [`TableArgs::parse`] takes
 //! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME`, `spill:DEV`,
-//! `sync:full|none` and `ko_count:N`.
+//! `sync:full|none`, `ko_count:N`, `region_kb:N` (size of a dirty-tracking region),
+//! `on_spill_full:block|bitmap` (what writes do when neither the memory queue nor the
+//! spill log can take them) and `resync_mbps:N` (rate limit of resync reads), each at
+//! most once. The canonical form ([`ReplicationConfig::canonical`]) always shows
+//! `queue_mb`, and the others only when given (`volume`, `spill`), or when not the
+//! default (`sync`, `ko_count`, `region_kb`, `on_spill_full`, `resync_mbps`).
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -20,13 +25,23 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 5;
+pub const MAX_FEATURE_ARGS: usize = 8;
 /// `ko_count` used when the table line does not give one: a receiver that is alive but
 /// acknowledges nothing for 7 periods of 5 s loses its session, as with DRBD's default
 /// (7 periods of 6 s). See [`crate::liveness`].
 pub const DEFAULT_KO_COUNT: u32 = 7;
 /// Largest accepted `ko_count` (about a day); 0 never drops a live receiver.
 pub const MAX_KO_COUNT: u32 = 17_280;
+/// `region_kb` used when the table line does not give one: dirty regions of 4 MiB.
+pub const DEFAULT_REGION_KB: u32 = 4096;
+/// Smallest accepted `region_kb` (64 KiB); every `region_kb` is a power of two.
+pub const MIN_REGION_KB: u32 = 64;
+/// Largest accepted `region_kb` (1 GiB).
+pub const MAX_REGION_KB: u32 = 1024 * 1024;
+/// `resync_mbps` used when the table line does not give one: 0, unlimited.
+pub const DEFAULT_RESYNC_MBPS: u32 = 0;
+/// Largest accepted `resync_mbps`, in MiB/s; 0 means unlimited.
+pub const MAX_RESYNC_MBPS: u32 = 100_000;
 
 /// The validated arguments of one `arepl` table line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +72,14 @@ pub struct ReplicationConfig {
     /// Periods of silence on acknowledgements a live receiver is given before its
     /// session is dropped as too slow; 0: never.
     pub ko_count: u32,
+    /// Size of one dirty-tracking region, in KiB: a power of two from
+    /// [`MIN_REGION_KB`] to [`MAX_REGION_KB`].
+    pub region_kb: u32,
+    /// What writes do when the memory queue and the spill log are both full (or no
+    /// link is up and there is no spill log to take them).
+    pub on_spill_full: SpillFullPolicy,
+    /// Rate limit of resync and initial-copy reads, in MiB/s; 0: unlimited.
+    pub resync_mbps: u32,
 }
 
 /// What the replica holds when replication starts.
@@ -69,6 +92,35 @@ pub enum InitialSync {
     /// Anything: the target reads the whole volume and sends it, in order with new
     /// writes; the replica is a consistent image once that copy is acknowledged.
     Full,
+}
+
+/// What happens when the memory queue and the spill log are both full, or when no link
+/// is up and no spill log can take writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpillFullPolicy {
+    /// Writers wait until a link drains the queue and the log.
+    Block,
+    /// Data stops being queued; the regions written are marked dirty for a later
+    /// resync, so writers go on at local speed (the replica is inconsistent until that
+    /// resync is acknowledged).
+    #[default]
+    Bitmap,
+}
+
+impl SpillFullPolicy {
+    /// The policy as the table line spells it: `block` or `bitmap`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Bitmap => "bitmap",
+        }
+    }
+}
+
+impl fmt::Display for SpillFullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A validated volume name, stored inline so it needs no allocation.
@@ -184,6 +236,21 @@ pub enum TableError<'a> {
         /// The value given.
         text: &'a str,
     },
+    /// `region_kb` not a number, out of range or not a power of two.
+    BadRegionKb {
+        /// The value given.
+        text: &'a str,
+    },
+    /// `on_spill_full:` with a value other than `block` or `bitmap`.
+    BadSpillFullPolicy {
+        /// The value given.
+        text: &'a str,
+    },
+    /// `resync_mbps` not a number or out of range.
+    BadResyncMbps {
+        /// The value given.
+        text: &'a str,
+    },
 }
 
 impl TableError<'_> {
@@ -212,6 +279,9 @@ impl TableError<'_> {
             Self::EmptySpillDevice => "spill: needs a device\0",
             Self::BadSync { .. } => "invalid sync mode\0",
             Self::BadKoCount { .. } => "invalid ko_count\0",
+            Self::BadRegionKb { .. } => "invalid region_kb\0",
+            Self::BadSpillFullPolicy { .. } => "invalid on_spill_full\0",
+            Self::BadResyncMbps { .. } => "invalid resync_mbps\0",
         }
     }
 }
@@ -244,7 +314,9 @@ impl fmt::Display for TableError<'_> {
             ),
             Self::UnknownFeature { text } => write!(
                 f,
-                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV, sync:full|none and ko_count:N"
+                "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV, \
+                 sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap and \
+                 resync_mbps:N"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -265,6 +337,20 @@ impl fmt::Display for TableError<'_> {
                 f,
                 "invalid ko_count '{text}': expected a whole number from 0 (never drop a live \
                  receiver) to {MAX_KO_COUNT}"
+            ),
+            Self::BadRegionKb { text } => write!(
+                f,
+                "invalid region_kb '{text}': expected a power of two from {MIN_REGION_KB} to \
+                 {MAX_REGION_KB} (KiB)"
+            ),
+            Self::BadSpillFullPolicy { text } => write!(
+                f,
+                "invalid on_spill_full '{text}': expected block or bitmap"
+            ),
+            Self::BadResyncMbps { text } => write!(
+                f,
+                "invalid resync_mbps '{text}': expected a whole number of MiB/s from 0 \
+                 (unlimited) to {MAX_RESYNC_MBPS}"
             ),
         }
     }
@@ -298,6 +384,9 @@ impl<'a> TableArgs<'a> {
             spill: false,
             initial_sync: InitialSync::None,
             ko_count: DEFAULT_KO_COUNT,
+            region_kb: DEFAULT_REGION_KB,
+            on_spill_full: SpillFullPolicy::Bitmap,
+            resync_mbps: DEFAULT_RESYNC_MBPS,
         };
         let spill_dev = config.parse_features(rest)?;
         Ok(TableArgs {
@@ -330,6 +419,9 @@ impl ReplicationConfig {
         let mut seen_queue = false;
         let mut seen_sync = false;
         let mut seen_ko = false;
+        let mut seen_region = false;
+        let mut seen_spill_full = false;
+        let mut seen_resync = false;
         let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
@@ -373,6 +465,33 @@ impl ReplicationConfig {
                     self.ko_count = parse_number(value, 0..=MAX_KO_COUNT)
                         .ok_or(TableError::BadKoCount { text: value })?;
                 }
+                Some(("region_kb", value)) => {
+                    if core::mem::replace(&mut seen_region, true) {
+                        return Err(TableError::DuplicateFeature { key: "region_kb" });
+                    }
+                    self.region_kb = parse_number(value, MIN_REGION_KB..=MAX_REGION_KB)
+                        .filter(|kb| kb.is_power_of_two())
+                        .ok_or(TableError::BadRegionKb { text: value })?;
+                }
+                Some(("on_spill_full", value)) => {
+                    if core::mem::replace(&mut seen_spill_full, true) {
+                        return Err(TableError::DuplicateFeature {
+                            key: "on_spill_full",
+                        });
+                    }
+                    self.on_spill_full = match value {
+                        "block" => SpillFullPolicy::Block,
+                        "bitmap" => SpillFullPolicy::Bitmap,
+                        _ => return Err(TableError::BadSpillFullPolicy { text: value }),
+                    };
+                }
+                Some(("resync_mbps", value)) => {
+                    if core::mem::replace(&mut seen_resync, true) {
+                        return Err(TableError::DuplicateFeature { key: "resync_mbps" });
+                    }
+                    self.resync_mbps = parse_number(value, 0..=MAX_RESYNC_MBPS)
+                        .ok_or(TableError::BadResyncMbps { text: value })?;
+                }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
         }
@@ -411,11 +530,17 @@ impl fmt::Display for CanonicalTable<'_> {
         }
         let full_sync = t.initial_sync == InitialSync::Full;
         let own_ko_count = t.ko_count != DEFAULT_KO_COUNT;
+        let own_region_kb = t.region_kb != DEFAULT_REGION_KB;
+        let own_spill_full = t.on_spill_full != SpillFullPolicy::default();
+        let own_resync_mbps = t.resync_mbps != DEFAULT_RESYNC_MBPS;
         let features = 1
             + usize::from(t.volume.is_some())
             + usize::from(self.spill_dev_name.is_some())
             + usize::from(full_sync)
-            + usize::from(own_ko_count);
+            + usize::from(own_ko_count)
+            + usize::from(own_region_kb)
+            + usize::from(own_spill_full)
+            + usize::from(own_resync_mbps);
         write!(f, " {features} queue_mb:{}", t.queue_mb)?;
         if let Some(volume) = &t.volume {
             write!(f, " volume:{volume}")?;
@@ -428,6 +553,15 @@ impl fmt::Display for CanonicalTable<'_> {
         }
         if own_ko_count {
             write!(f, " ko_count:{}", t.ko_count)?;
+        }
+        if own_region_kb {
+            write!(f, " region_kb:{}", t.region_kb)?;
+        }
+        if own_spill_full {
+            write!(f, " on_spill_full:{}", t.on_spill_full)?;
+        }
+        if own_resync_mbps {
+            write!(f, " resync_mbps:{}", t.resync_mbps)?;
         }
         Ok(())
     }
@@ -559,6 +693,160 @@ mod tests {
     }
 
     #[test]
+    fn region_kb_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert_eq!(args.config.region_kb, DEFAULT_REGION_KB);
+        for kb in [MIN_REGION_KB, 128, DEFAULT_REGION_KB * 2, MAX_REGION_KB] {
+            let arg = std::format!("region_kb:{kb}");
+            let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", &arg]).unwrap();
+            assert_eq!(args.config.region_kb, kb);
+        }
+        let words = ["/dev/vdb", "10.0.0.2:1", "2", "region_kb:64", "ko_count:0"];
+        let args = TableArgs::parse(&words).unwrap();
+        assert_eq!(args.config.region_kb, 64);
+        let text = args.config.canonical("254:16", None).to_string();
+        assert_eq!(
+            text,
+            "254:16 10.0.0.2:1 3 queue_mb:64 ko_count:0 region_kb:64"
+        );
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
+        let default = ["/dev/vdb", "10.0.0.2:1", "1", "region_kb:4096"];
+        assert_eq!(
+            TableArgs::parse(&default)
+                .unwrap()
+                .config
+                .canonical("254:16", None)
+                .to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "the default is not shown"
+        );
+        let err = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "region_kb:x"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid region_kb 'x': expected a power of two from 64 to 1048576 (KiB)"
+        );
+        assert_eq!(err.summary(), "invalid region_kb");
+    }
+
+    #[test]
+    fn on_spill_full_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert_eq!(args.config.on_spill_full, SpillFullPolicy::Bitmap);
+        assert_eq!(SpillFullPolicy::default(), SpillFullPolicy::Bitmap);
+        assert_eq!(SpillFullPolicy::Block.as_str(), "block");
+        assert_eq!(SpillFullPolicy::Bitmap.as_str(), "bitmap");
+        let words = [
+            "/dev/vdb",
+            "10.0.0.2:1",
+            "3",
+            "on_spill_full:block",
+            "spill:/dev/vdd",
+            "sync:full",
+        ];
+        let args = TableArgs::parse(&words).unwrap();
+        assert_eq!(args.config.on_spill_full, SpillFullPolicy::Block);
+        let text = args.config.canonical("254:16", Some("254:48")).to_string();
+        assert_eq!(
+            text,
+            "254:16 10.0.0.2:1 4 queue_mb:64 spill:254:48 sync:full on_spill_full:block"
+        );
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
+        let default = ["/dev/vdb", "10.0.0.2:1", "1", "on_spill_full:bitmap"];
+        let args = TableArgs::parse(&default).unwrap();
+        assert_eq!(args.config.on_spill_full, SpillFullPolicy::Bitmap);
+        assert_eq!(
+            args.config.canonical("254:16", None).to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "the default is not shown"
+        );
+        let err =
+            TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "on_spill_full:drop"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid on_spill_full 'drop': expected block or bitmap"
+        );
+        assert_eq!(err.summary(), "invalid on_spill_full");
+    }
+
+    #[test]
+    fn resync_mbps_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert_eq!(args.config.resync_mbps, 0);
+        let words = ["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:100000"];
+        let args = TableArgs::parse(&words).unwrap();
+        assert_eq!(args.config.resync_mbps, MAX_RESYNC_MBPS);
+        let text = args.config.canonical("254:16", None).to_string();
+        assert_eq!(text, "254:16 10.0.0.2:1 2 queue_mb:64 resync_mbps:100000");
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, args.config);
+        let default = ["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:0"];
+        assert_eq!(
+            TableArgs::parse(&default)
+                .unwrap()
+                .config
+                .canonical("254:16", None)
+                .to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "the default (unlimited) is not shown"
+        );
+        let err =
+            TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:100001"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid resync_mbps '100001': expected a whole number of MiB/s from 0 (unlimited) \
+             to 100000"
+        );
+        assert_eq!(err.summary(), "invalid resync_mbps");
+    }
+
+    #[test]
+    fn every_feature_at_once_round_trips() {
+        let words = [
+            "/dev/vdb",
+            "10.0.0.2:1",
+            "10.0.0.3:1",
+            "8",
+            "resync_mbps:50",
+            "on_spill_full:block",
+            "region_kb:1024",
+            "ko_count:3",
+            "sync:full",
+            "spill:/dev/vdd",
+            "volume:v",
+            "queue_mb:8",
+        ];
+        let args = TableArgs::parse(&words).unwrap();
+        let t = args.config;
+        assert_eq!(
+            (t.region_kb, t.on_spill_full, t.resync_mbps),
+            (1024, SpillFullPolicy::Block, 50)
+        );
+        let text = t.canonical("254:16", Some("254:48")).to_string();
+        assert_eq!(
+            text,
+            "254:16 10.0.0.2:1 10.0.0.3:1 8 queue_mb:8 volume:v spill:254:48 sync:full \
+             ko_count:3 region_kb:1024 on_spill_full:block resync_mbps:50"
+        );
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        let again = TableArgs::parse(&words).unwrap();
+        assert_eq!(again.config, t);
+        assert_eq!(again.spill_dev, Some("254:48"));
+    }
+
+    #[test]
+    fn unknown_feature_lists_every_feature() {
+        let err = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "fast:yes"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown feature argument 'fast:yes': known are queue_mb:N, volume:NAME, spill:DEV, \
+             sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap and \
+             resync_mbps:N"
+        );
+    }
+
+    #[test]
     fn full_line_with_backup_and_features() {
         let t = TableArgs::parse(&[
             "253:0",
@@ -653,8 +941,21 @@ mod tests {
                 },
             ),
             (
-                &["/dev/vdb", "10.0.0.2:1", "6", "a", "b", "c", "d", "e", "f"],
-                TableError::TooManyFeatures { declared: 6 },
+                &[
+                    "/dev/vdb",
+                    "10.0.0.2:1",
+                    "9",
+                    "a",
+                    "b",
+                    "c",
+                    "d",
+                    "e",
+                    "f",
+                    "g",
+                    "h",
+                    "i",
+                ],
+                TableError::TooManyFeatures { declared: 9 },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
@@ -729,6 +1030,88 @@ mod tests {
             (
                 &["/dev/vdb", "10.0.0.2:1", "2", "ko_count:1", "ko_count:2"],
                 TableError::DuplicateFeature { key: "ko_count" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:32"],
+                TableError::BadRegionKb { text: "32" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:100"],
+                TableError::BadRegionKb { text: "100" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:2097152"],
+                TableError::BadRegionKb { text: "2097152" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:0"],
+                TableError::BadRegionKb { text: "0" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:+64"],
+                TableError::BadRegionKb { text: "+64" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "region_kb:"],
+                TableError::BadRegionKb { text: "" },
+            ),
+            (
+                &[
+                    "/dev/vdb",
+                    "10.0.0.2:1",
+                    "2",
+                    "region_kb:64",
+                    "region_kb:64",
+                ],
+                TableError::DuplicateFeature { key: "region_kb" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "on_spill_full:"],
+                TableError::BadSpillFullPolicy { text: "" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "on_spill_full:Block"],
+                TableError::BadSpillFullPolicy { text: "Block" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "on_spill_full"],
+                TableError::UnknownFeature {
+                    text: "on_spill_full",
+                },
+            ),
+            (
+                &[
+                    "/dev/vdb",
+                    "10.0.0.2:1",
+                    "2",
+                    "on_spill_full:block",
+                    "on_spill_full:bitmap",
+                ],
+                TableError::DuplicateFeature {
+                    key: "on_spill_full",
+                },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:-1"],
+                TableError::BadResyncMbps { text: "-1" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:100001"],
+                TableError::BadResyncMbps { text: "100001" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "resync_mbps:"],
+                TableError::BadResyncMbps { text: "" },
+            ),
+            (
+                &[
+                    "/dev/vdb",
+                    "10.0.0.2:1",
+                    "2",
+                    "resync_mbps:1",
+                    "resync_mbps:0",
+                ],
+                TableError::DuplicateFeature { key: "resync_mbps" },
             ),
         ];
         for (args, expected) in cases {

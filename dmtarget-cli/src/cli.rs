@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use arepl_core::table::{DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB};
+use arepl_core::table::{
+    SpillFullPolicy, DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
+};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Default directory of the persistent configuration.
@@ -49,6 +51,20 @@ pub struct LinkArgs {
     /// dropped and made again (0: never).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KO_COUNT)]
     pub ko_count: u32,
+    /// Size of a dirty-tracking region in KiB: a power of two from 64 to 1048576. A
+    /// resync after --on-spill-full bitmap copies every region written meanwhile.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_REGION_KB)]
+    pub region_kb: u32,
+    /// What writes do when the memory queue and the spill log are both full (or no
+    /// link is up and no spill device can take them): `block` makes writers wait until
+    /// a link drains the log; `bitmap` stops queueing data and tracks dirty regions for
+    /// a later resync, so writers go on at local speed.
+    #[arg(long, value_enum, value_name = "POLICY", default_value_t = OnSpillFull::Bitmap)]
+    pub on_spill_full: OnSpillFull,
+    /// Rate limit of resync and initial-copy reads, in MiB/s, 0 to 100000 (0:
+    /// unlimited).
+    #[arg(long, value_name = "MIB/S", default_value_t = DEFAULT_RESYNC_MBPS)]
+    pub resync_mbps: u32,
 }
 
 /// Whether the volume is copied to the replica first.
@@ -59,6 +75,26 @@ pub enum InitialSync {
     Full,
     /// The replica is already identical.
     None,
+}
+
+/// What writes do when neither the memory queue nor the spill log can take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSpillFull {
+    /// Writers wait until a link drains the log.
+    Block,
+    /// Track dirty regions for a later resync; writers go on at local speed.
+    Bitmap,
+}
+
+impl OnSpillFull {
+    /// The table line's policy.
+    pub fn policy(self) -> SpillFullPolicy {
+        match self {
+            Self::Block => SpillFullPolicy::Block,
+            Self::Bitmap => SpillFullPolicy::Bitmap,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,4 +198,48 @@ pub enum Command {
 /// The clap command, for generating man pages and shell completions.
 pub fn command() -> clap::Command {
     Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_link(extra: &[&str]) -> LinkArgs {
+        let mut argv = vec!["arepl", "create", "db", "--dev", "/dev/sdb"];
+        argv.extend(["--primary", "10.0.0.2:7788"]);
+        argv.extend(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Create { link, .. } => link,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn region_spill_full_and_resync_options() {
+        let link = create_link(&[]);
+        assert_eq!(link.region_kb, DEFAULT_REGION_KB);
+        assert_eq!(link.on_spill_full, OnSpillFull::Bitmap);
+        assert_eq!(link.resync_mbps, DEFAULT_RESYNC_MBPS);
+        let link = create_link(&[
+            "--region-kb",
+            "128",
+            "--on-spill-full",
+            "block",
+            "--resync-mbps",
+            "40",
+        ]);
+        assert_eq!(link.region_kb, 128);
+        assert_eq!(link.on_spill_full, OnSpillFull::Block);
+        assert_eq!(link.on_spill_full.policy(), SpillFullPolicy::Block);
+        assert_eq!(link.resync_mbps, 40);
+        let argv = ["arepl", "convert", "vg/lv", "--primary", "10.0.0.2:1"];
+        let bad = [&argv[..], &["--on-spill-full", "drop"]].concat();
+        assert!(Cli::try_parse_from(bad).is_err());
+        let ok = [
+            &argv[..],
+            &["--on-spill-full", "bitmap", "--region-kb", "64"],
+        ]
+        .concat();
+        assert!(Cli::try_parse_from(ok).is_ok());
+    }
 }

@@ -13,6 +13,9 @@
 //! volume = "db"                # optional: the name replicad checks
 //! initial_sync = "full"        # optional: "full" (default) or "none"
 //! ko_count = 7                 # optional: 5 s periods a live replicad may not ack
+//! region_kb = 4096             # optional: dirty-tracking region in KiB (power of two)
+//! on_spill_full = "bitmap"     # optional: "bitmap" (default) or "block"
+//! resync_mbps = 0              # optional: resync read limit in MiB/s (0: unlimited)
 //! ```
 
 use std::net::SocketAddr;
@@ -20,8 +23,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{InitialSync, LinkArgs};
-use arepl_core::table::{DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB};
+use crate::cli::{InitialSync, LinkArgs, OnSpillFull};
+use arepl_core::table::{
+    DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
+};
 
 /// One volume's file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -38,6 +43,9 @@ pub struct VolumeFile {
     pub volume: Option<String>,
     pub initial_sync: Option<InitialSync>,
     pub ko_count: Option<u32>,
+    pub region_kb: Option<u32>,
+    pub on_spill_full: Option<OnSpillFull>,
+    pub resync_mbps: Option<u32>,
 }
 
 /// What a file asks for.
@@ -100,6 +108,9 @@ impl VolumeConfig {
                 volume: file.volume,
                 initial_sync: file.initial_sync.unwrap_or(InitialSync::Full),
                 ko_count: file.ko_count.unwrap_or(DEFAULT_KO_COUNT),
+                region_kb: file.region_kb.unwrap_or(DEFAULT_REGION_KB),
+                on_spill_full: file.on_spill_full.unwrap_or(OnSpillFull::Bitmap),
+                resync_mbps: file.resync_mbps.unwrap_or(DEFAULT_RESYNC_MBPS),
             },
             spill: file.spill,
         })
@@ -142,6 +153,9 @@ mod tests {
         assert_eq!(v.link.queue_mb, DEFAULT_QUEUE_MB);
         assert_eq!(v.link.initial_sync, InitialSync::Full);
         assert_eq!(v.link.ko_count, DEFAULT_KO_COUNT);
+        assert_eq!(v.link.region_kb, DEFAULT_REGION_KB);
+        assert_eq!(v.link.on_spill_full, OnSpillFull::Bitmap);
+        assert_eq!(v.link.resync_mbps, DEFAULT_RESYNC_MBPS);
         assert_eq!(v.link.backup, None);
     }
 
@@ -157,6 +171,9 @@ mod tests {
             volume = "webvol"
             initial_sync = "none"
             ko_count = 0
+            region_kb = 65536
+            on_spill_full = "block"
+            resync_mbps = 200
         "#;
         let v = VolumeConfig::parse(Path::new("x.toml"), text).unwrap();
         assert_eq!(
@@ -169,6 +186,9 @@ mod tests {
         assert_eq!(v.link.queue_mb, 16);
         assert_eq!(v.link.initial_sync, InitialSync::None);
         assert_eq!(v.link.ko_count, 0);
+        assert_eq!(v.link.region_kb, 65536);
+        assert_eq!(v.link.on_spill_full, OnSpillFull::Block);
+        assert_eq!(v.link.resync_mbps, 200);
         assert_eq!(v.spill.as_deref(), Some("/dev/sdc"));
     }
 
@@ -189,6 +209,8 @@ mod tests {
             .starts_with("v.toml: "));
         let bad_sync = "lv = \"a/b\"\nprimary = \"10.0.0.2:1\"\ninitial_sync = \"some\"\n";
         assert!(VolumeConfig::parse(p, bad_sync).is_err());
+        let bad_policy = "lv = \"a/b\"\nprimary = \"10.0.0.2:1\"\non_spill_full = \"drop\"\n";
+        assert!(VolumeConfig::parse(p, bad_policy).is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use arepl_core::table::{TableArgs, DEFAULT_KO_COUNT};
+use arepl_core::table::{
+    SpillFullPolicy, TableArgs, DEFAULT_KO_COUNT, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
+};
 
 use crate::cli::{InitialSync, LinkArgs};
 use crate::dm::{self, DeviceMapper, TargetLine};
@@ -29,6 +31,16 @@ pub fn arepl_table(
     }
     if link.ko_count != DEFAULT_KO_COUNT {
         features.push(format!("ko_count:{}", link.ko_count));
+    }
+    if link.region_kb != DEFAULT_REGION_KB {
+        features.push(format!("region_kb:{}", link.region_kb));
+    }
+    let on_spill_full = link.on_spill_full.policy();
+    if on_spill_full != SpillFullPolicy::default() {
+        features.push(format!("on_spill_full:{}", on_spill_full.as_str()));
+    }
+    if link.resync_mbps != DEFAULT_RESYNC_MBPS {
+        features.push(format!("resync_mbps:{}", link.resync_mbps));
     }
     args.push(features.len().to_string());
     args.extend(features);
@@ -100,6 +112,7 @@ pub fn arepl_status_words(dm: &DeviceMapper, name: &str) -> Result<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::OnSpillFull;
 
     fn link(ko_count: u32) -> LinkArgs {
         LinkArgs {
@@ -109,6 +122,9 @@ mod tests {
             volume: None,
             initial_sync: InitialSync::Full,
             ko_count,
+            region_kb: DEFAULT_REGION_KB,
+            on_spill_full: OnSpillFull::Bitmap,
+            resync_mbps: DEFAULT_RESYNC_MBPS,
         }
     }
 
@@ -126,5 +142,39 @@ mod tests {
         );
         let err = arepl_table("253:1", 8, &link(1 << 20), "db", None).unwrap_err();
         assert!(err.starts_with("invalid ko_count '1048576'"), "{err}");
+    }
+
+    #[test]
+    fn the_table_carries_region_spill_full_and_resync_only_when_not_the_default() {
+        let mut own = link(DEFAULT_KO_COUNT);
+        own.region_kb = 256;
+        let line = arepl_table("253:1", 8, &own, "db", None).unwrap();
+        assert_eq!(
+            line.params,
+            "253:1 10.0.0.2:7788 4 queue_mb:16 volume:db sync:full region_kb:256"
+        );
+        own.on_spill_full = OnSpillFull::Block;
+        own.resync_mbps = 100;
+        own.ko_count = 0;
+        let line = arepl_table("253:1", 8, &own, "db", Some("253:2")).unwrap();
+        assert_eq!(
+            line.params,
+            "253:1 10.0.0.2:7788 8 queue_mb:16 volume:db spill:253:2 sync:full ko_count:0 \
+             region_kb:256 on_spill_full:block resync_mbps:100"
+        );
+        let words: Vec<&str> = line.params.split(' ').collect();
+        let parsed = TableArgs::parse(&words).unwrap().config;
+        assert_eq!(parsed.region_kb, 256);
+        assert_eq!(parsed.on_spill_full, SpillFullPolicy::Block);
+        assert_eq!(parsed.resync_mbps, 100);
+
+        let mut bad = link(DEFAULT_KO_COUNT);
+        bad.region_kb = 100;
+        let err = arepl_table("253:1", 8, &bad, "db", None).unwrap_err();
+        assert!(err.starts_with("invalid region_kb '100'"), "{err}");
+        let mut bad = link(DEFAULT_KO_COUNT);
+        bad.resync_mbps = 100_001;
+        let err = arepl_table("253:1", 8, &bad, "db", None).unwrap_err();
+        assert!(err.starts_with("invalid resync_mbps '100001'"), "{err}");
     }
 }
