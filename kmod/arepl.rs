@@ -26,6 +26,8 @@ mod target;
 
 // Logic shared with userspace: the `arepl-core` crate's own source files, compiled here
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
+#[path = "../arepl-core/src/copy_plan.rs"]
+pub mod copy_plan;
 #[path = "../arepl-core/src/crc32c.rs"]
 pub mod crc32c;
 #[path = "../arepl-core/src/digest.rs"]
@@ -40,6 +42,8 @@ pub mod inflight;
 pub mod liveness;
 #[path = "../arepl-core/src/rate.rs"]
 pub mod rate;
+#[path = "../arepl-core/src/regions.rs"]
+pub mod regions;
 #[path = "../arepl-core/src/spill.rs"]
 pub mod spill;
 #[path = "../arepl-core/src/status.rs"]

@@ -12,11 +12,13 @@
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
+use kernel::time::Ktime;
 
 use crate::entry::{Entry, NoIoScope};
 use crate::fifo::Budget;
 use crate::kthread;
-use crate::replication::{CopyPosition, Replication};
+use crate::copy_plan::Chunk;
+use crate::replication::{CopyNext, Replication};
 
 /// Bytes read and queued as one entry.
 const CHUNK_BYTES: u64 = 256 << 10;
@@ -28,33 +30,39 @@ pub(crate) fn copier_main(repl: &Arc<Replication>) {
     // Writers to this device may wait on the queue, which waits on us.
     let _noio = NoIoScope::enter();
     let mut reported_error = false;
+    let mut pace = Pace::new(repl.resync_mbps);
     while !kthread::should_stop() {
-        let Some(at) = repl.copy_position() else {
-            repl.nap(100);
-            continue;
-        };
-        let CopyPosition { offset, total, .. } = at;
-        match copy_chunk(repl, &at) {
-            Ok(true) if offset + CHUNK_BYTES.min(total - offset) == total => {
-                reported_error = false;
+        let chunk = match repl.next_copy_chunk(CHUNK_BYTES) {
+            CopyNext::Chunk(chunk) => chunk,
+            CopyNext::Finished(purpose, total) => {
                 pr_info!(
-                    "volume {}: {} of {} bytes queued; the replica is consistent once it \
-                     is acknowledged\n",
+                    "volume {}: {} of {} bytes queued; the replica is consistent once it is \
+                     acknowledged\n",
                     repl.volume,
-                    at.purpose,
+                    purpose,
                     total
                 );
+                continue;
             }
-            Ok(_) => {}
+            CopyNext::Idle => {
+                repl.nap(100);
+                continue;
+            }
+        };
+        match copy_chunk(repl, &chunk) {
+            Ok(true) => {
+                reported_error = false;
+                pace.copied(repl, chunk.epoch, chunk.len);
+            }
+            Ok(false) => {}
             Err(err) => {
                 if !core::mem::replace(&mut reported_error, true) {
                     pr_err!(
-                        "volume {}: {} cannot read bytes {}..{} of the local device \
+                        "volume {}: the copy cannot read bytes {}..{} of the local device \
                          (error {}); retrying every second\n",
                         repl.volume,
-                        at.purpose,
-                        offset,
-                        offset + CHUNK_BYTES.min(total - offset),
+                        chunk.offset,
+                        chunk.offset + chunk.len,
                         err.to_errno()
                     );
                 }
@@ -64,11 +72,10 @@ pub(crate) fn copier_main(repl: &Arc<Replication>) {
     }
 }
 
-/// Reads and queues the chunk at `offset`; `Ok(false)` when it must be tried again
-/// (no queue space yet).
-fn copy_chunk(repl: &Replication, at: &CopyPosition) -> Result<bool> {
-    let offset = at.offset;
-    let len = CHUNK_BYTES.min(at.total - offset);
+/// Reads and queues `chunk`; `Ok(false)` when it must be tried again (no queue space
+/// yet).
+fn copy_chunk(repl: &Replication, chunk: &Chunk) -> Result<bool> {
+    let (offset, len) = (chunk.offset, chunk.len);
     let cost = Budget::cost(len);
     let slot = repl.begin_range(offset, offset + len);
     if !repl.reserve_for_copy(cost) {
@@ -82,10 +89,47 @@ fn copy_chunk(repl: &Replication, at: &CopyPosition) -> Result<bool> {
             repl.copy_source.read(offset, &mut data)?;
             Entry::copied(offset, data)
         })
-        .map(|entry| repl.enqueue_copy(entry, at.epoch, offset + len));
+        .map(|entry| repl.enqueue_copy(entry, chunk));
     repl.end_range(slot);
     if copied.is_err() {
         repl.release(cost);
     }
     copied
+}
+
+/// Holds a copy to `resync_mbps` MiB/s (table feature; 0: no limit), so it does not
+/// take the local disk from production.
+struct Pace {
+    mib_per_s: u64,
+    epoch: u64,
+    started_ms: i64,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(mib_per_s: u32) -> Self {
+        Self {
+            mib_per_s: u64::from(mib_per_s),
+            epoch: 0,
+            started_ms: 0,
+            bytes: 0,
+        }
+    }
+
+    /// `len` bytes of copy `epoch` were queued: sleeps until the rate allows more.
+    fn copied(&mut self, repl: &Replication, epoch: u64, len: u64) {
+        if self.mib_per_s == 0 {
+            return;
+        }
+        let now = Ktime::ktime_get().to_ms();
+        if epoch != self.epoch {
+            (self.epoch, self.started_ms, self.bytes) = (epoch, now, 0);
+        }
+        self.bytes += len;
+        let due_ms = (self.bytes * 1000 / (self.mib_per_s << 20)) as i64;
+        while Ktime::ktime_get().to_ms() - self.started_ms < due_ms && !kthread::should_stop() {
+            let left = due_ms - (Ktime::ktime_get().to_ms() - self.started_ms);
+            repl.nap(left.clamp(1, 1000) as u32);
+        }
+    }
 }

@@ -14,6 +14,7 @@ use kernel::time::Ktime;
 
 use crate::blockio::BlockIo;
 use crate::claim::Remembered;
+use crate::copy_plan::{Chunk, CopyPlan};
 use crate::digest::SentDigests;
 use crate::history::History;
 use crate::entry::{Entry, EntrySlots, Queued};
@@ -22,11 +23,16 @@ use crate::inflight::{InFlight, RangeSlot};
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
 use crate::rate::RecentRate;
+use crate::regions::{words_for, DirtyRegions};
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
-use crate::table::{InitialSync, ReplicationConfig, VolumeName};
+use crate::table::{InitialSync, ReplicationConfig, SpillFullPolicy, VolumeName};
 
+/// Writers waiting for queue space with no link up and no spill device go on after
+/// this long, their regions tracked for a resync: production must not stall on an
+/// outage.
+const STRANDED_WRITERS_MS: i64 = 10_000;
 /// Local writes in flight at once, at most; more wait (block queues hold far fewer).
 const MAX_WRITES_IN_FLIGHT: usize = 1024;
 /// Sent-entry digests kept: twice the send window, so the receiver's durable sequence,
@@ -74,6 +80,14 @@ pub(crate) struct QueueState {
     /// periods.
     pub(crate) slow_drops: u64,
     pub(crate) history: HistoryState,
+    /// Regions whose writes were not queued (see `tracking`): a resync copies them.
+    pub(crate) dirty: DirtyRegions<KVVec<u64>>,
+    /// Writes are not queued: the queue was full with no way out for too long, or
+    /// memory for an entry could not be had. Their regions are marked in `dirty`
+    /// instead, until a handshake starts the resync of those regions.
+    pub(crate) tracking: bool,
+    /// Since when writers wait for queue space while no link is up.
+    pub(crate) stranded_since_ms: Option<i64>,
 }
 
 /// The replication history this device continues, and what it can prove about it.
@@ -96,54 +110,24 @@ pub(crate) struct HistoryState {
     pub(crate) resyncs: u64,
 }
 
-/// How far the initial copy of the volume (`sync:full`) has come.
+/// The copy thread's plan (initial copy or resync) and how fast it goes.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct CopyProgress {
-    /// Bytes to copy: the volume size with `sync:full`, else 0.
-    pub(crate) total: u64,
-    /// Bytes read and queued, from offset 0 up.
-    pub(crate) queued: u64,
-    /// Local sequence of the last copy entry queued.
-    pub(crate) last_seq: u64,
-    /// Rises each time a copy (re)starts from 0, so a chunk read for an earlier one
-    /// does not move the new one's progress.
-    pub(crate) epoch: u64,
-    /// What the copy is, for the kernel log: "initial copy" (`sync:full`) or "resync".
-    pub(crate) purpose: &'static str,
+    pub(crate) plan: CopyPlan,
     /// Set once the table is live; no copying before.
     pub(crate) live: bool,
-    /// How fast `queued` grew recently.
+    /// How fast the plan's queued bytes grew recently.
     pub(crate) rate: RecentRate,
 }
 
-impl CopyProgress {
-    /// Whether the replica holds a consistent image: every copy entry is acknowledged.
-    fn replica_consistent(&self, acked_local: u64) -> bool {
-        self.queued == self.total && acked_local >= self.last_seq
-    }
-
-    /// Starts a copy of `total` bytes from offset 0, dropping any copy in progress.
-    pub(crate) fn restart(&mut self, total: u64) {
-        self.total = total;
-        self.queued = 0;
-        self.last_seq = 0;
-        self.epoch += 1;
-        self.purpose = "resync";
-    }
-
-    /// Whether every chunk of the copy has been queued (its last entry is
-    /// `last_seq`).
-    pub(crate) fn all_queued(&self) -> bool {
-        self.total > 0 && self.queued == self.total
-    }
-}
-
-/// Where the copy goes on (see [`Replication::copy_position`]).
-pub(crate) struct CopyPosition {
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
-    pub(crate) total: u64,
-    pub(crate) purpose: &'static str,
+/// What the copy thread does next (see [`Replication::next_copy_chunk`]).
+pub(crate) enum CopyNext {
+    /// Read and queue this chunk.
+    Chunk(Chunk),
+    /// The copy just queued its last chunk: its purpose and size, for the log.
+    Finished(&'static str, u64),
+    /// Nothing to copy.
+    Idle,
 }
 
 /// What the spill log holds.
@@ -235,6 +219,10 @@ pub(crate) struct Replication {
     pub(crate) volume_size: u64,
     /// Periods a live but silent receiver keeps its session (table `ko_count`).
     pub(crate) ko_count: u32,
+    /// Whether a full spill log stops queueing (table `on_spill_full`).
+    pub(crate) on_spill_full: SpillFullPolicy,
+    /// Copy reads per second at most, in MiB; 0: unlimited (table `resync_mbps`).
+    pub(crate) resync_mbps: u32,
     /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
     pub(crate) thread_name: CString,
 }
@@ -254,6 +242,13 @@ impl Replication {
         };
         let first_seq = resume.as_ref().map_or(1, |r| r.first_seq);
         let copy_requested = config.initial_sync == InitialSync::Full;
+        let mut plan = CopyPlan::idle();
+        if copy_requested {
+            plan.start_whole(volume_size, "initial copy");
+        }
+        let region_bytes = u64::from(config.region_kb) << 10;
+        let words = KVVec::from_elem(0u64, words_for(volume_size, region_bytes), GFP_KERNEL)?;
+        let dirty = DirtyRegions::new(words, volume_size, region_bytes).ok_or(EINVAL)?;
         // A spill device's record comes first; without one, what the volume's
         // previous table left while the module stayed loaded.
         let (history, lost_entries, wire_base) = match (&resume, remembered) {
@@ -296,10 +291,12 @@ impl Replication {
                         switch_requested: false,
                         write_errors: 0,
                         copy: CopyProgress {
-                            total: if copy_requested { volume_size } else { 0 },
-                            purpose: "initial copy",
+                            plan,
                             ..CopyProgress::default()
                         },
+                        dirty,
+                        tracking: false,
+                        stranded_since_ms: None,
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
                         receiver_slow: false,
@@ -324,6 +321,8 @@ impl Replication {
                 volume,
                 volume_size,
                 ko_count: config.ko_count,
+                on_spill_full: config.on_spill_full,
+                resync_mbps: config.resync_mbps,
                 thread_name,
             }),
             GFP_KERNEL,
@@ -348,16 +347,84 @@ impl Replication {
         self.range_freed.notify_all();
     }
 
-    /// Reserves budget for an entry costing `cost` bytes, waiting while the queue is full.
-    pub(crate) fn reserve(&self, cost: u64) {
+    /// Reserves budget for an entry costing `cost` bytes, waiting while the queue is
+    /// full; false when writes are tracked instead (see [`QueueState::tracking`]): then
+    /// the write's byte range `range` is marked dirty and nothing is to be queued.
+    pub(crate) fn reserve(&self, cost: u64, range: Option<(u64, u64)>) -> bool {
         let mut queue = self.queue.lock();
-        while !queue.budget.try_reserve(cost) {
-            // The spill thread makes room when no link can.
+        loop {
+            if queue.tracking {
+                if let Some((start, end)) = range {
+                    queue.dirty.mark_range(start, end - start);
+                }
+                return false;
+            }
+            if queue.budget.try_reserve(cost) {
+                return true;
+            }
+            // The spill thread makes room when no link can; the sender thread stops
+            // the wait (see `release_stranded_writers`) when nothing can.
             queue.writers_waiting += 1;
             self.work.notify_all();
             self.space_freed.wait(&mut queue);
             queue.writers_waiting -= 1;
         }
+    }
+
+    /// Tracks a write whose entry cannot be built (no memory for it) instead of
+    /// queueing it: marks its range and stops queueing until a resync.
+    pub(crate) fn track_instead(&self, cost: u64, range: Option<(u64, u64)>) {
+        let mut queue = self.queue.lock();
+        queue.budget.release(cost);
+        if let Some((start, end)) = range {
+            queue.dirty.mark_range(start, end - start);
+        }
+        let first = !core::mem::replace(&mut queue.tracking, true);
+        drop(queue);
+        if first {
+            pr_warn!(
+                "volume {}: no memory for queue entries: writes are no longer queued; their \
+                 regions are tracked for a resync (the replica is inconsistent until it \
+                 completes)\n",
+                self.volume
+            );
+        }
+        self.space_freed.notify_all();
+        self.work.notify_all();
+    }
+
+    /// Lets writers that wait for queue space go on, tracking their regions, when
+    /// nothing can make room: no link is up and either there is no spill device and
+    /// they waited [`STRANDED_WRITERS_MS`], or the spill log is full (or failing) and
+    /// the table says `on_spill_full:bitmap`.
+    pub(crate) fn release_stranded_writers(&self) {
+        let now = Ktime::ktime_get().to_ms();
+        let mut queue = self.queue.lock();
+        if queue.tracking || queue.writers_waiting == 0 || queue.active_link.is_some() {
+            queue.stranded_since_ms = None;
+            return;
+        }
+        let since = *queue.stranded_since_ms.get_or_insert(now);
+        let reason = if queue.has_spill {
+            if !(queue.spill_full || queue.spill_failed) || self.on_spill_full == SpillFullPolicy::Block {
+                return;
+            }
+            "the spill log is full and no link is up"
+        } else {
+            if now - since < STRANDED_WRITERS_MS {
+                return;
+            }
+            "the queue is full and no link is up"
+        };
+        queue.tracking = true;
+        drop(queue);
+        pr_warn!(
+            "volume {}: {}: writes are no longer queued; their regions are tracked and \
+             resynced once a link returns (the replica is inconsistent until that completes)\n",
+            self.volume,
+            reason
+        );
+        self.space_freed.notify_all();
     }
 
     /// Sleeps briefly after a failed allocation, so memory pressure slows writers down.
@@ -415,23 +482,22 @@ impl Replication {
         self.queue.lock().copy.live
     }
 
-    /// Whether the copy (if any) has queued the whole volume.
+    /// Whether the copy (if any) has queued everything it covers.
     pub(crate) fn copy_done(&self) -> bool {
-        let queue = self.queue.lock();
-        queue.copy.queued == queue.copy.total
+        self.queue.lock().copy.plan.finished()
     }
 
-    /// Where the copy goes on: its epoch and next offset, once the table is live and
-    /// a copy has bytes left; `None` otherwise.
-    pub(crate) fn copy_position(&self) -> Option<CopyPosition> {
-        let queue = self.queue.lock();
-        let copy = &queue.copy;
-        (copy.live && copy.queued < copy.total).then_some(CopyPosition {
-            epoch: copy.epoch,
-            offset: copy.queued,
-            total: copy.total,
-            purpose: copy.purpose,
-        })
+    /// The copy's next chunk of at most `chunk_bytes`, once the table is live.
+    pub(crate) fn next_copy_chunk(&self, chunk_bytes: u64) -> CopyNext {
+        let mut queue = self.queue.lock();
+        let QueueState { copy, dirty, .. } = &mut *queue;
+        if !copy.live || copy.plan.finished() {
+            return CopyNext::Idle;
+        }
+        match copy.plan.next_chunk(dirty, self.volume_size, chunk_bytes) {
+            Some(chunk) => CopyNext::Chunk(chunk),
+            None => CopyNext::Finished(copy.plan.purpose, copy.plan.total),
+        }
     }
 
     /// Sleeps about `ms` milliseconds, or less when woken (thread stop, new work).
@@ -442,26 +508,21 @@ impl Replication {
             .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(ms));
     }
 
-    /// Appends a chunk of copy `epoch` covering the volume up to byte `copied_to`;
-    /// false if it could not be queued (its budget is returned). A chunk of an earlier
-    /// copy is queued all the same (it holds the volume's bytes, in order) but does not
-    /// count for the copy that replaced it.
-    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, epoch: u64, copied_to: u64) -> bool {
+    /// Appends the entry read for `chunk`; false if it could not be queued (its budget
+    /// is returned). A chunk of an earlier copy is queued all the same (it holds the
+    /// volume's bytes, in order) but does not count for the copy that replaced it.
+    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, chunk: &Chunk) -> bool {
         let now = Ktime::ktime_get().to_ns();
         let mut queue = self.queue.lock();
         match queue.fifo.push(Queued {
             entry,
             queued_ns: now,
         }) {
-            Ok(_) if queue.copy.epoch != epoch => {
-                drop(queue);
-                self.work.notify_all();
-                true
-            }
             Ok(seq) => {
-                queue.copy.last_seq = seq;
-                queue.copy.queued = copied_to;
-                queue.copy.rate.record(now / 1_000_000, copied_to);
+                let copy = &mut queue.copy;
+                if copy.plan.chunk_queued(chunk, seq) {
+                    copy.rate.record(now / 1_000_000, copy.plan.queued);
+                }
                 drop(queue);
                 self.work.notify_all();
                 true
@@ -534,17 +595,20 @@ impl Replication {
             spill_entries: queue.spill.entries,
             spill_bytes: queue.spill.bytes,
             spill_capacity_bytes: queue.spill.capacity,
-            sync_bytes: queue.copy.queued,
-            sync_total_bytes: queue.copy.total,
+            sync_bytes: queue.copy.plan.queued,
+            sync_total_bytes: queue.copy.plan.total,
             consistent: u64::from(
-                queue.copy.replica_consistent(queue.acked_local)
+                queue.copy.plan.acknowledged(queue.acked_local)
                     && !queue.diverged
                     && !queue.history.lost_entries
-                    && !queue.history.refused,
+                    && !queue.history.refused
+                    && !queue.tracking
+                    && queue.dirty.marked() == 0,
             ),
             diverged: u64::from(queue.diverged),
-            sync_rate: if queue.copy.queued < queue.copy.total {
-                queue.copy.rate.per_second(now / 1_000_000, queue.copy.queued).unwrap_or(0)
+            sync_rate: if !queue.copy.plan.finished() {
+                let queued = queue.copy.plan.queued;
+                queue.copy.rate.per_second(now / 1_000_000, queued).unwrap_or(0)
             } else {
                 0
             },
@@ -553,6 +617,7 @@ impl Replication {
             generation: queue.history.current.map_or(0, |h| h.counter),
             refused: u64::from(queue.history.refused),
             resyncs: queue.history.resyncs,
+            dirty_bytes: queue.dirty.marked_bytes(),
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {
@@ -573,11 +638,13 @@ impl Replication {
             Mode::SpillFailed
         } else if queue.spill_full {
             Mode::SpillFull
+        } else if queue.tracking {
+            Mode::Tracking
         } else if queue.spill.entries > 0 && queue.active_link.is_some() {
             Mode::Draining
         } else if queue.spill.entries > 0 {
             Mode::Spilling
-        } else if !queue.copy.replica_consistent(queue.acked_local) {
+        } else if !queue.copy.plan.acknowledged(queue.acked_local) {
             Mode::Syncing
         } else {
             Mode::Replicating

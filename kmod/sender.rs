@@ -25,13 +25,14 @@ use kernel::time::{msecs_to_jiffies, Ktime};
 use crate::claim::random_uuid;
 use crate::digest::{self, Digest};
 use crate::history::{
-    decide, Decision, History, HistoryBlock, ReplicaView, SenderView, HISTORY_BLOCK_LEN, RESYNCING,
+    decide, Decision, History, HistoryBlock, ReplicaView, ResyncScope, SenderView,
+    HISTORY_BLOCK_LEN, RESYNCING,
 };
 use crate::entry::{Entry, NoIoScope};
 use crate::kthread::{self, KThread};
 use crate::liveness::{Liveness, Observation, Verdict};
 use crate::net::TcpStream;
-use crate::replication::Replication;
+use crate::replication::{QueueState, Replication};
 use crate::spill_log::{NextRecord, SpillLog, SpillState};
 use crate::status::LinkState;
 use crate::wire::{FrameKind, Header, HelloPayload, HEADER_LEN, MAX_REASON_LEN};
@@ -76,6 +77,8 @@ enum SessionEnd {
     PrimaryBack,
     /// The spill log could not be read; the link is fine.
     SpillUnreadable,
+    /// Writes are tracked instead of queued: the next handshake resyncs their regions.
+    ResyncNeeded,
     /// The receiver is alive but acknowledged nothing for `ko_count` periods.
     TooSlow {
         /// How long nothing was acknowledged.
@@ -177,7 +180,9 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
                 link = PRIMARY;
                 pr_info!("primary link answers again; returning to it\n");
             }
-            SessionEnd::Stopped => queue.links[link].state = LinkState::Down,
+            SessionEnd::Stopped | SessionEnd::ResyncNeeded => {
+                queue.links[link].state = LinkState::Down;
+            }
             SessionEnd::SpillUnreadable => {
                 queue.links[link].state = LinkState::Down;
                 drop(queue);
@@ -227,18 +232,20 @@ fn link_name(link: usize) -> &'static str {
     }
 }
 
-/// Waits `ms` milliseconds, or less if the thread is asked to stop or resumed.
+/// Waits `ms` milliseconds, or less if the thread is asked to stop or resumed. Writers
+/// stranded meanwhile (no link to free queue space) are let go after a while.
 fn pause(repl: &Replication, ms: u32) {
     let deadline = now_ms() + i64::from(ms);
-    let mut queue = repl.queue.lock();
     loop {
+        repl.release_stranded_writers();
         let left = deadline - now_ms();
         if left <= 0 || kthread::should_stop() {
             return;
         }
+        let mut queue = repl.queue.lock();
         let _ = repl
             .work
-            .wait_interruptible_timeout(&mut queue, msecs_to_jiffies(left as u32));
+            .wait_interruptible_timeout(&mut queue, msecs_to_jiffies(left.min(500) as u32));
     }
 }
 
@@ -445,6 +452,7 @@ fn plan_session(
         copy_requested: queue.history.copy_requested,
         may_resync_itself: repl.spill.is_some(),
         resync_running: queue.history.resync_running,
+        dirty_regions: queue.tracking || queue.dirty.marked() > 0,
     };
     let decision = decide(&sender, replica, || History::new(random_uuid()));
     let history = match decision {
@@ -466,9 +474,9 @@ fn plan_session(
             }
             return Err(refused());
         }
-        Decision::Continue(history) | Decision::Resync(history) => history,
+        Decision::Continue(history) | Decision::Resync(history, _) => history,
     };
-    let resync = matches!(decision, Decision::Resync(_));
+    let resync = matches!(decision, Decision::Resync(..));
     let record_history = queue.history.current != Some(history);
     queue.history.refused = false;
     queue.history.current = Some(history);
@@ -491,8 +499,18 @@ fn plan_session(
         history_state.resyncs += 1;
         history_state.resync_running = true;
         history_state.lost_entries = false;
-        if !core::mem::take(&mut history_state.copy_requested) {
-            queue.copy.restart(repl.volume_size);
+        let copy_running = core::mem::take(&mut history_state.copy_requested);
+        // New writes are queued again from here on; those tracked are in the regions.
+        queue.tracking = false;
+        let QueueState { copy, dirty, .. } = &mut *queue;
+        match decision {
+            // The initial copy already runs, and nothing was sent yet.
+            _ if copy_running => {}
+            Decision::Resync(_, ResyncScope::DirtyRegions) => copy.plan.start_regions(dirty, "resync"),
+            _ => {
+                dirty.clear_all();
+                copy.plan.start_whole(repl.volume_size, "resync");
+            }
         }
         (base, from, anchor)
     } else {
@@ -579,6 +597,10 @@ fn next_step(repl: &Replication) -> Step {
         }
         if queue.switch_requested {
             return Step::End(SessionEnd::SwitchRequested);
+        }
+        if queue.tracking {
+            // Writes were tracked, not queued (no memory): a new handshake resyncs them.
+            return Step::End(SessionEnd::ResyncNeeded);
         }
         if queue.sent_local - queue.acked_local.min(queue.sent_local) >= SEND_WINDOW {
             return Step::Idle;
@@ -906,9 +928,9 @@ impl ResyncDoneNotice {
             let queue = watch.session.repl.queue.lock();
             let copy = &queue.copy;
             let sent = queue.history.resync_running
-                && copy.all_queued()
-                && queue.sent_local >= copy.last_seq;
-            sent.then_some(copy.last_seq)
+                && copy.plan.finished()
+                && queue.sent_local >= copy.plan.last_seq;
+            sent.then_some(copy.plan.last_seq)
         };
         let Some(last) = last else {
             return Ok(());

@@ -12,6 +12,7 @@ use kernel::time::{msecs_to_jiffies, Ktime};
 use crate::entry::NoIoScope;
 use crate::kthread;
 use crate::replication::Replication;
+use crate::table::SpillFullPolicy;
 use crate::spill_log::BatchOutcome;
 
 /// How often the log's head is recorded on disk while it moves.
@@ -47,18 +48,26 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
                     if !core::mem::replace(&mut queue.spill_full, true) {
                         let (used, capacity) = (queue.spill.bytes, queue.spill.capacity);
                         drop(queue);
+                        let then = match repl.on_spill_full {
+                            SpillFullPolicy::Block => "writers wait until a link drains it",
+                            SpillFullPolicy::Bitmap => "writes are tracked by region instead",
+                        };
                         pr_warn!(
-                            "volume {}: spill device {} is full ({} of {} bytes): writers wait \
-                             until a link drains it\n",
+                            "volume {}: spill device {} is full ({} of {} bytes): {}\n",
                             repl.volume,
                             log.device_name(),
                             used,
-                            capacity
+                            capacity,
+                            then
                         );
                     }
+                    repl.release_stranded_writers();
                 }
                 Ok(BatchOutcome::Idle) => {}
-                Err(err) => report_failure(repl, err, "write"),
+                Err(err) => {
+                    report_failure(repl, err, "write");
+                    repl.release_stranded_writers();
+                }
             }
         }
         let now = Ktime::ktime_get().to_ms();

@@ -25,6 +25,8 @@ use crate::spiller::spiller_main;
 use crate::claim::Remembered;
 use crate::table::{ReplicationConfig, TableArgs, VolumeName};
 
+/// How long a writer retries allocating its entry before its region is tracked instead.
+const MEMORY_WAIT_MS: i64 = 1_000;
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
 const DRAIN_TIMEOUT_MS: i64 = 30_000;
 
@@ -85,16 +87,18 @@ impl PendingEntries {
 impl Arepl {
     /// Builds the entries for a bio that changes the volume, reserving queue space first:
     /// this is where writers wait when the queue is full, and where they wait, rather
-    /// than fail, when memory is short.
+    /// than fail, when memory is short. Neither wait is unbounded: when nothing can
+    /// make room, or memory stays short, the write's region is tracked instead.
     fn prepare_entries(&self, bio: &Bio<'_>, kind: BioKind) -> PendingEntries {
         let _noio = NoIoScope::enter();
-        let range = match kind {
+        let bytes = match kind {
             BioKind::Write | BioKind::WriteZeroes if bio.size() > 0 => {
                 let start = bio.target_offset_bytes();
-                Some(self.replication.begin_range(start, start + u64::from(bio.size())))
+                Some((start, start + u64::from(bio.size())))
             }
             _ => None,
         };
+        let range = bytes.map(|(start, end)| self.replication.begin_range(start, end));
         let flush_cost = crate::fifo::Budget::cost(0);
         let cost = match kind {
             BioKind::Write => {
@@ -103,7 +107,12 @@ impl Arepl {
             }
             _ => flush_cost,
         };
-        self.replication.reserve(cost);
+        if !self.replication.reserve(cost, bytes) {
+            return PendingEntries {
+                range,
+                ..PendingEntries::NONE
+            };
+        }
 
         let build = || -> Result<PendingEntries> {
             let offset = bio.target_offset_bytes();
@@ -126,9 +135,17 @@ impl Arepl {
                 range,
             })
         };
+        let first_failure_ms = Ktime::ktime_get().to_ms();
         loop {
             match build() {
                 Ok(pending) => return pending,
+                Err(_) if Ktime::ktime_get().to_ms() - first_failure_ms >= MEMORY_WAIT_MS => {
+                    self.replication.track_instead(cost, bytes);
+                    return PendingEntries {
+                        range,
+                        ..PendingEntries::NONE
+                    };
+                }
                 Err(_) => self.replication.wait_for_memory(),
             }
         }
@@ -258,14 +275,11 @@ impl Target for Arepl {
     }
 
     fn end_io(&self, pending: PendingEntries, failed: bool) {
-        if pending.cost == 0 {
-            return;
-        }
-        if failed {
+        if pending.cost > 0 && failed {
             // A write that failed locally completes with its error and is not replicated.
             self.replication.local_write_failed(pending.cost);
             drop(pending.entries);
-        } else {
+        } else if pending.cost > 0 {
             self.replication.enqueue(pending.entries);
         }
         // Only now may an overlapping write start: its entry must queue after this one.

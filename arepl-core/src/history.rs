@@ -148,6 +148,9 @@ pub struct SenderView {
     /// It began a resync under `history` in this lifetime and is still running it, so
     /// a replica found resyncing under that history is its own resync, to continue.
     pub resync_running: bool,
+    /// It tracked regions whose writes it did not queue (queue full without a link, or
+    /// no memory): those regions need a resync.
+    pub dirty_regions: bool,
 }
 
 /// What the receiver said in its `Welcome`.
@@ -168,11 +171,20 @@ pub enum Decision {
     /// Stream the entries after the replica's durable sequence under this history.
     Continue(History),
     /// Tell the receiver a resync under this history begins (it protects its last
-    /// consistent image first), then stream the queue and a copy of the volume.
-    Resync(History),
+    /// consistent image first), then stream the queue and a copy of `ResyncScope`.
+    Resync(History, ResyncScope),
     /// The device cannot prove it continues the replica's history and may not
     /// resync it on its own.
     Refuse(Refusal),
+}
+
+/// What a resync copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResyncScope {
+    /// Every byte of the volume: what the replica lacks is not known.
+    WholeVolume,
+    /// The regions the sender tracked; the replica holds everything else.
+    DirtyRegions,
 }
 
 /// Why a sender may not stream to a replica.
@@ -216,9 +228,10 @@ pub fn decide(
     replica: &ReplicaView,
     fresh: impl FnOnce() -> History,
 ) -> Decision {
+    let whole = |history| Decision::Resync(history, ResyncScope::WholeVolume);
     if sender.copy_requested {
         // The operator asked for a copy: a new history, whatever the replica had.
-        return Decision::Resync(fresh());
+        return whole(fresh());
     }
     let Some(replica_history) = replica.history else {
         return match sender.history {
@@ -227,7 +240,7 @@ pub fn decide(
             // this device continues by sequence.
             None => Decision::Continue(fresh()),
             Some(ours) if sender.holds_next && !sender.lost_entries => Decision::Continue(ours),
-            Some(ours) if sender.may_resync_itself => Decision::Resync(ours.next_generation()),
+            Some(ours) if sender.may_resync_itself => whole(ours.next_generation()),
             Some(_) => Decision::Refuse(Refusal::LostEntries),
         };
     };
@@ -239,6 +252,10 @@ pub fn decide(
     }
     let intact = sender.holds_next && !sender.lost_entries;
     if intact && ours == replica_history && (!replica.resyncing || sender.resync_running) {
+        if sender.dirty_regions {
+            // Everything is held but the tracked regions: copy those.
+            return Decision::Resync(ours.next_generation(), ResyncScope::DirtyRegions);
+        }
         return Decision::Continue(ours);
     }
     // Same history, but the replica is mid-resync, at another generation, or lacks
@@ -247,7 +264,7 @@ pub fn decide(
     // what it lost.
     if intact || sender.may_resync_itself {
         let counter = ours.counter.max(replica_history.counter);
-        return Decision::Resync(History {
+        return whole(History {
             uuid: ours.uuid,
             counter: counter + 1,
         });
@@ -278,6 +295,7 @@ mod tests {
             copy_requested: false,
             may_resync_itself: false,
             resync_running: false,
+            dirty_regions: false,
         }
     }
 
@@ -347,7 +365,10 @@ mod tests {
             copy_requested: true,
             ..sender(None)
         };
-        assert_eq!(run(copy, replica(None)), Decision::Resync(NEW));
+        assert_eq!(
+            run(copy, replica(None)),
+            Decision::Resync(NEW, ResyncScope::WholeVolume)
+        );
     }
 
     #[test]
@@ -368,7 +389,10 @@ mod tests {
             copy_requested: true,
             ..sender(None)
         };
-        assert!(matches!(run(copy, replica(Some(A))), Decision::Resync(NEW)));
+        assert!(matches!(
+            run(copy, replica(Some(A))),
+            Decision::Resync(NEW, ResyncScope::WholeVolume)
+        ));
     }
 
     #[test]
@@ -411,7 +435,7 @@ mod tests {
         };
         assert_eq!(
             run(crashed, replica(Some(A))),
-            Decision::Resync(A.next_generation())
+            Decision::Resync(A.next_generation(), ResyncScope::WholeVolume)
         );
     }
 
@@ -423,7 +447,16 @@ mod tests {
         };
         assert_eq!(
             run(sender(Some(A)), resyncing),
-            Decision::Resync(A.next_generation())
+            Decision::Resync(A.next_generation(), ResyncScope::WholeVolume)
+        );
+        // Regions tracked instead of queued: only those are copied.
+        let dirty = SenderView {
+            dirty_regions: true,
+            ..sender(Some(A))
+        };
+        assert_eq!(
+            run(dirty, replica(Some(A))),
+            Decision::Resync(A.next_generation(), ResyncScope::DirtyRegions)
         );
         // Its own resync, interrupted by a lost link: continued, not begun again.
         let running = SenderView {
@@ -434,7 +467,7 @@ mod tests {
         let ahead = A.next_generation().next_generation();
         assert_eq!(
             run(sender(Some(A)), replica(Some(ahead))),
-            Decision::Resync(ahead.next_generation())
+            Decision::Resync(ahead.next_generation(), ResyncScope::WholeVolume)
         );
     }
 
@@ -456,7 +489,7 @@ mod tests {
         };
         assert_eq!(
             run(meta, replica(None)),
-            Decision::Resync(A.next_generation())
+            Decision::Resync(A.next_generation(), ResyncScope::WholeVolume)
         );
     }
 }

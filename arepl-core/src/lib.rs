@@ -6,6 +6,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod copy_plan;
 pub mod crc32c;
 pub mod digest;
 pub mod fifo;
@@ -13,6 +14,7 @@ pub mod history;
 pub mod inflight;
 pub mod liveness;
 pub mod rate;
+pub mod regions;
 pub mod spill;
 pub mod status;
 pub mod table;

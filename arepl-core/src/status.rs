@@ -20,8 +20,13 @@ pub enum Mode {
     /// The spill log could not be read or written; writers wait once memory is full.
     SpillFailed,
     /// The initial copy of the volume (`sync:full`) is still being sent or is not yet
-    /// acknowledged: the replica is not a consistent image yet.
+    /// acknowledged: the replica is not a consistent image yet. Also a resync (after a
+    /// crash, a lost queue, or tracked regions) until it is acknowledged.
     Syncing,
+    /// Writes are not queued: nothing could take them (queue and spill log full, no
+    /// link) or no memory for them; their regions are tracked and resynced once a link
+    /// returns. The replica is inconsistent until that resync completes.
+    Tracking,
 }
 
 /// State of the replication link.
@@ -85,6 +90,7 @@ words!(Mode {
     SpillFull => "spill_full",
     SpillFailed => "spill_failed",
     Syncing => "syncing",
+    Tracking => "tracking",
 });
 words!(LinkState {
     Down => "down",
@@ -159,6 +165,9 @@ pub struct Counters {
     /// Resyncs begun since the table was loaded (a copy of the volume under a new
     /// generation, after a crash, a lost queue, or `sync:full`).
     pub resyncs: u64,
+    /// Bytes of the volume in regions marked for a resync (writes tracked instead of
+    /// queued, not yet copied).
+    pub dirty_bytes: u64,
 }
 
 /// The whole status line.
@@ -212,7 +221,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 26] = [
+const COUNTER_KEYS: [(&str, CounterField); 27] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -239,6 +248,7 @@ const COUNTER_KEYS: [(&str, CounterField); 26] = [
     ("generation", |c| &mut c.generation),
     ("refused", |c| &mut c.refused),
     ("resyncs", |c| &mut c.resyncs),
+    ("dirty_bytes", |c| &mut c.dirty_bytes),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -387,6 +397,7 @@ mod tests {
             generation: 3,
             refused: 1,
             resyncs: 2,
+            dirty_bytes: 4 << 20,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -417,7 +428,8 @@ mod tests {
              backup=connected backup_connects=2 backup_errors=0 backup_last_error=0 \
              spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
              sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1 \
-             sync_rate=3145728 receiver_slow=1 slow_drops=2 generation=3 refused=1 resyncs=2"
+             sync_rate=3145728 receiver_slow=1 slow_drops=2 generation=3 refused=1 resyncs=2 \
+             dirty_bytes=4194304"
         );
     }
 
@@ -435,6 +447,7 @@ mod tests {
             Mode::SpillFull,
             Mode::SpillFailed,
             Mode::Syncing,
+            Mode::Tracking,
         ] {
             let status = Status { mode, ..SAMPLE };
             assert_eq!(Status::parse(&status.to_string()), Ok(status));

@@ -366,7 +366,7 @@ mod tests {
         paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
         backup=down backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
         spill_bytes=3145728 spill_capacity_bytes=67108864 sync_bytes=0 sync_total_bytes=0 \
-        consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0";
+        consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0 generation=1 refused=0 resyncs=0 dirty_bytes=0";
 
     #[test]
     fn report_from_table_and_status() {
