@@ -151,6 +151,10 @@ pub struct SenderView {
     /// It tracked regions whose writes it did not queue (queue full without a link, or
     /// no memory): those regions need a resync.
     pub dirty_regions: bool,
+    /// It keeps an activity log: every region the replica may lack within its history
+    /// (lost entries, an interrupted copy, tracked writes) is marked there, so a resync
+    /// of the marked regions suffices.
+    pub regions_known: bool,
 }
 
 /// What the receiver said in its `Welcome`.
@@ -259,9 +263,14 @@ pub fn decide(
         return Decision::Continue(ours);
     }
     // Same history, but the replica is mid-resync, at another generation, or lacks
-    // entries this device no longer has: only a resync brings it back. This device may
-    // run one while it holds its whole queue, or when its metadata let it find out
-    // what it lost.
+    // entries this device no longer has: only a resync brings it back. The activity
+    // log names the regions it may lack, unless the replica went past this device's
+    // generation (its record is older than the replica's).
+    if sender.regions_known && replica_history.counter <= ours.counter {
+        return Decision::Resync(ours.next_generation(), ResyncScope::DirtyRegions);
+    }
+    // Otherwise the whole volume. This device may copy it while it holds its whole
+    // queue, or when its metadata let it find out what it lost.
     if intact || sender.may_resync_itself {
         let counter = ours.counter.max(replica_history.counter);
         return whole(History {
@@ -296,6 +305,7 @@ mod tests {
             may_resync_itself: false,
             resync_running: false,
             dirty_regions: false,
+            regions_known: false,
         }
     }
 
@@ -436,6 +446,55 @@ mod tests {
         assert_eq!(
             run(crashed, replica(Some(A))),
             Decision::Resync(A.next_generation(), ResyncScope::WholeVolume)
+        );
+    }
+
+    #[test]
+    fn an_activity_log_narrows_every_resync_of_its_history_to_regions() {
+        let logged = SenderView {
+            regions_known: true,
+            may_resync_itself: true,
+            lost_entries: true,
+            holds_next: false,
+            ..sender(Some(A))
+        };
+        let regions = Decision::Resync(A.next_generation(), ResyncScope::DirtyRegions);
+        assert_eq!(run(logged, replica(Some(A))), regions, "crash recovery");
+        let interrupted = ReplicaView {
+            resyncing: true,
+            ..replica(Some(A))
+        };
+        let resumed = SenderView {
+            lost_entries: false,
+            holds_next: true,
+            ..logged
+        };
+        assert_eq!(
+            run(resumed, interrupted),
+            regions,
+            "an interrupted copy resumes"
+        );
+        // A replica past this device's generation, or without a history: everything.
+        let ahead = replica(Some(A.next_generation()));
+        assert_eq!(
+            run(logged, ahead),
+            Decision::Resync(
+                A.next_generation().next_generation(),
+                ResyncScope::WholeVolume
+            )
+        );
+        assert_eq!(
+            run(logged, replica(None)),
+            Decision::Resync(A.next_generation(), ResyncScope::WholeVolume)
+        );
+        // Another primary's replica stays refused.
+        let other = History {
+            uuid: [0xC3; 16],
+            counter: 1,
+        };
+        assert_eq!(
+            run(logged, replica(Some(other))),
+            Decision::Refuse(Refusal::OtherHistory)
         );
     }
 

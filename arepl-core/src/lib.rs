@@ -6,6 +6,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
+pub mod activity_log;
 pub mod copy_plan;
 pub mod crc32c;
 pub mod digest;

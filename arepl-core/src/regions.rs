@@ -162,6 +162,40 @@ impl<W: core::ops::DerefMut<Target = [u64]>> DirtyRegions<W> {
         self.marked = 0;
     }
 
+    /// Word `index` of the bits (region `64 * index + n` is bit `n`); 0 past the
+    /// storage.
+    pub fn word(&self, index: usize) -> u64 {
+        self.words.get(index).copied().unwrap_or(0)
+    }
+
+    /// Marks the regions set in `bits`, word `index` of the bits (see [`Self::word`]);
+    /// bits past the volume's last region are ignored.
+    pub fn or_word(&mut self, index: usize, bits: u64) {
+        let first = index as u64 * 64;
+        if first >= self.regions {
+            return;
+        }
+        let valid = if self.regions - first >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << (self.regions - first)) - 1
+        };
+        let new = bits & valid & !self.words[index];
+        self.words[index] |= new;
+        self.marked += u64::from(new.count_ones());
+    }
+
+    /// Sets word `index` of the bits to `bits` (bits past the volume's last region are
+    /// ignored; nothing happens past the storage).
+    pub fn set_word(&mut self, index: usize, bits: u64) {
+        let Some(old) = self.words.get(index).copied() else {
+            return;
+        };
+        self.marked -= u64::from(old.count_ones());
+        self.words[index] = 0;
+        self.or_word(index, bits);
+    }
+
     fn position(region: u64) -> (usize, u64) {
         ((region / 64) as usize, 1 << (region % 64))
     }
@@ -224,6 +258,20 @@ mod tests {
         assert_eq!(dirty.next_marked(64), Some(200));
         dirty.clear_all();
         assert_eq!((dirty.marked(), dirty.next_marked(0)), (0, None));
+    }
+
+    #[test]
+    fn whole_words_in_and_out() {
+        let mut dirty = set(100 * 4 * MIB, 4 * MIB);
+        dirty.or_word(1, u64::MAX);
+        assert_eq!(dirty.marked(), 36, "only regions 64..100 exist");
+        assert_eq!(dirty.word(1), (1 << 36) - 1);
+        dirty.or_word(0, 0b101);
+        dirty.or_word(0, 0b100);
+        assert_eq!((dirty.marked(), dirty.word(0)), (38, 0b101));
+        assert_eq!(dirty.word(7), 0);
+        dirty.or_word(9, 1);
+        assert_eq!(dirty.marked(), 38);
     }
 
     #[test]

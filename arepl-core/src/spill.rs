@@ -24,6 +24,7 @@
 //! at open, it says the primary crashed (or lost its power) with entries in memory,
 //! which a resync must cover.
 
+use crate::activity_log::AlGeometry;
 use crate::crc32c::crc32c;
 use crate::history::{History, HistoryBlock, HISTORY_BLOCK_LEN};
 use crate::table::{VolumeName, MAX_VOLUME_LEN};
@@ -36,8 +37,10 @@ pub const RING_START: u64 = 4096;
 pub const SUPER_MAGIC: [u8; 8] = *b"ARPLSPL1";
 /// Record magic.
 pub const RECORD_MAGIC: [u8; 8] = *b"ARPLREC1";
-/// Format version.
-pub const SPILL_VERSION: u32 = 1;
+/// Format version: 2 adds the activity log between the superblocks and the ring.
+pub const SPILL_VERSION: u32 = 2;
+/// The format before the activity log (ring at [`RING_START`]), still read.
+pub const SPILL_VERSION_1: u32 = 1;
 
 /// Why a superblock or record is not valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,15 +102,20 @@ pub fn record_len(payload_len: u64) -> u64 {
 impl Ring {
     /// An empty ring over a device of `device_bytes`, whose first record gets `first_seq`.
     pub fn empty(device_bytes: u64, first_seq: u64) -> Result<Self, SpillError> {
+        Self::empty_from(RING_START, device_bytes, first_seq)
+    }
+
+    /// An empty ring from byte `start` to the end of a device of `device_bytes`.
+    pub fn empty_from(start: u64, device_bytes: u64, first_seq: u64) -> Result<Self, SpillError> {
         let end = device_bytes / BLOCK * BLOCK;
-        if end < RING_START + 4 * BLOCK {
+        if end < start + 4 * BLOCK {
             return Err(SpillError::TooSmall);
         }
         Ok(Self {
-            start: RING_START,
+            start,
             end,
-            head: RING_START,
-            tail: RING_START,
+            head: start,
+            tail: start,
             head_seq: first_seq,
             tail_seq: first_seq,
         })
@@ -218,12 +226,21 @@ pub struct Superblock {
     pub history: Option<History>,
     /// A target has the device open (set at open, cleared at a clean removal).
     pub in_use: bool,
+    /// The activity log's geometry (format version 2); `None` in a version 1 log.
+    pub al: Option<AlGeometry>,
+    /// A copy of the whole volume began and is not all acknowledged: the activity log
+    /// holds the regions it has left.
+    pub copy_pending: bool,
 }
 
 /// Superblock byte: flags.
 const SB_FLAGS_AT: usize = 161;
 /// Superblock flag: a target has the device open.
 const SB_IN_USE: u8 = 1;
+/// Superblock flag: a copy of the whole volume is pending (see `copy_pending`).
+const SB_COPY_PENDING: u8 = 2;
+/// Superblock bytes: the activity log's region size in KiB and its blocks.
+const SB_AL_AT: usize = 200;
 /// Superblock bytes: the history block.
 const SB_HISTORY_AT: usize = 168;
 
@@ -237,7 +254,12 @@ impl Superblock {
     pub fn encode(&self) -> [u8; BLOCK as usize] {
         let mut out = [0u8; BLOCK as usize];
         out[0..8].copy_from_slice(&SUPER_MAGIC);
-        out[8..12].copy_from_slice(&SPILL_VERSION.to_be_bytes());
+        let version = if self.al.is_some() {
+            SPILL_VERSION
+        } else {
+            SPILL_VERSION_1
+        };
+        out[8..12].copy_from_slice(&version.to_be_bytes());
         out[16..24].copy_from_slice(&self.generation.to_be_bytes());
         out[24..32].copy_from_slice(&self.volume_size.to_be_bytes());
         let name = self.volume.as_str().as_bytes();
@@ -259,7 +281,14 @@ impl Superblock {
         }
         out[160] = u8::from(self.wire_base.is_some());
         if self.in_use {
-            out[SB_FLAGS_AT] = SB_IN_USE;
+            out[SB_FLAGS_AT] |= SB_IN_USE;
+        }
+        if self.copy_pending {
+            out[SB_FLAGS_AT] |= SB_COPY_PENDING;
+        }
+        if let Some(al) = self.al {
+            out[SB_AL_AT..SB_AL_AT + 4].copy_from_slice(&al.region_kb.to_be_bytes());
+            out[SB_AL_AT + 4..SB_AL_AT + 8].copy_from_slice(&al.blocks.to_be_bytes());
         }
         let history = HistoryBlock {
             history: self.history,
@@ -282,9 +311,27 @@ impl Superblock {
             return Ok(None);
         }
         let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != SPILL_VERSION {
-            return Err(SpillError::BadVersion(version));
-        }
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let al = match version {
+            SPILL_VERSION_1 => None,
+            SPILL_VERSION => Some(AlGeometry {
+                region_kb: be32(SB_AL_AT),
+                blocks: be32(SB_AL_AT + 4),
+            }),
+            _ => return Err(SpillError::BadVersion(version)),
+        };
+        let ring_start = al.map_or(RING_START, |al| al.ring_start());
+        // Not `Option::is_none_or`: the kernel build's MSRV predates it.
+        let al_sane = match al {
+            Some(al) => {
+                (crate::table::MIN_REGION_KB..=crate::table::MAX_REGION_KB).contains(&al.region_kb)
+                    && al.region_kb.is_power_of_two()
+                    && al.blocks > 0
+            }
+            None => true,
+        };
         let name_len = usize::from(bytes[32]).min(MAX_VOLUME_LEN);
         let name = core::str::from_utf8(&bytes[33..33 + name_len]).ok();
         let Some(volume) = name.and_then(VolumeName::new) else {
@@ -298,14 +345,17 @@ impl Superblock {
             head_seq: be64(136),
             tail_seq: be64(144),
         };
-        let sane = ring.start == RING_START
+        let sane = al_sane
+            && ring.start == ring_start
             && ring.start < ring.end
             && (ring.start..ring.end).contains(&ring.head)
             && (ring.start..ring.end).contains(&ring.tail)
             && ring.head_seq <= ring.tail_seq;
         let history =
             HistoryBlock::decode(&bytes[SB_HISTORY_AT..SB_HISTORY_AT + HISTORY_BLOCK_LEN]);
-        let (Some(history), true) = (history, sane && bytes[SB_FLAGS_AT] & !SB_IN_USE == 0) else {
+        let known_flags = SB_IN_USE | SB_COPY_PENDING;
+        let (Some(history), true) = (history, sane && bytes[SB_FLAGS_AT] & !known_flags == 0)
+        else {
             return Ok(None);
         };
         Ok(Some(Self {
@@ -316,6 +366,8 @@ impl Superblock {
             wire_base: (bytes[160] == 1).then(|| be64(152)),
             history: history.history,
             in_use: bytes[SB_FLAGS_AT] & SB_IN_USE != 0,
+            al,
+            copy_pending: bytes[SB_FLAGS_AT] & SB_COPY_PENDING != 0,
         }))
     }
 
@@ -396,7 +448,8 @@ impl core::fmt::Display for SpillError {
             Self::BadVersion(version) => {
                 write!(
                     f,
-                    "its spill log has format version {version}, this module reads {SPILL_VERSION}"
+                    "its spill log has format version {version}, this module reads \
+                     {SPILL_VERSION_1} and {SPILL_VERSION}"
                 )
             }
             Self::OtherVolume { volume, size } => write!(
@@ -622,6 +675,8 @@ mod tests {
             wire_base: Some(1000),
             history: Some(History::new([5; 16])),
             in_use: true,
+            al: None,
+            copy_pending: false,
         };
         let older = sb.encode();
         assert_eq!(Superblock::decode(&older), Ok(Some(sb)));
@@ -657,10 +712,10 @@ mod tests {
             Err(SpillError::NoSuperblock)
         );
         let mut future = older;
-        future[11] = 2;
+        future[11] = 3;
         let crc = crc32c(&future[..508]);
         future[508..].copy_from_slice(&crc.to_be_bytes());
-        assert_eq!(Superblock::decode(&future), Err(SpillError::BadVersion(2)));
+        assert_eq!(Superblock::decode(&future), Err(SpillError::BadVersion(3)));
     }
 
     #[test]
@@ -676,6 +731,8 @@ mod tests {
                 counter: 4,
             }),
             in_use: true,
+            al: None,
+            copy_pending: false,
         };
         let bytes = sb.encode();
         assert_eq!(bytes[161], 1);
@@ -698,6 +755,37 @@ mod tests {
     }
 
     #[test]
+    fn version_2_carries_the_activity_log() {
+        let al = AlGeometry::for_volume(1 << 30, 4096);
+        let sb = Superblock {
+            generation: 5,
+            volume_size: 1 << 30,
+            volume: volume("db"),
+            ring: Ring::empty_from(al.ring_start(), 1 << 20, 1).unwrap(),
+            wire_base: None,
+            history: None,
+            in_use: true,
+            al: Some(al),
+            copy_pending: true,
+        };
+        let bytes = sb.encode();
+        assert_eq!(&bytes[8..12], &2u32.to_be_bytes());
+        assert_eq!(bytes[161], 3);
+        assert_eq!(&bytes[200..208], &[0, 0, 0x10, 0, 0, 0, 0, 1]);
+        assert_eq!(Superblock::decode(&bytes), Ok(Some(sb)));
+        // The ring must start where the geometry says.
+        let mut moved = sb;
+        moved.ring = Ring::empty(1 << 20, 1).unwrap();
+        assert_eq!(Superblock::decode(&moved.encode()), Ok(None));
+        // A region size the table would refuse is no activity log.
+        let mut odd = bytes;
+        odd[203] = 3;
+        let crc = crc32c(&odd[..508]);
+        odd[508..].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(Superblock::decode(&odd), Ok(None));
+    }
+
+    #[test]
     fn probe_accepts_only_blank_devices_and_own_logs() {
         let sb = Superblock {
             generation: 3,
@@ -707,6 +795,8 @@ mod tests {
             wire_base: None,
             history: None,
             in_use: false,
+            al: None,
+            copy_pending: false,
         };
         let slot = sb.encode();
         let blank = [0u8; BLOCK as usize];
