@@ -28,6 +28,11 @@
 //! what was applied means the replica is not the primary's image: it is recorded durably,
 //! logged, counted and flagged on every `Ack` from then on (see
 //! [`crate::state::Divergence`]).
+//!
+//! `Begin` and `ResyncDone` come in stream order too, and [`crate::resync`] carries them
+//! out here: what a `Begin` records (a resync, after protecting the image) is durable
+//! before any entry after it is written, and each commit checks whether a resync is now
+//! complete.
 
 use std::time::{Duration, Instant};
 
@@ -35,9 +40,13 @@ use arepl_core::digest::Digest;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+use crate::consistency::Begin;
 use crate::entry::Entry;
+use crate::protection::{ProtectionError, ResyncProtection};
 use crate::replica::{Replica, ReplicaError};
-use crate::state::Divergence;
+use crate::resync;
+use crate::sequencer::ProtocolError;
+use crate::state::{Divergence, StateError};
 use crate::stats::Stats;
 
 /// Longest time an applied entry waits for durability under continuous input.
@@ -57,11 +66,13 @@ pub struct DigestCheck {
 enum Item {
     Apply(Entry),
     Check(DigestCheck),
+    Begin(Begin),
+    ResyncDone(u64),
 }
 
-/// An entry (or a digest check) on its way to the applier. An entry holds its share of
-/// the queue's byte budget until it is applied, so the queue can be long in entries yet
-/// bounded in memory.
+/// An entry (or a digest check, `Begin` or `ResyncDone`) on its way to the applier. An
+/// entry holds its share of the queue's byte budget until it is applied, so the queue
+/// can be long in entries yet bounded in memory.
 #[derive(Debug)]
 pub struct Queued {
     item: Item,
@@ -77,20 +88,31 @@ impl Queued {
         }
     }
 
-    /// `entry` outside any budget.
-    pub fn unbudgeted(entry: Entry) -> Self {
+    fn unbudgeted_item(item: Item) -> Self {
         Self {
-            item: Item::Apply(entry),
+            item,
             _budget: None,
         }
     }
 
+    /// `entry` outside any budget.
+    pub fn unbudgeted(entry: Entry) -> Self {
+        Self::unbudgeted_item(Item::Apply(entry))
+    }
+
     /// A digest check, done once every entry before it is applied.
     pub fn check(check: DigestCheck) -> Self {
-        Self {
-            item: Item::Check(check),
-            _budget: None,
-        }
+        Self::unbudgeted_item(Item::Check(check))
+    }
+
+    /// A `Begin`, carried out before any entry after it is applied.
+    pub fn begin(begin: Begin) -> Self {
+        Self::unbudgeted_item(Item::Begin(begin))
+    }
+
+    /// A `ResyncDone` for entry `seq`.
+    pub fn resync_done(seq: u64) -> Self {
+        Self::unbudgeted_item(Item::ResyncDone(seq))
     }
 }
 
@@ -118,24 +140,59 @@ pub struct ApplyReport {
     pub durable_seq: u64,
 }
 
+/// Why the applier stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The target or the state failed.
+    #[error("target or state failed: {0}")]
+    Replica(#[from] ReplicaError),
+    /// A `Begin` the replica cannot follow.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A resync whose protection failed: refused.
+    #[error(transparent)]
+    ResyncRefused(#[from] ProtectionError),
+}
+
+impl From<StateError> for ApplyError {
+    fn from(err: StateError) -> Self {
+        Self::Replica(err.into())
+    }
+}
+
+/// What the applier needs besides its queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Outputs<'a> {
+    /// Where durable sequences and divergence go.
+    pub published: &'a Published,
+    /// The live figures.
+    pub stats: &'a Stats,
+    /// How a resync protects the replica.
+    pub protection: &'a ResyncProtection,
+}
+
 /// Applies entries from `queue` until the channel closes, publishing every new durable
-/// sequence and any divergence found, and counting what it does in `stats`; once
-/// `reading_over` is cancelled, commits only at the end. Stops at the first target or
-/// state failure, leaving the entries applied since the last commit undurable (and
-/// unacknowledged).
+/// sequence and any divergence found, and counting what it does in `outputs.stats`;
+/// once `reading_over` is cancelled, commits only at the end. Stops at the first target
+/// or state failure, leaving the entries applied since the last commit undurable (and
+/// unacknowledged), and at a `Begin` it cannot carry out, before writing anything after
+/// it.
 pub fn run(
     replica: &mut Replica,
     mut queue: mpsc::Receiver<Queued>,
-    published: &Published,
-    stats: &Stats,
+    outputs: Outputs<'_>,
     reading_over: &CancellationToken,
-) -> Result<ApplyReport, ReplicaError> {
-    let mut report = ApplyReport {
-        applied: 0,
-        commits: 0,
-        checks_matched: 0,
-        checks_failed: 0,
-        durable_seq: replica.state().durable_seq,
+) -> Result<ApplyReport, ApplyError> {
+    let mut applier = Applier {
+        report: ApplyReport {
+            applied: 0,
+            commits: 0,
+            checks_matched: 0,
+            checks_failed: 0,
+            durable_seq: replica.state().durable_seq,
+        },
+        replica,
+        outputs,
     };
     let mut batch_started: Option<Instant> = None;
     loop {
@@ -143,7 +200,7 @@ pub fn run(
             match queue.try_recv() {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    commit(replica, published, stats, &mut report)?;
+                    applier.commit()?;
                     batch_started = None;
                     continue;
                 }
@@ -158,98 +215,136 @@ pub fn run(
         let entry = match item {
             Item::Apply(entry) => entry,
             Item::Check(check) => {
-                verify(replica, check, published, stats, &mut report)?;
+                applier.verify(check)?;
+                continue;
+            }
+            Item::Begin(begin) => {
+                applier.begin(&begin)?;
+                continue;
+            }
+            Item::ResyncDone(seq) => {
+                applier.resync_done(seq)?;
                 continue;
             }
         };
-        debug_assert_eq!(
-            entry.seq,
-            replica.applied_seq() + 1,
-            "the sequencer keeps order"
-        );
-        replica.apply(&entry)?;
-        stats.entry_applied(&entry);
-        report.applied += 1;
+        applier.apply(&entry)?;
         let started = *batch_started.get_or_insert_with(Instant::now);
         let due = entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE;
         if due && !reading_over.is_cancelled() {
-            commit(replica, published, stats, &mut report)?;
+            applier.commit()?;
             batch_started = None;
         }
     }
     if batch_started.is_some() {
-        commit(replica, published, stats, &mut report)?;
+        applier.commit()?;
     }
-    Ok(report)
+    Ok(applier.report)
 }
 
-fn commit(
-    replica: &mut Replica,
-    published: &Published,
-    stats: &Stats,
-    report: &mut ApplyReport,
-) -> Result<(), ReplicaError> {
-    let seq = replica.make_durable()?;
-    stats.committed(seq);
-    report.commits += 1;
-    report.durable_seq = seq;
-    published.durable.send_replace(seq);
-    Ok(())
+/// One session's applier.
+struct Applier<'a> {
+    replica: &'a mut Replica,
+    outputs: Outputs<'a>,
+    report: ApplyReport,
 }
 
-/// Compares the sender's digest through `check.seq` with that of what was applied.
-fn verify(
-    replica: &mut Replica,
-    check: DigestCheck,
-    published: &Published,
-    stats: &Stats,
-    report: &mut ApplyReport,
-) -> Result<(), ReplicaError> {
-    debug_assert_eq!(
-        check.seq,
-        replica.applied_seq(),
-        "the sequencer places checks"
-    );
-    let Some(sender) = check.digest else {
-        return Ok(());
-    };
-    let Some(applied) = replica.applied_digest() else {
-        // State from before digests: the sender's history is the only one known.
-        replica.adopt_digest(sender)?;
-        tracing::info!(
-            "replication digest taken from the sender at seq {}",
-            check.seq
+impl Applier<'_> {
+    fn apply(&mut self, entry: &Entry) -> Result<(), ReplicaError> {
+        debug_assert_eq!(
+            entry.seq,
+            self.replica.applied_seq() + 1,
+            "the sequencer keeps order"
         );
-        return Ok(());
-    };
-    if applied == sender {
-        replica.note_verified(check.seq);
-        stats.digest_checked(true);
-        report.checks_matched += 1;
-        return Ok(());
+        self.replica.apply(entry)?;
+        self.outputs.stats.entry_applied(entry);
+        self.report.applied += 1;
+        Ok(())
     }
-    let divergence = Divergence {
-        from_seq: replica.verified_seq() + 1,
-        found_at: check.seq,
-    };
-    tracing::error!(
-        "REPLICA DIVERGED: the digest of the entries applied through seq {} is {:#018x}, the \
-         sender's is {:#018x}; the replica may differ from the primary in what seqs {}..={} \
-         wrote, and needs a resync",
-        check.seq,
-        applied.0,
-        sender.0,
-        divergence.from_seq,
-        divergence.found_at
-    );
-    replica.record_divergence(divergence, sender)?;
-    stats.digest_checked(false);
-    stats.diverged(replica.state().diverged);
-    report.checks_failed += 1;
-    published
-        .diverged_from
-        .send_replace(replica.state().diverged.map(|d| d.from_seq));
-    Ok(())
+
+    fn commit(&mut self) -> Result<(), ReplicaError> {
+        let seq = self.replica.make_durable()?;
+        let stats = self.outputs.stats;
+        stats.committed(seq);
+        self.report.commits += 1;
+        self.report.durable_seq = seq;
+        self.outputs.published.durable.send_replace(seq);
+        if resync::complete_if_due(self.replica, self.outputs.protection)? {
+            stats.state_changed(self.replica.state());
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, begin: &Begin) -> Result<(), ApplyError> {
+        resync::begin(
+            self.replica,
+            self.outputs.protection,
+            begin,
+            self.outputs.stats,
+        )?;
+        // A resync clears the divergence: the acks stop saying so.
+        self.publish_divergence();
+        Ok(())
+    }
+
+    fn resync_done(&mut self, seq: u64) -> Result<(), StateError> {
+        resync::done(self.replica, self.outputs.protection, seq)?;
+        self.outputs.stats.state_changed(self.replica.state());
+        Ok(())
+    }
+
+    fn publish_divergence(&self) {
+        let from = self.replica.state().diverged.map(|d| d.from_seq);
+        self.outputs.published.diverged_from.send_replace(from);
+    }
+
+    /// Compares the sender's digest through `check.seq` with that of what was applied.
+    fn verify(&mut self, check: DigestCheck) -> Result<(), ReplicaError> {
+        let replica = &mut *self.replica;
+        debug_assert_eq!(
+            check.seq,
+            replica.applied_seq(),
+            "the sequencer places checks"
+        );
+        let Some(sender) = check.digest else {
+            return Ok(());
+        };
+        let Some(applied) = replica.applied_digest() else {
+            // State from before digests: the sender's history is the only one known.
+            replica.adopt_digest(sender)?;
+            tracing::info!(
+                "replication digest taken from the sender at seq {}",
+                check.seq
+            );
+            return Ok(());
+        };
+        let stats = self.outputs.stats;
+        if applied == sender {
+            replica.note_verified(check.seq);
+            stats.digest_checked(true);
+            self.report.checks_matched += 1;
+            return Ok(());
+        }
+        let divergence = Divergence {
+            from_seq: replica.verified_seq() + 1,
+            found_at: check.seq,
+        };
+        tracing::error!(
+            "REPLICA DIVERGED: the digest of the entries applied through seq {} is {:#018x}, \
+             the sender's is {:#018x}; the replica may differ from the primary in what seqs \
+             {}..={} wrote, and needs a resync",
+            check.seq,
+            applied.0,
+            sender.0,
+            divergence.from_seq,
+            divergence.found_at
+        );
+        replica.record_divergence(divergence, sender)?;
+        stats.digest_checked(false);
+        stats.state_changed(replica.state());
+        self.report.checks_failed += 1;
+        self.publish_divergence();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +438,17 @@ mod tests {
         assert_eq!(replica.state().durable_seq, durable.max(first - 1));
     }
 
+    static NO_PROTECTION: std::sync::LazyLock<ResyncProtection> =
+        std::sync::LazyLock::new(ResyncProtection::default);
+
+    fn outputs<'a>(published: &'a Published, stats: &'a Stats) -> Outputs<'a> {
+        Outputs {
+            published,
+            stats,
+            protection: &NO_PROTECTION,
+        }
+    }
+
     /// Runs the applier over `items`, all queued before it starts.
     fn run_items(replica: &mut Replica, items: Vec<Queued>) -> (ApplyReport, Published) {
         let (tx, rx) = mpsc::channel(items.len().max(1));
@@ -355,7 +461,13 @@ mod tests {
             diverged_from: watch::channel(None).0,
         };
         let stats = Stats::new(replica.state());
-        let report = run(replica, rx, &published, &stats, &CancellationToken::new()).unwrap();
+        let report = run(
+            replica,
+            rx,
+            outputs(&published, &stats),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         let figures = stats.snapshot();
         assert_eq!(
             figures.applied_seq,
@@ -418,7 +530,7 @@ mod tests {
         over.cancel();
         drop(tx);
         // Five flushes among them, but nobody waits for their acks: one commit.
-        let report = run(&mut replica, rx, &published, &stats, &over).unwrap();
+        let report = run(&mut replica, rx, outputs(&published, &stats), &over).unwrap();
         assert_eq!(
             (report.applied, report.commits, report.durable_seq),
             (10, 1, 10)
@@ -455,8 +567,7 @@ mod tests {
             run(
                 &mut replica,
                 rx,
-                &published,
-                &stats,
+                outputs(&published, &stats),
                 &CancellationToken::new(),
             )
         });

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::protection::SnapshotMode;
+
 /// The `replicad` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -14,8 +16,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
     about = "Apply dm-arepl replication streams on the DR host",
     long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
         Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
-        `replicad --config FILE` (TOML with listen, target, state_dir, metrics_listen; \
-        flags override it). \
+        `replicad --config FILE` (TOML with listen, target, state_dir, metrics_listen, \
+        before_resync, resync_snapshot, resync_snapshot_size; flags override it). \
         One session at a time: a new sender for the same volume takes over from the active \
         one. SIGTERM or SIGINT makes applied entries durable and exits. \
         Logs go to stderr; RUST_LOG filters them (default: info).",
@@ -49,6 +51,19 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Before a resync overwrites a consistent replica, run CMD with `sh -c` (env:
+    /// AREPL_VOLUME, AREPL_TARGET, AREPL_HISTORY, AREPL_DURABLE_SEQ,
+    /// AREPL_RESYNC_HISTORY); a non-zero exit refuses the resync.
+    #[arg(long, value_name = "CMD")]
+    pub before_resync: Option<String>,
+    /// Before a resync overwrites a consistent replica on an LVM logical volume, keep
+    /// its image in the snapshot <lv>_arepl_resync until the resync completes (auto,
+    /// the default), or not (none).
+    #[arg(long, value_name = "MODE")]
+    pub resync_snapshot: Option<SnapshotMode>,
+    /// Size of that snapshot: lvcreate -l when it has a % (default 100%ORIGIN), else -L.
+    #[arg(long, value_name = "SIZE")]
+    pub resync_snapshot_size: Option<String>,
     /// Only check the target and state directory, then exit.
     #[arg(long)]
     pub check: bool,
@@ -69,6 +84,10 @@ pub enum Command {
         /// Also fetch live metrics from a replicad serving them on ADDR:PORT.
         #[arg(long, value_name = "ADDR:PORT")]
         metrics: Option<SocketAddr>,
+        /// Only say whether the replica is a consistent image (for promotion tools):
+        /// exit 0 if it is, 3 if it is not (resyncing, diverged, or no history).
+        #[arg(long, conflicts_with = "metrics")]
+        check_consistent: bool,
     },
 }
 

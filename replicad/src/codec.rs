@@ -168,14 +168,23 @@ mod tests {
 
     fn sample_frames() -> Vec<Frame> {
         let payload = vec![0x5Au8; 4096];
+        let block = arepl_core::history::HistoryBlock {
+            history: Some(arepl_core::history::History::new([4; 16])),
+            flags: arepl_core::history::CONSISTENT,
+        }
+        .encode();
+        let mut hello = block.to_vec();
+        hello.extend_from_slice(b"vol0");
         vec![
-            Frame::with_payload(Header::hello(0, 1 << 20, b"vol0"), &b"vol0"[..]),
-            Frame::bare(Header::welcome(0, 1 << 20)),
+            Frame::with_payload(Header::hello(0, 1 << 20, &hello), hello),
+            Frame::with_payload(Header::welcome(0, 1 << 20, &block), block.to_vec()),
+            Frame::with_payload(Header::begin(0, Some(1 << 20), &block), block.to_vec()),
             Frame::with_payload(Header::write(1, 8192, &payload, true), payload.clone()),
             Frame::bare(Header::flush(2)),
             Frame::bare(Header::discard(3, 0, 4096)),
             Frame::bare(Header::write_zeroes(4, 512, 1024)),
             Frame::bare(Header::ack(4)),
+            Frame::bare(Header::resync_done(4)),
             Frame::with_payload(Header::refuse(b"no"), &b"no"[..]),
         ]
     }

@@ -5,6 +5,9 @@
 //! target = "/dev/vg0/replica"
 //! state_dir = "/var/lib/replicad"
 //! metrics_listen = "127.0.0.1:9477" # optional; no metrics server without it
+//! before_resync = "/usr/local/sbin/keep-replica" # optional hook before a resync
+//! resync_snapshot = "auto"           # or "none": LVM snapshot before a resync
+//! resync_snapshot_size = "100%ORIGIN" # lvcreate -l with a %, else -L
 //! ```
 //!
 //! Command-line flags override the file. Relative paths in the file are relative to the
@@ -14,6 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::protection::{ResyncProtection, SnapshotMode, DEFAULT_SNAPSHOT_SIZE};
 
 /// Settings as given, each possibly missing.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -27,6 +32,12 @@ pub struct PartialSettings {
     pub state_dir: Option<PathBuf>,
     /// Address to serve Prometheus metrics on.
     pub metrics_listen: Option<SocketAddr>,
+    /// Shell command run before a resync overwrites a consistent replica.
+    pub before_resync: Option<String>,
+    /// Whether a resync snapshots an LVM target first.
+    pub resync_snapshot: Option<SnapshotMode>,
+    /// The snapshot's size.
+    pub resync_snapshot_size: Option<String>,
 }
 
 /// Complete settings.
@@ -40,6 +51,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     /// Address to serve Prometheus metrics on; `None`: no metrics server.
     pub metrics_listen: Option<SocketAddr>,
+    /// How a resync protects the replica's last consistent image.
+    pub protection: ResyncProtection,
 }
 
 /// Why the settings are unusable.
@@ -103,10 +116,11 @@ impl PartialSettings {
             }
         };
         Self {
-            listen: self.listen,
             target: self.target.map(rebase),
             state_dir: self.state_dir.map(rebase),
-            metrics_listen: self.metrics_listen,
+            // The hook is a shell command, run from replicad's working directory: it is
+            // left as written.
+            ..self
         }
     }
 
@@ -127,6 +141,18 @@ impl PartialSettings {
                 .or(self.state_dir)
                 .ok_or(missing("state_dir", "state-dir"))?,
             metrics_listen: overrides.metrics_listen.or(self.metrics_listen),
+            protection: ResyncProtection {
+                before_resync: overrides.before_resync.or(self.before_resync),
+                snapshot: overrides
+                    .resync_snapshot
+                    .or(self.resync_snapshot)
+                    .unwrap_or_default(),
+                snapshot_size: overrides
+                    .resync_snapshot_size
+                    .or(self.resync_snapshot_size)
+                    .unwrap_or_else(|| DEFAULT_SNAPSHOT_SIZE.to_string()),
+                ..ResyncProtection::default()
+            },
         })
     }
 }
@@ -183,13 +209,47 @@ mod tests {
     }
 
     #[test]
+    fn resync_protection_keys_default_and_flags_override_them() {
+        let base = "listen = \"127.0.0.1:7788\"\ntarget = \"/dev/t\"\nstate_dir = \"/s\"\n";
+        let settings = PartialSettings::parse(base)
+            .unwrap()
+            .resolve(PartialSettings::default())
+            .unwrap();
+        assert_eq!(settings.protection, ResyncProtection::default());
+        assert_eq!(settings.protection.snapshot, SnapshotMode::Auto);
+        assert_eq!(settings.protection.snapshot_size, "100%ORIGIN");
+        let file = PartialSettings::parse(&format!(
+            "{base}before_resync = \"keep-it --now\"\nresync_snapshot = \"none\"\n\
+             resync_snapshot_size = \"20%ORIGIN\"\n"
+        ))
+        .unwrap();
+        let settings = file.clone().resolve(PartialSettings::default()).unwrap();
+        assert_eq!(
+            settings.protection.before_resync.as_deref(),
+            Some("keep-it --now")
+        );
+        assert_eq!(settings.protection.snapshot, SnapshotMode::Disabled);
+        assert_eq!(settings.protection.snapshot_size, "20%ORIGIN");
+        let settings = file
+            .resolve(PartialSettings {
+                resync_snapshot: Some(SnapshotMode::Auto),
+                resync_snapshot_size: Some("4G".to_string()),
+                ..PartialSettings::default()
+            })
+            .unwrap();
+        assert_eq!(settings.protection.snapshot, SnapshotMode::Auto);
+        assert_eq!(settings.protection.snapshot_size, "4G");
+        let err = PartialSettings::parse("resync_snapshot = \"always\"").unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
     fn missing_settings_and_bad_files_are_explained() {
         let err = PartialSettings::default()
             .resolve(PartialSettings {
                 listen: Some("127.0.0.1:1".parse().unwrap()),
                 target: Some("t".into()),
-                state_dir: None,
-                metrics_listen: None,
+                ..PartialSettings::default()
             })
             .unwrap_err();
         assert_eq!(

@@ -5,6 +5,9 @@
 //! entries already applied (a sender resending after a reconnect) are skipped, and each
 //! `Ping` asks the ack task for an immediate `Ack` of the current durable sequence. Pings
 //! never reach the applier, so they change neither the order nor the group commits.
+//! `Begin` and `ResyncDone` go to the applier in stream order; while it protects the
+//! replica before a resync (a snapshot may take seconds) the ack task keeps sending its
+//! heartbeat, so the sender keeps the session.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -18,9 +21,11 @@ use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::applier::{self, Published, Queued};
+use crate::applier::{self, ApplyError, Outputs, Published, Queued};
 use crate::codec::{CodecError, Frame, FrameCodec};
+use crate::consistency;
 use crate::handshake::{self, Admission, Hello, Refusal};
+use crate::protection::{ProtectionError, ResyncProtection};
 use crate::replica::{Replica, ReplicaError};
 use crate::sequencer::{Admitted, ProtocolError, Sequencer};
 use crate::state::VolumeIdentity;
@@ -56,19 +61,27 @@ pub struct Shared {
     identity: StdMutex<Option<VolumeIdentity>>,
     sessions: SessionSlot,
     stats: Arc<Stats>,
+    protection: Arc<ResyncProtection>,
     shutdown: CancellationToken,
 }
 
 impl Shared {
     /// Shares `replica` among connections until `shutdown` is cancelled; they report
-    /// what they do in `stats`.
-    pub fn new(replica: Replica, stats: Arc<Stats>, shutdown: CancellationToken) -> Self {
+    /// what they do in `stats`, and protect the replica before a resync with
+    /// `protection`.
+    pub fn new(
+        replica: Replica,
+        stats: Arc<Stats>,
+        protection: ResyncProtection,
+        shutdown: CancellationToken,
+    ) -> Self {
         let identity = replica.state().identity.clone();
         Self {
             replica: Arc::new(Mutex::new(replica)),
             identity: StdMutex::new(identity),
             sessions: SessionSlot::default(),
             stats,
+            protection: Arc::new(protection),
             shutdown,
         }
     }
@@ -98,6 +111,18 @@ enum ConnectionError {
     Refused(Refusal),
     #[error("target or state failed: {0}")]
     Replica(#[from] ReplicaError),
+    #[error("{0}")]
+    ResyncRefused(ProtectionError),
+}
+
+impl From<ApplyError> for ConnectionError {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::Replica(err) => Self::Replica(err),
+            ApplyError::Protocol(err) => Self::Protocol(err),
+            ApplyError::ResyncRefused(err) => Self::ResyncRefused(err),
+        }
+    }
 }
 
 impl ConnectionError {
@@ -106,6 +131,7 @@ impl ConnectionError {
             Self::Codec(CodecError::Wire(_)) | Self::Protocol(_) => Failure::MalformedFrame,
             Self::Refused(_) => Failure::Refused,
             Self::Replica(err) => Failure::of_replica(err),
+            Self::ResyncRefused(_) => Failure::ProtectionFailed,
             Self::Codec(CodecError::Io(_) | CodecError::Truncated { .. })
             | Self::HelloTimeout(_) => Failure::Other,
         }
@@ -145,7 +171,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Err(ConnectionError::Refused(reason)) => {
             tracing::warn!("refused session from {peer}: {reason}")
         }
-        Err(err @ ConnectionError::Replica(_)) => {
+        Err(err @ (ConnectionError::Replica(_) | ConnectionError::ResyncRefused(_))) => {
             tracing::error!("dropping connection from {peer}: {err}")
         }
         // A broken link is not bad input: the sender reconnects and resends. The error
@@ -207,10 +233,9 @@ async fn handshake(
     };
     let first = first?;
     shared.stats.frame_received();
-    let hello = match Hello::from_frame(&first) {
-        None => return Err(ProtocolError::ExpectedHello(first.header.kind).into()),
-        Some(Err(refusal)) => return refuse(sink, refusal).await,
-        Some(Ok(hello)) => hello,
+    let hello = match Hello::from_frame(&first)? {
+        Err(refusal) => return refuse(sink, refusal).await,
+        Ok(hello) => hello,
     };
     let known = shared.identity().clone();
     if let Err(refusal) = handshake::check_identity(&hello, known.as_ref()) {
@@ -223,6 +248,7 @@ async fn handshake(
         replica = shared.replica.clone().lock_owned() => replica,
     };
     let identity = hello.identity.clone();
+    let offered = hello.history;
     let (replica, admitted) = on_replica(replica, move |replica| {
         replica.settle()?;
         let admission = handshake::admit(&hello, replica.state(), replica.volume().len());
@@ -234,25 +260,36 @@ async fn handshake(
             state.durable_seq,
             replica.applied_digest(),
             state.diverged.map(|d| d.from_seq),
+            consistency::welcome_block(state),
         );
         Ok::<_, ReplicaError>(admission.map(|_| resume))
     })
     .await;
-    let (durable_seq, digest, diverged_from) = match admitted? {
+    let (durable_seq, digest, diverged_from, block) = match admitted? {
         Ok(resume) => resume,
         Err(refusal) => return refuse(sink, refusal).await,
     };
     *shared.identity() = Some(identity.clone());
     shared.stats.set_volume(identity.name.as_str());
-    sink.feed(Frame::bare(Header::welcome(durable_seq, identity.size)))
-        .await?;
-    // The sender checks its history against this (or adopts it, having none).
+    // The sender decides from this block whether it continues the replica's history,
+    // resyncs it, or gives up; its Begin says which.
+    let block = block.encode();
+    sink.feed(Frame::with_payload(
+        Header::welcome(durable_seq, identity.size, &block),
+        bytes::Bytes::copy_from_slice(&block),
+    ))
+    .await?;
+    // The sender checks its digest against this (or adopts it, having none).
     sink.send(Frame::bare(Header::digest(durable_seq, digest)))
         .await?;
     tracing::info!(
-        "session for volume {} ({} bytes) resumes after seq {durable_seq}",
+        "session for volume {} ({} bytes) resumes after seq {durable_seq}; the sender \
+         offers history {}",
         identity.name,
-        identity.size
+        identity.size,
+        offered
+            .history
+            .map_or_else(|| "none".to_string(), |history| history.to_string())
     );
     Ok(Handshake::Welcomed(Session {
         replica,
@@ -285,6 +322,7 @@ async fn stream_entries(
     let (diverged_tx, diverged_rx) = watch::channel(diverged_from);
     let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
     let stats = shared.stats.clone();
+    let protection = shared.protection.clone();
     let reading_over = CancellationToken::new();
     let applier_stops = reading_over.clone();
     let applier = tokio::task::spawn_blocking(move || {
@@ -293,7 +331,12 @@ async fn stream_entries(
             durable: durable_tx,
             diverged_from: diverged_tx,
         };
-        applier::run(&mut replica, entry_rx, &published, &stats, &applier_stops)
+        let outputs = Outputs {
+            published: &published,
+            stats: &stats,
+            protection: &protection,
+        };
+        applier::run(&mut replica, entry_rx, outputs, &applier_stops)
     });
     let mut acks = tokio::spawn(send_acks(sink, durable_rx, diverged_rx, ping_rx));
     // The sender resumes after the welcomed sequence: nothing past it is on the target
@@ -383,6 +426,9 @@ async fn forward_entries(
         let frame = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(cancelled(shared)),
+            // The applier stopped at an error (a refused resync, a failed write): the
+            // session is over even if the sender has nothing more to say.
+            _ = entries.closed() => return Ok(SessionEnd::ApplierStopped),
             frame = frames.next() => frame,
         };
         let Some(frame) = frame else {
@@ -391,24 +437,26 @@ async fn forward_entries(
         let frame = frame?;
         shared.stats.frame_received();
         let cost = frame.payload.len().max(1) as u32;
-        let entry = match sequencer.admit(frame)? {
-            Admitted::Apply(entry) => entry,
+        let (queued, entry_seq) = match sequencer.admit(frame)? {
+            Admitted::Apply(entry) => {
+                let seq = entry.seq;
+                let permit = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(cancelled(shared)),
+                    permit = budget.clone().acquire_many_owned(cost) => permit,
+                };
+                let permit = permit.expect("the budget is never closed");
+                (Queued::new(entry, permit), Some(seq))
+            }
             Admitted::Duplicate { seq, applied } => {
                 tracing::debug!("skipping seq {seq}: already applied up to seq {applied}");
                 skipped.note(seq);
                 shared.stats.entry_skipped();
                 continue;
             }
-            Admitted::Check(check) => {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return Ok(cancelled(shared)),
-                    sent = entries.send(Queued::check(check)) => if sent.is_err() {
-                        return Ok(SessionEnd::ApplierStopped);
-                    },
-                }
-                continue;
-            }
+            Admitted::Check(check) => (Queued::check(check), None),
+            Admitted::Begin(begin) => (Queued::begin(begin), None),
+            Admitted::ResyncDone(seq) => (Queued::resync_done(seq), None),
             Admitted::Ping => {
                 tokio::select! {
                     biased;
@@ -420,20 +468,16 @@ async fn forward_entries(
                 continue;
             }
         };
-        let seq = entry.seq;
-        let queued = async {
-            let permit = budget.clone().acquire_many_owned(cost).await;
-            let permit = permit.expect("the budget is never closed");
-            entries.send(Queued::new(entry, permit)).await
-        };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return Ok(cancelled(shared)),
-            sent = queued => if sent.is_err() {
+            sent = entries.send(queued) => if sent.is_err() {
                 return Ok(SessionEnd::ApplierStopped);
             },
         }
-        shared.stats.entry_received(seq);
+        if let Some(seq) = entry_seq {
+            shared.stats.entry_received(seq);
+        }
     }
 }
 
@@ -537,11 +581,27 @@ async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
 mod tests {
     use super::*;
     use crate::entry::{Entry, Operation};
-    use crate::sender::client::{Connection, Peer};
-    use crate::state::VolumeIdentity;
+    use crate::protection::SnapshotMode;
+    use crate::sender::client::{BeginMode, Connection, Peer};
+    use crate::state::{Consistency, VolumeIdentity};
+    use arepl_core::history::History;
     use arepl_core::table::VolumeName;
     use arepl_core::wire::FrameKind;
     use tokio::net::TcpListener;
+
+    const A: History = History {
+        uuid: [0xA1; 16],
+        counter: 3,
+    };
+
+    /// Protection by `hook` alone (the test targets are files anyway).
+    fn hook(command: &str) -> ResyncProtection {
+        ResyncProtection {
+            before_resync: Some(command.to_string()),
+            snapshot: SnapshotMode::Disabled,
+            ..ResyncProtection::default()
+        }
+    }
 
     const VOLUME_SIZE: u64 = 1 << 20;
     const WAIT: Duration = Duration::from_secs(20);
@@ -552,10 +612,19 @@ mod tests {
         peer: Peer,
         served: tokio::task::JoinHandle<Result<SessionEnd, ConnectionError>>,
         shared: Arc<Shared>,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     async fn one_shot(durable_seq: u64) -> OneShot {
+        one_shot_with(durable_seq, None, ResyncProtection::default()).await
+    }
+
+    /// [`one_shot`] with `history` recorded (consistent) and `protection` for resyncs.
+    async fn one_shot_with(
+        durable_seq: u64,
+        history: Option<History>,
+        protection: ResyncProtection,
+    ) -> OneShot {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("target");
         std::fs::write(&target, vec![0u8; VOLUME_SIZE as usize]).unwrap();
@@ -570,8 +639,14 @@ mod tests {
             replica.apply(&Entry::new(seq, Operation::Flush)).unwrap();
         }
         replica.make_durable().unwrap();
+        replica.record(|state| state.history = history).unwrap();
         let stats = Arc::new(Stats::new(replica.state()));
-        let shared = Arc::new(Shared::new(replica, stats, CancellationToken::new()));
+        let shared = Arc::new(Shared::new(
+            replica,
+            stats,
+            protection,
+            CancellationToken::new(),
+        ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let serving = shared.clone();
@@ -581,16 +656,41 @@ mod tests {
         });
         OneShot {
             peer: Peer {
-                addr,
-                volume: "vol".to_string(),
-                volume_size: VOLUME_SIZE,
-                oldest_seq: 0,
                 timeout: WAIT,
+                ..Peer::new(addr, "vol", VOLUME_SIZE)
             },
             served,
             shared,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// How the session served by `server` ended.
+    async fn ended(server: OneShot) -> (Result<SessionEnd, ConnectionError>, OneShot) {
+        let OneShot {
+            peer,
+            served,
+            shared,
+            dir,
+        } = server;
+        let end = tokio::time::timeout(WAIT, served).await.unwrap().unwrap();
+        let rest = OneShot {
+            peer,
+            served: tokio::spawn(async { Ok(SessionEnd::PeerClosed) }),
+            shared,
+            dir,
+        };
+        (end, rest)
+    }
+
+    /// Reads until the receiver closes; returns the highest `Ack`.
+    async fn highest_ack_until_closed(conn: &mut Connection) -> u64 {
+        let mut highest = 0;
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(WAIT, conn.next()).await {
+            assert_eq!(frame.header.kind, FrameKind::Ack);
+            highest = highest.max(frame.header.seq);
+        }
+        highest
     }
 
     async fn next_frame(conn: &mut Connection) -> Frame {
@@ -754,5 +854,125 @@ mod tests {
         for (block, expected) in bytes.chunks(4096).zip([1u8, 2, 3, 4, 6, 0]) {
             assert!(block.iter().all(|&b| b == expected), "block of {expected}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begin_naming_another_history_is_dropped_before_any_write() {
+        let mut server = one_shot_with(3, Some(A), ResyncProtection::default()).await;
+        server.peer.begin = BeginMode::Continue(A.next_generation());
+        let (mut conn, welcomed) = server.peer.open_session().await.unwrap();
+        assert_eq!(welcomed, 3);
+        conn.send(write(4, 0, 0x44, true)).await.unwrap();
+        assert!(highest_ack_until_closed(&mut conn).await <= 3);
+        let (end, server) = ended(server).await;
+        let err = end.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnectionError::Protocol(ProtocolError::OtherHistory { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(err.failure(), Failure::MalformedFrame);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Begin continues history {} but this replica holds {A}",
+                A.next_generation()
+            )
+        );
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state().durable_seq, 3);
+        assert_eq!(replica.state().history, Some(A));
+        let mut bytes = vec![0u8; 4096];
+        replica.volume().read(0, &mut bytes).unwrap();
+        assert!(bytes.iter().all(|&b| b == 0), "the write was applied");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resync_whose_hook_fails_is_refused_and_writes_nothing() {
+        let mut server = one_shot_with(3, Some(A), hook("echo refusing >&2; exit 7")).await;
+        server.peer.begin = BeginMode::Resync;
+        let before = server.shared.replica().await.state().clone();
+        let (mut conn, _) = server.peer.open_session().await.unwrap();
+        for seq in 4..=6 {
+            conn.feed(write(seq, (seq - 4) * 4096, 0x66, false))
+                .await
+                .unwrap();
+        }
+        conn.send(Frame::bare(Header::flush(7))).await.unwrap();
+        assert!(highest_ack_until_closed(&mut conn).await <= 3);
+        let (end, server) = ended(server).await;
+        let err = end.unwrap_err();
+        assert!(matches!(err, ConnectionError::ResyncRefused(_)), "{err}");
+        assert_eq!(err.failure(), Failure::ProtectionFailed);
+        assert_eq!(
+            err.to_string(),
+            "before-resync hook failed: sh exit status: 7 (refusing); the resync is refused \
+             and nothing was written"
+        );
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state(), &before, "the state changed");
+        let mut bytes = vec![0u8; 3 * 4096];
+        replica.volume().read(0, &mut bytes).unwrap();
+        assert!(bytes.iter().all(|&b| b == 0), "an entry was applied");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_protected_resync_is_recorded_first_and_ends_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("hook.env");
+        // Slower than the heartbeat: acks must keep coming while it runs.
+        let command = format!("env | grep ^AREPL_ | sort > {env:?}; sleep 3");
+        let mut server = one_shot_with(3, Some(A), hook(&command)).await;
+        server.peer.begin = BeginMode::Resync;
+        let (mut conn, _) = server.peer.open_session().await.unwrap();
+        conn.send(write(4, 0, 0x44, false)).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let heartbeat = next_frame(&mut conn).await;
+        assert_eq!(
+            (heartbeat.header.kind, heartbeat.header.seq),
+            (FrameKind::Ack, 3)
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "no heartbeat during the hook"
+        );
+        conn.send(Frame::bare(Header::flush(5))).await.unwrap();
+        wait_for_ack(&mut conn, 5).await;
+        // Recorded before entry 4 was written, and still so.
+        let recorded = crate::state::inspect(server.dir.path()).unwrap().unwrap();
+        assert_eq!(recorded.state.history, Some(A.next_generation()));
+        assert_eq!(
+            recorded.state.consistency,
+            Consistency::Resyncing { done_seq: None }
+        );
+        let hook_env = std::fs::read_to_string(&env).unwrap();
+        let target = server.dir.path().join("target");
+        assert_eq!(
+            hook_env,
+            format!(
+                "AREPL_DURABLE_SEQ=3\nAREPL_HISTORY={A}\nAREPL_RESYNC_HISTORY={}\n\
+                 AREPL_TARGET={}\nAREPL_VOLUME=vol\n",
+                A.next_generation(),
+                target.display()
+            )
+        );
+        conn.send(Frame::bare(Header::resync_done(5)))
+            .await
+            .unwrap();
+        conn.send(Frame::bare(Header::ping())).await.unwrap();
+        wait_for_ack(&mut conn, 5).await;
+        drop(conn);
+        let (end, server) = ended(server).await;
+        assert_eq!(end.unwrap(), SessionEnd::PeerClosed);
+        let replica = server.shared.replica().await;
+        let state = replica.state();
+        assert_eq!(state.history, Some(A.next_generation()));
+        assert_eq!(state.consistency, Consistency::Consistent);
+        assert_eq!(state.durable_seq, 5);
+        let figures = server.shared.stats.snapshot();
+        assert_eq!((figures.resyncs, figures.history_generation), (1, 4));
+        assert!(figures.consistent && !figures.resyncing);
     }
 }

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
+use arepl_core::history::HistoryBlock;
 use arepl_core::table::VolumeName;
-use arepl_core::wire::{FrameKind, MAX_REASON_LEN};
+use arepl_core::wire::{FrameKind, HelloPayload, MAX_REASON_LEN};
 
 use crate::codec::Frame;
+use crate::sequencer::ProtocolError;
 use crate::state::{ReplicaState, VolumeIdentity};
 
 /// A sender's `Hello`, decoded.
@@ -15,6 +17,8 @@ pub struct Hello {
     pub oldest_seq: u64,
     /// The volume the sender replicates.
     pub identity: VolumeIdentity,
+    /// The history the sender continues, as it says (its `Begin` is what counts).
+    pub history: HistoryBlock,
 }
 
 /// Why a session is refused; sent to the sender in a `Refuse` frame.
@@ -52,26 +56,30 @@ pub enum Admission {
 }
 
 impl Hello {
-    /// Decodes a `Hello` frame (`None` for any other kind).
-    pub fn from_frame(frame: &Frame) -> Option<Result<Self, Refusal>> {
+    /// Decodes a `Hello` frame. Another kind, or a malformed history block, breaks the
+    /// protocol (`Err`); an unusable volume name is refused (`Ok(Err)`).
+    pub fn from_frame(frame: &Frame) -> Result<Result<Self, Refusal>, ProtocolError> {
         if frame.header.kind != FrameKind::Hello {
-            return None;
+            return Err(ProtocolError::ExpectedHello(frame.header.kind));
         }
-        let name = std::str::from_utf8(&frame.payload)
+        let (history, name) = HelloPayload::split(&frame.payload)
+            .ok_or(ProtocolError::BadHistoryBlock(FrameKind::Hello))?;
+        let name = std::str::from_utf8(name)
             .ok()
             .and_then(VolumeName::new)
             .ok_or_else(|| {
                 Refusal::new(format!(
                     "invalid volume name {:?}: 1 to 64 characters from [A-Za-z0-9._-]",
-                    String::from_utf8_lossy(&frame.payload)
+                    String::from_utf8_lossy(name)
                 ))
             });
-        Some(name.map(|name| Hello {
+        Ok(name.map(|name| Hello {
             oldest_seq: frame.header.seq,
             identity: VolumeIdentity {
                 name,
                 size: frame.header.offset,
             },
+            history,
         }))
     }
 }
@@ -121,11 +129,15 @@ mod tests {
     use super::*;
     use arepl_core::wire::Header;
 
+    /// A `Hello` frame whose payload is a default history block and `name`'s bytes.
+    fn hello_frame(oldest_seq: u64, size: u64, name: &[u8]) -> Frame {
+        let mut payload = HistoryBlock::default().encode().to_vec();
+        payload.extend_from_slice(name);
+        Frame::with_payload(Header::hello(oldest_seq, size, &payload), payload)
+    }
+
     fn hello(oldest_seq: u64, size: u64, name: &str) -> Hello {
-        let frame = Frame::with_payload(
-            Header::hello(oldest_seq, size, name.as_bytes()),
-            name.as_bytes().to_vec(),
-        );
+        let frame = hello_frame(oldest_seq, size, name.as_bytes());
         Hello::from_frame(&frame).unwrap().unwrap()
     }
 
@@ -191,14 +203,36 @@ mod tests {
 
     #[test]
     fn invalid_names_and_long_reasons() {
-        let frame = Frame::with_payload(Header::hello(0, 512, b"a b"), &b"a b"[..]);
+        let frame = hello_frame(0, 512, b"a b");
         let refusal = Hello::from_frame(&frame).unwrap().unwrap_err();
         assert!(refusal
             .to_string()
             .starts_with("invalid volume name \"a b\""));
-        assert!(Hello::from_frame(&Frame::bare(Header::flush(1))).is_none());
+        assert_eq!(
+            Hello::from_frame(&Frame::bare(Header::flush(1))),
+            Err(ProtocolError::ExpectedHello(FrameKind::Flush))
+        );
         let long = Refusal::new("é".repeat(200));
         assert!(long.wire_reason().len() <= MAX_REASON_LEN as usize);
         assert!(std::str::from_utf8(long.wire_reason()).is_ok());
+    }
+
+    #[test]
+    fn the_history_block_is_decoded_and_a_malformed_one_is_a_protocol_error() {
+        let block = HistoryBlock {
+            history: Some(arepl_core::history::History::new([3; 16])),
+            flags: 0,
+        };
+        let mut payload = block.encode().to_vec();
+        payload.extend_from_slice(b"db");
+        let frame = Frame::with_payload(Header::hello(0, 512, &payload), payload.clone());
+        let hello = Hello::from_frame(&frame).unwrap().unwrap();
+        assert_eq!((hello.history, hello.identity.name.as_str()), (block, "db"));
+        payload[24] = 0x80; // an unknown flag
+        let frame = Frame::with_payload(Header::hello(0, 512, &payload), payload);
+        assert_eq!(
+            Hello::from_frame(&frame),
+            Err(ProtocolError::BadHistoryBlock(FrameKind::Hello))
+        );
     }
 }

@@ -9,9 +9,12 @@
 //! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks,
 //!   skipping of resent entries, pings; [`entry`]: the validated result;
 //! - [`applier`]: in-order apply, group commit and the sender's digest checks;
+//!   [`resync`]: what `Begin` and `ResyncDone` do there, decided by [`consistency`]
+//!   (histories, resyncs, whether the replica is a consistent image), with
+//!   [`protection`] keeping the last consistent image before a resync;
 //!   [`replica`]: target plus state;
 //!   [`volume`]: the target; [`state`]: the crash-safe durable sequence, digest,
-//!   identity and divergence record; [`applied_marker`]: what is applied past the
+//!   identity, divergence record, history and consistency; [`applied_marker`]: what is applied past the
 //!   durable sequence in this boot, made durable at the next start;
 //! - [`cli`]: the command line; [`config`]: settings from it and a TOML file.
 //!
@@ -27,11 +30,14 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod consistency;
 pub mod entry;
 pub mod handshake;
 pub mod http;
 pub mod metrics;
+pub mod protection;
 pub mod replica;
+pub mod resync;
 pub mod scrape;
 pub mod sender;
 pub mod sequencer;

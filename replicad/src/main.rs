@@ -15,6 +15,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// `status --check-consistent`: the replica is not a consistent image.
+const EXIT_NOT_CONSISTENT: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -22,11 +25,12 @@ fn main() -> ExitCode {
             state_dir,
             config,
             metrics,
-        }) => status(state_dir, config, metrics),
-        None => serve(cli.serve),
+            check_consistent,
+        }) => status(state_dir, config, metrics, check_consistent),
+        None => serve(cli.serve).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // Every error here says all in its own message; its sources would repeat it.
             eprintln!("replicad: {err}");
@@ -45,6 +49,9 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         target: args.target.clone(),
         state_dir: args.state_dir.clone(),
         metrics_listen: args.metrics_listen,
+        before_resync: args.before_resync.clone(),
+        resync_snapshot: args.resync_snapshot,
+        resync_snapshot_size: args.resync_snapshot_size.clone(),
     })?)
 }
 
@@ -126,12 +133,14 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// `status`: the persisted state, then the live figures if a metrics address is given
-/// (`--metrics`, or `metrics_listen` in the config file).
+/// (`--metrics`, or `metrics_listen` in the config file). With `check_consistent`, only
+/// whether the replica is a consistent image, in the exit code and one line.
 fn status(
     state_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     metrics: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+    check_consistent: bool,
+) -> anyhow::Result<ExitCode> {
     let file = match &config {
         Some(path) => PartialSettings::load(path)?,
         None => PartialSettings::default(),
@@ -143,11 +152,20 @@ fn status(
         }
         (None, None, None) => unreachable!("clap requires one of them"),
     };
+    if check_consistent {
+        let (consistent, why) = status::check_consistent(&dir)?;
+        println!("{why}");
+        return Ok(if consistent {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_NOT_CONSISTENT)
+        });
+    }
     print!("{}", status::persisted(&dir)?);
     if let Some(addr) = metrics.or(file.metrics_listen) {
         let samples = scrape::parse(&scrape::fetch(addr)?);
         println!();
         print!("{}", status::live(addr, &samples));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

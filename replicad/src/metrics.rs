@@ -149,6 +149,29 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Frames that broke the wire format or the session rules; each drops its connection.",
         s.malformed_frames,
     );
+    out.volume_gauge(
+        "replicad_consistent",
+        "1 when the replica is a consistent image of its history (not resyncing, not \
+         diverged, a history recorded); 0 otherwise.",
+        u64::from(s.consistent),
+    );
+    out.volume_gauge(
+        "replicad_resyncing",
+        "1 while a resync is under way: the replica is no consistent image until it completes.",
+        u64::from(s.resyncing),
+    );
+    out.volume_gauge(
+        "replicad_history_generation",
+        "Generation counter of the replica's replication history (one more per resync); 0 \
+         without a history.",
+        s.history_generation,
+    );
+    out.volume_counter("replicad_resyncs_total", "Resyncs begun.", s.resyncs);
+    out.volume_counter(
+        "replicad_resync_protection_failures_total",
+        "Resyncs refused because the before-resync hook or the LVM snapshot failed.",
+        s.resync_protection_failures,
+    );
     out.text
 }
 
@@ -244,6 +267,11 @@ mod tests {
             session_errors: 4,
             sessions_refused: 1,
             malformed_frames: 2,
+            consistent: false,
+            resyncing: true,
+            history_generation: 3,
+            resyncs: 2,
+            resync_protection_failures: 1,
             target_io_errors: 0,
             state_io_errors: 0,
             since_last_frame: Some(Duration::from_millis(250)),
@@ -320,6 +348,21 @@ replicad_sessions_refused_total 1
 # HELP replicad_malformed_frames_total Frames that broke the wire format or the session rules; each drops its connection.
 # TYPE replicad_malformed_frames_total counter
 replicad_malformed_frames_total 2
+# HELP replicad_consistent 1 when the replica is a consistent image of its history (not resyncing, not diverged, a history recorded); 0 otherwise.
+# TYPE replicad_consistent gauge
+replicad_consistent{volume="db-01"} 0
+# HELP replicad_resyncing 1 while a resync is under way: the replica is no consistent image until it completes.
+# TYPE replicad_resyncing gauge
+replicad_resyncing{volume="db-01"} 1
+# HELP replicad_history_generation Generation counter of the replica's replication history (one more per resync); 0 without a history.
+# TYPE replicad_history_generation gauge
+replicad_history_generation{volume="db-01"} 3
+# HELP replicad_resyncs_total Resyncs begun.
+# TYPE replicad_resyncs_total counter
+replicad_resyncs_total{volume="db-01"} 2
+# HELP replicad_resync_protection_failures_total Resyncs refused because the before-resync hook or the LVM snapshot failed.
+# TYPE replicad_resync_protection_failures_total counter
+replicad_resync_protection_failures_total{volume="db-01"} 1
 "#;
         assert_eq!(render(&busy()), expected);
     }

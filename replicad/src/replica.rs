@@ -245,10 +245,16 @@ impl Replica {
     /// belongs to an earlier history, so it is reset first.
     pub fn record_identity(&mut self, identity: VolumeIdentity) -> Result<(), StateError> {
         self.marker.reset()?;
-        let state = ReplicaState {
-            identity: Some(identity),
-            ..self.store.state().clone()
-        };
+        self.record(|state| state.identity = Some(identity))
+    }
+
+    /// Changes the persisted state with `change` and persists it durably. For what a
+    /// session decides about the replica (history, consistency, protection); the
+    /// durable sequence and digest are [`Self::make_durable`]'s.
+    pub fn record(&mut self, change: impl FnOnce(&mut ReplicaState)) -> Result<(), StateError> {
+        let mut state = self.store.state().clone();
+        change(&mut state);
+        debug_assert_eq!(state.durable_seq, self.store.state().durable_seq);
         self.store.persist(state)
     }
 

@@ -1,15 +1,22 @@
-//! In-session checks on data frames: strict sequence order and ranges inside the volume.
+//! In-session checks on data frames: strict sequence order and ranges inside the volume,
+//! and the place of `Begin` and `ResyncDone` in the stream.
 //!
 //! A frame becomes an [`Entry`] only after every check passed, so nothing from a bad
 //! frame is ever applied. A data frame whose sequence is already applied (a sender that
 //! reconnected and resends entries it holds) is checked just as fully and then skipped:
 //! applying it again out of order could undo later writes. A `Ping` is admitted without
 //! touching the sequence.
+//!
+//! Entries follow only a `Begin`, which names the history they belong to: one per
+//! session, at the welcomed durable sequence. A `ResyncDone` names an entry between the
+//! `Begin` and the last one received.
 
+use arepl_core::history::{History, HistoryBlock};
 use arepl_core::wire::FrameKind;
 
 use crate::applier::DigestCheck;
 use crate::codec::Frame;
+use crate::consistency::Begin;
 use crate::entry::{Entry, Operation};
 
 /// A frame that breaks the session rules.
@@ -43,6 +50,52 @@ pub enum ProtocolError {
     /// Sequence numbers start at 1; 0 is no entry.
     #[error("{0:?} frame with seq 0; entries are numbered from 1")]
     ZeroSeq(FrameKind),
+    /// The history block of a `Hello` or `Begin` breaks its layout.
+    #[error("malformed history block in a {0:?} frame")]
+    BadHistoryBlock(FrameKind),
+    /// A `Begin` that names no history.
+    #[error("Begin names no history")]
+    BeginWithoutHistory,
+    /// A `Begin` elsewhere than at the welcomed durable sequence.
+    #[error("Begin at seq {got}, but the session was welcomed at durable seq {welcomed}")]
+    BeginOutOfPlace {
+        /// The durable sequence in the `Welcome`.
+        welcomed: u64,
+        /// The one the `Begin` names.
+        got: u64,
+    },
+    /// A second `Begin` in a session.
+    #[error("second Begin in a session")]
+    SecondBegin,
+    /// An entry (or `ResyncDone`) before the `Begin` that says which history it is of.
+    #[error("{kind:?} frame (seq {seq}) before Begin")]
+    BeforeBegin {
+        /// The frame kind.
+        kind: FrameKind,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A `ResyncDone` naming an entry outside the resync.
+    #[error("ResyncDone for seq {got}, outside the Begin at seq {begun} through the last entry received, seq {received}")]
+    ResyncDoneOutOfRange {
+        /// The `Begin`'s sequence.
+        begun: u64,
+        /// The last entry received.
+        received: u64,
+        /// The one the `ResyncDone` names.
+        got: u64,
+    },
+    /// A second `ResyncDone` in a session.
+    #[error("second ResyncDone in a session")]
+    SecondResyncDone,
+    /// A `Begin` without resync naming another history than the replica's.
+    #[error("Begin continues history {begun} but this replica holds {held}")]
+    OtherHistory {
+        /// The history the `Begin` names.
+        begun: History,
+        /// The replica's.
+        held: History,
+    },
     /// A range that does not fit the volume.
     #[error("seq {seq}: {kind:?} of {length} bytes at offset {offset} ends past the end of the {volume_size}-byte volume")]
     PastEnd {
@@ -76,6 +129,10 @@ pub enum Admitted {
     Ping,
     /// The sender's digest through the last entry admitted: check it once that is applied.
     Check(DigestCheck),
+    /// The history the entries that follow belong to, or a resync beginning.
+    Begin(Begin),
+    /// The resync's last entry is this one.
+    ResyncDone(u64),
 }
 
 /// Admits the frames of one session: data in order, duplicates skipped, pings.
@@ -83,6 +140,9 @@ pub enum Admitted {
 pub struct Sequencer {
     next_seq: u64,
     volume_size: u64,
+    /// The `Begin`'s sequence, once it came.
+    begun: Option<u64>,
+    resync_done: bool,
 }
 
 impl Sequencer {
@@ -93,6 +153,8 @@ impl Sequencer {
         Self {
             next_seq: applied_seq.saturating_add(1),
             volume_size,
+            begun: None,
+            resync_done: false,
         }
     }
 
@@ -110,6 +172,8 @@ impl Sequencer {
                 return Err(ProtocolError::ReceiverFrame(header.kind))
             }
             FrameKind::Ping => return Ok(Admitted::Ping),
+            FrameKind::Begin => return self.begin(&frame),
+            FrameKind::ResyncDone => return self.resync_done(header.seq),
             FrameKind::Digest => {
                 let last = self.next_seq - 1;
                 if header.seq != last {
@@ -124,6 +188,13 @@ impl Sequencer {
                 }));
             }
             FrameKind::Write | FrameKind::Flush | FrameKind::Discard | FrameKind::WriteZeroes => {}
+        }
+        if self.begun.is_none() {
+            // Without a Begin there is no telling which history an entry continues.
+            return Err(ProtocolError::BeforeBegin {
+                kind: header.kind,
+                seq: header.seq,
+            });
         }
         // Every check a new entry gets, a duplicate gets too (the codec already checked the
         // header and payload checksums).
@@ -165,12 +236,82 @@ impl Sequencer {
         self.next_seq += 1;
         Ok(Admitted::Apply(Entry::from_frame(&header, op)))
     }
+
+    fn begin(&mut self, frame: &Frame) -> Result<Admitted, ProtocolError> {
+        if self.begun.is_some() {
+            return Err(ProtocolError::SecondBegin);
+        }
+        let header = frame.header;
+        // Entries cannot precede a Begin, so the last one admitted is the welcomed one.
+        let welcomed = self.next_seq - 1;
+        if header.seq != welcomed {
+            return Err(ProtocolError::BeginOutOfPlace {
+                welcomed,
+                got: header.seq,
+            });
+        }
+        let block = HistoryBlock::decode(&frame.payload)
+            .ok_or(ProtocolError::BadHistoryBlock(FrameKind::Begin))?;
+        let history = block.history.ok_or(ProtocolError::BeginWithoutHistory)?;
+        self.begun = Some(header.seq);
+        Ok(Admitted::Begin(Begin {
+            seq: header.seq,
+            history,
+            resync_bytes: header.resync_bytes(),
+        }))
+    }
+
+    fn resync_done(&mut self, seq: u64) -> Result<Admitted, ProtocolError> {
+        let Some(begun) = self.begun else {
+            return Err(ProtocolError::BeforeBegin {
+                kind: FrameKind::ResyncDone,
+                seq,
+            });
+        };
+        if self.resync_done {
+            return Err(ProtocolError::SecondResyncDone);
+        }
+        let received = self.next_seq - 1;
+        if !(begun..=received).contains(&seq) {
+            return Err(ProtocolError::ResyncDoneOutOfRange {
+                begun,
+                received,
+                got: seq,
+            });
+        }
+        self.resync_done = true;
+        Ok(Admitted::ResyncDone(seq))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use arepl_core::wire::Header;
+
+    const HISTORY: History = History {
+        uuid: [7; 16],
+        counter: 1,
+    };
+
+    fn begin_frame(seq: u64, resync: Option<u64>) -> Frame {
+        let block = HistoryBlock {
+            history: Some(HISTORY),
+            flags: 0,
+        }
+        .encode();
+        Frame::with_payload(Header::begin(seq, resync, &block), block.to_vec())
+    }
+
+    /// A session welcomed at `applied_seq` whose `Begin` was admitted.
+    fn begun(applied_seq: u64, volume_size: u64) -> Sequencer {
+        let mut sequencer = Sequencer::new(applied_seq, volume_size);
+        assert!(matches!(
+            sequencer.admit(begin_frame(applied_seq, None)),
+            Ok(Admitted::Begin(_))
+        ));
+        sequencer
+    }
 
     fn write(seq: u64, offset: u64, len: usize, fua: bool) -> Frame {
         let data = vec![9u8; len];
@@ -186,7 +327,7 @@ mod tests {
 
     #[test]
     fn admits_consecutive_entries_of_every_kind() {
-        let mut sequencer = Sequencer::new(41, 1 << 20);
+        let mut sequencer = begun(41, 1 << 20);
         let entries = [
             write(42, 0, 4096, true),
             Frame::bare(Header::flush(43)),
@@ -209,7 +350,7 @@ mod tests {
 
     #[test]
     fn refuses_gaps_and_ranges_past_the_end() {
-        let mut sequencer = Sequencer::new(0, 1 << 20);
+        let mut sequencer = begun(0, 1 << 20);
         assert_eq!(
             sequencer.admit(write(2, 0, 512, false)),
             Err(ProtocolError::SequenceGap {
@@ -245,7 +386,7 @@ mod tests {
     #[test]
     fn already_applied_entries_are_skipped_after_full_checks() {
         // Welcomed at durable seq 10: a sender resending 5..=10 is skipped, 11 applies.
-        let mut sequencer = Sequencer::new(10, 1 << 20);
+        let mut sequencer = begun(10, 1 << 20);
         for seq in 5..=10 {
             assert_eq!(
                 sequencer.admit(write(seq, 4096, 512, seq % 2 == 0)),
@@ -289,7 +430,7 @@ mod tests {
 
     #[test]
     fn pings_do_not_touch_the_sequence() {
-        let mut sequencer = Sequencer::new(3, 4096);
+        let mut sequencer = begun(3, 4096);
         assert_eq!(
             sequencer.admit(Frame::bare(Header::ping())),
             Ok(Admitted::Ping)
@@ -306,19 +447,121 @@ mod tests {
     #[test]
     fn refuses_handshake_and_receiver_frames() {
         let mut sequencer = Sequencer::new(0, 4096);
+        let hello = arepl_core::wire::HelloPayload::new(
+            &HistoryBlock::default(),
+            &arepl_core::table::VolumeName::new("v").unwrap(),
+        );
+        let hello = hello.as_bytes().to_vec();
         assert_eq!(
-            sequencer.admit(Frame::with_payload(Header::hello(0, 4096, b"v"), &b"v"[..])),
+            sequencer.admit(Frame::with_payload(Header::hello(0, 4096, &hello), hello)),
             Err(ProtocolError::SecondHello)
         );
+        let block = HistoryBlock::default().encode();
+        let welcome = Frame::with_payload(Header::welcome(0, 4096, &block), block.to_vec());
         for receiver_frame in [
-            Header::ack(1),
-            Header::welcome(0, 4096),
-            Header::refuse(b""),
+            Frame::bare(Header::ack(1)),
+            welcome,
+            Frame::with_payload(Header::refuse(b""), &b""[..]),
         ] {
+            let kind = receiver_frame.header.kind;
             assert_eq!(
-                sequencer.admit(Frame::bare(receiver_frame)),
-                Err(ProtocolError::ReceiverFrame(receiver_frame.kind))
+                sequencer.admit(receiver_frame),
+                Err(ProtocolError::ReceiverFrame(kind))
             );
         }
+    }
+
+    #[test]
+    fn entries_follow_one_begin_at_the_welcomed_seq() {
+        let mut sequencer = Sequencer::new(5, 1 << 20);
+        // The opening digest and pings may come first; entries may not, even resent ones.
+        let opening = Frame::bare(Header::digest(5, None));
+        assert!(matches!(sequencer.admit(opening), Ok(Admitted::Check(_))));
+        assert_eq!(
+            sequencer.admit(Frame::bare(Header::ping())),
+            Ok(Admitted::Ping)
+        );
+        for seq in [3, 6] {
+            assert_eq!(
+                sequencer.admit(write(seq, 0, 512, false)),
+                Err(ProtocolError::BeforeBegin {
+                    kind: FrameKind::Write,
+                    seq
+                })
+            );
+        }
+        assert_eq!(
+            sequencer.admit(begin_frame(4, None)),
+            Err(ProtocolError::BeginOutOfPlace {
+                welcomed: 5,
+                got: 4
+            })
+        );
+        let no_history = HistoryBlock::default().encode();
+        let anonymous =
+            Frame::with_payload(Header::begin(5, None, &no_history), no_history.to_vec());
+        assert_eq!(
+            sequencer.admit(anonymous),
+            Err(ProtocolError::BeginWithoutHistory)
+        );
+        let mut bad = HistoryBlock::default().encode();
+        bad[24] = 0x80;
+        let bad = Frame::with_payload(Header::begin(5, None, &bad), bad.to_vec());
+        assert_eq!(
+            sequencer.admit(bad),
+            Err(ProtocolError::BadHistoryBlock(FrameKind::Begin))
+        );
+        assert_eq!(
+            sequencer.admit(begin_frame(5, Some(1 << 20))),
+            Ok(Admitted::Begin(Begin {
+                seq: 5,
+                history: HISTORY,
+                resync_bytes: Some(1 << 20)
+            }))
+        );
+        assert_eq!(
+            sequencer.admit(begin_frame(5, None)),
+            Err(ProtocolError::SecondBegin)
+        );
+        assert_eq!(entry(sequencer.admit(write(6, 0, 512, false))).seq, 6);
+    }
+
+    #[test]
+    fn resync_done_names_an_entry_between_begin_and_the_last_received() {
+        let mut early = Sequencer::new(5, 1 << 20);
+        assert_eq!(
+            early.admit(Frame::bare(Header::resync_done(5))),
+            Err(ProtocolError::BeforeBegin {
+                kind: FrameKind::ResyncDone,
+                seq: 5
+            })
+        );
+        let mut sequencer = begun(5, 1 << 20);
+        entry(sequencer.admit(write(6, 0, 512, false)));
+        entry(sequencer.admit(write(7, 0, 512, false)));
+        for got in [4, 8] {
+            assert_eq!(
+                sequencer.admit(Frame::bare(Header::resync_done(got))),
+                Err(ProtocolError::ResyncDoneOutOfRange {
+                    begun: 5,
+                    received: 7,
+                    got
+                })
+            );
+        }
+        assert_eq!(
+            sequencer.admit(Frame::bare(Header::resync_done(7))),
+            Ok(Admitted::ResyncDone(7))
+        );
+        assert_eq!(
+            sequencer.admit(Frame::bare(Header::resync_done(7))),
+            Err(ProtocolError::SecondResyncDone)
+        );
+        // An empty resync ends where it began.
+        let mut empty = begun(5, 1 << 20);
+        assert_eq!(
+            empty.admit(Frame::bare(Header::resync_done(5))),
+            Ok(Admitted::ResyncDone(5))
+        );
     }
 }

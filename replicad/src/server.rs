@@ -13,7 +13,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::Settings;
 use crate::connection::{self, Shared};
 use crate::http;
+use crate::protection::ResyncProtection;
 use crate::replica::{Replica, ReplicaError};
+use crate::resync;
 use crate::state::ReplicaState;
 use crate::stats::Stats;
 
@@ -48,12 +50,16 @@ pub struct Server {
     metrics: Option<TcpListener>,
     replica: Replica,
     stats: Arc<Stats>,
+    protection: ResyncProtection,
 }
 
 impl Server {
     /// Opens the target and state, then binds the listen and metrics addresses.
     pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
-        let replica = Replica::open(&settings.target, &settings.state_dir)?;
+        let mut replica = Replica::open(&settings.target, &settings.state_dir)?;
+        // A resync made durable before a restart is complete; a snapshot whose removal
+        // failed is removed now.
+        resync::on_start(&mut replica, &settings.protection).map_err(ReplicaError::from)?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -76,6 +82,7 @@ impl Server {
             metrics,
             replica,
             stats,
+            protection: settings.protection.clone(),
         })
     }
 
@@ -107,10 +114,16 @@ impl Server {
             metrics,
             replica,
             stats,
+            protection,
         } = self;
         let metrics = metrics
             .map(|metrics| tokio::spawn(http::serve(metrics, stats.clone(), shutdown.clone())));
-        let shared = Arc::new(Shared::new(replica, stats.clone(), shutdown.clone()));
+        let shared = Arc::new(Shared::new(
+            replica,
+            stats.clone(),
+            protection,
+            shutdown.clone(),
+        ));
         let connections = TaskTracker::new();
         loop {
             let accepted = tokio::select! {

@@ -469,7 +469,9 @@ fn decode_history(slot: &[u8], state: &mut ReplicaState) -> Option<()> {
         if counter == 0 {
             return None;
         }
-        let uuid = slot[HISTORY_AT..HISTORY_AT + 16].try_into().expect("16 bytes");
+        let uuid = slot[HISTORY_AT..HISTORY_AT + 16]
+            .try_into()
+            .expect("16 bytes");
         state.history = Some(History { uuid, counter });
     }
     let resyncing = flags & HISTORY_RESYNCING != 0;
@@ -745,7 +747,8 @@ mod tests {
     #[test]
     fn inconsistent_version_3_fields_are_refused() {
         let good = encode_slot(4, &resyncing(9));
-        let cases: [(&str, fn(&mut [u8; SLOT_LEN])); 5] = [
+        type Damage = fn(&mut [u8; SLOT_LEN]);
+        let cases: [(&str, Damage); 5] = [
             ("unknown flag", |s| s[HISTORY_FLAGS_AT] |= 0x40),
             ("resyncing without a history", |s| {
                 s[HISTORY_FLAGS_AT] &= !HISTORY_RECORDED

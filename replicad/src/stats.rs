@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::consistency::{self, Verdict};
 use crate::entry::{Entry, Operation};
 use crate::replica::ReplicaError;
 use crate::state::{Divergence, ReplicaState};
@@ -25,7 +26,9 @@ pub struct Stats {
     reapply_skipped: AtomicU64,
     digest_checks_matched: AtomicU64,
     digest_checks_failed: AtomicU64,
-    diverged: Mutex<Option<Divergence>>,
+    replica: Mutex<ReplicaFigures>,
+    resyncs: AtomicU64,
+    resync_protection_failures: AtomicU64,
     connections_accepted: AtomicU64,
     sessions_active: AtomicU64,
     session_errors: AtomicU64,
@@ -35,6 +38,24 @@ pub struct Stats {
     state_io_errors: AtomicU64,
     last_frame: Moment,
     durable_advanced: Moment,
+}
+
+/// What the state says about the replica, as of its last change.
+#[derive(Debug, Clone, Copy)]
+struct ReplicaFigures {
+    diverged: Option<Divergence>,
+    verdict: Verdict,
+    history_generation: u64,
+}
+
+impl ReplicaFigures {
+    fn of(state: &ReplicaState) -> Self {
+        Self {
+            diverged: state.diverged,
+            verdict: consistency::verdict(state),
+            history_generation: state.history.map_or(0, |history| history.counter),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +78,8 @@ pub enum Failure {
     TargetIo,
     /// Updating the state file failed.
     StateIo,
+    /// A resync was refused: protecting the replica's image failed.
+    ProtectionFailed,
     /// Anything else: a lost link, a `Hello` timeout.
     Other,
 }
@@ -86,7 +109,9 @@ impl Stats {
             reapply_skipped: AtomicU64::new(0),
             digest_checks_matched: AtomicU64::new(0),
             digest_checks_failed: AtomicU64::new(0),
-            diverged: Mutex::new(state.diverged),
+            replica: Mutex::new(ReplicaFigures::of(state)),
+            resyncs: AtomicU64::new(0),
+            resync_protection_failures: AtomicU64::new(0),
             connections_accepted: AtomicU64::new(0),
             sessions_active: AtomicU64::new(0),
             session_errors: AtomicU64::new(0),
@@ -126,6 +151,7 @@ impl Stats {
             Failure::Refused => &self.sessions_refused,
             Failure::TargetIo => &self.target_io_errors,
             Failure::StateIo => &self.state_io_errors,
+            Failure::ProtectionFailed => &self.resync_protection_failures,
             Failure::Other => return,
         };
         counter.fetch_add(1, Relaxed);
@@ -162,12 +188,20 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// The divergence now recorded in the state.
-    pub fn diverged(&self, diverged: Option<Divergence>) {
-        *self
-            .diverged
+    /// The state now recorded: divergence, history and consistency.
+    pub fn state_changed(&self, state: &ReplicaState) {
+        *self.replica_figures() = ReplicaFigures::of(state);
+    }
+
+    /// A resync began.
+    pub fn resync_begun(&self) {
+        self.resyncs.fetch_add(1, Relaxed);
+    }
+
+    fn replica_figures(&self) -> std::sync::MutexGuard<'_, ReplicaFigures> {
+        self.replica
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = diverged;
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// `entry` was written to the target.
@@ -197,6 +231,7 @@ impl Stats {
     /// The figures now.
     pub fn snapshot(&self) -> Snapshot {
         let applied = &self.applied;
+        let replica = *self.replica_figures();
         Snapshot {
             volume: self
                 .volume
@@ -216,10 +251,12 @@ impl Stats {
             reapply_skipped: self.reapply_skipped.load(Relaxed),
             digest_checks_matched: self.digest_checks_matched.load(Relaxed),
             digest_checks_failed: self.digest_checks_failed.load(Relaxed),
-            diverged: *self
-                .diverged
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            diverged: replica.diverged,
+            consistent: replica.verdict == Verdict::Consistent,
+            resyncing: replica.verdict == Verdict::Resyncing,
+            history_generation: replica.history_generation,
+            resyncs: self.resyncs.load(Relaxed),
+            resync_protection_failures: self.resync_protection_failures.load(Relaxed),
             connections_accepted: self.connections_accepted.load(Relaxed),
             sessions_active: self.sessions_active.load(Relaxed),
             session_errors: self.session_errors.load(Relaxed),
@@ -279,6 +316,16 @@ pub struct Snapshot {
     pub digest_checks_failed: u64,
     /// The divergence recorded in the state, if any.
     pub diverged: Option<Divergence>,
+    /// The replica is a consistent image (`replicad status` says `consistent`).
+    pub consistent: bool,
+    /// A resync is under way (and no divergence found).
+    pub resyncing: bool,
+    /// The generation counter of the replica's history; 0 without one.
+    pub history_generation: u64,
+    /// Resyncs begun.
+    pub resyncs: u64,
+    /// Resyncs refused because protecting the image failed.
+    pub resync_protection_failures: u64,
     /// TCP connections accepted.
     pub connections_accepted: u64,
     /// Sessions streaming now.
@@ -390,7 +437,12 @@ mod tests {
         let session = stats.session_started();
         assert_eq!(stats.snapshot().sessions_active, 1);
         drop(session);
-        for failure in [Failure::MalformedFrame, Failure::TargetIo, Failure::Other] {
+        for failure in [
+            Failure::MalformedFrame,
+            Failure::TargetIo,
+            Failure::ProtectionFailed,
+            Failure::Other,
+        ] {
             stats.connection_failed(failure);
         }
         let snapshot = stats.snapshot();
@@ -400,7 +452,8 @@ mod tests {
         assert_eq!((snapshot.applied_writes, snapshot.applied_flushes), (1, 1));
         assert_eq!(snapshot.applied_bytes, 4096);
         assert_eq!((snapshot.group_commits, snapshot.skipped_entries), (1, 1));
-        assert_eq!(snapshot.session_errors, 3);
+        assert_eq!(snapshot.session_errors, 4);
+        assert_eq!(snapshot.resync_protection_failures, 1);
         assert_eq!(
             (snapshot.malformed_frames, snapshot.target_io_errors),
             (1, 1)
@@ -411,5 +464,33 @@ mod tests {
         );
         assert!(snapshot.since_last_frame.is_some());
         assert!(snapshot.since_durable_advanced.is_some());
+    }
+
+    #[test]
+    fn history_and_consistency_follow_the_state() {
+        let stats = Stats::new(&ReplicaState::fresh());
+        let snapshot = stats.snapshot();
+        assert!(!snapshot.consistent && !snapshot.resyncing);
+        assert_eq!(snapshot.history_generation, 0);
+        let history = arepl_core::history::History {
+            uuid: [1; 16],
+            counter: 4,
+        };
+        let resyncing = ReplicaState {
+            history: Some(history),
+            consistency: crate::state::Consistency::Resyncing { done_seq: None },
+            ..ReplicaState::fresh()
+        };
+        stats.state_changed(&resyncing);
+        stats.resync_begun();
+        let snapshot = stats.snapshot();
+        assert!(!snapshot.consistent && snapshot.resyncing);
+        assert_eq!((snapshot.history_generation, snapshot.resyncs), (4, 1));
+        stats.state_changed(&ReplicaState {
+            consistency: crate::state::Consistency::Consistent,
+            ..resyncing
+        });
+        let snapshot = stats.snapshot();
+        assert!(snapshot.consistent && !snapshot.resyncing);
     }
 }

@@ -4,10 +4,12 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use crate::consistency::{self, Verdict};
 use crate::scrape::Sample;
-use crate::state::{self, StateError};
+use crate::state::{self, Consistency, ReplicaState, StateError};
 
-/// The persisted durable sequence and volume identity in `dir`, one fact per line.
+/// The persisted durable sequence, volume identity, history and consistency in `dir`,
+/// one fact per line.
 pub fn persisted(dir: &Path) -> Result<String, StateError> {
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -15,6 +17,8 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
         let _ = writeln!(out, "state dir: {}", dir.display());
         let _ = writeln!(out, "durable seq: 0 (no state file yet)");
         let _ = writeln!(out, "volume: none recorded");
+        let _ = writeln!(out, "history: none");
+        let _ = writeln!(out, "consistency: {}", Verdict::Unknown);
         return Ok(out);
     };
     let _ = writeln!(
@@ -42,6 +46,7 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
             diverged.from_seq, diverged.found_at, diverged.found_at
         );
     }
+    history_lines(&mut out, &snapshot.state);
     let _ = writeln!(out, "generation: {}", snapshot.generation);
     for slot in snapshot.corrupt_slots {
         let _ = writeln!(
@@ -50,6 +55,47 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
         );
     }
     Ok(out)
+}
+
+fn history_lines(out: &mut String, state: &ReplicaState) {
+    let _ = match state.history {
+        Some(history) => writeln!(out, "history: {history}"),
+        None => writeln!(out, "history: none"),
+    };
+    let _ = writeln!(out, "consistency: {}", consistency::verdict(state));
+    if let Consistency::Resyncing {
+        done_seq: Some(done),
+    } = state.consistency
+    {
+        let _ = writeln!(
+            out,
+            "resync ends at seq: {done} (consistent once durable through it)"
+        );
+    }
+    if let Some(snapshot) = &state.protection_snapshot {
+        let _ = writeln!(out, "protection snapshot: {snapshot}");
+    }
+}
+
+/// `--check-consistent`: whether the replica in `dir` is a consistent image, and why
+/// (or why not) in one line. No state file: nothing was ever replicated there.
+pub fn check_consistent(dir: &Path) -> Result<(bool, String), StateError> {
+    Ok(match state::inspect(dir)? {
+        None => (
+            false,
+            format!(
+                "not known to be consistent: no state file in {}",
+                dir.display()
+            ),
+        ),
+        Some(snapshot) => {
+            let state = &snapshot.state;
+            (
+                consistency::verdict(state) == Verdict::Consistent,
+                consistency::explain(state),
+            )
+        }
+    })
 }
 
 /// How a figure is shown.
@@ -115,6 +161,14 @@ const ROWS: &[Row] = &[
     plain("reapply skipped", "replicad_reapply_skipped_entries_total"),
     plain("diverged", "replicad_diverged"),
     plain("diverged from seq", "replicad_diverged_from_sequence"),
+    plain("consistent", "replicad_consistent"),
+    plain("resyncing", "replicad_resyncing"),
+    plain("history generation", "replicad_history_generation"),
+    plain("resyncs", "replicad_resyncs_total"),
+    plain(
+        "protection failures",
+        "replicad_resync_protection_failures_total",
+    ),
     plain(
         "connections accepted",
         "replicad_connections_accepted_total",
@@ -183,6 +237,9 @@ mod tests {
             sessions_active: 1,
             session_errors: 1,
             malformed_frames: 1,
+            consistent: true,
+            history_generation: 2,
+            resyncs: 1,
             since_last_frame: Some(Duration::from_millis(20)),
             ..Snapshot::default()
         };
@@ -209,6 +266,11 @@ mod tests {
   reapply skipped       0
   diverged              0
   diverged from seq     0
+  consistent            1
+  resyncing             0
+  history generation    2
+  resyncs               1
+  protection failures   0
   connections accepted  2
   session errors        1
   sessions refused      0
@@ -227,6 +289,67 @@ mod tests {
         assert!(
             text.contains("durable seq: 0 (no state file yet)\n"),
             "{text}"
+        );
+        assert!(
+            text.ends_with("consistency: unknown (no history)\n"),
+            "{text}"
+        );
+        let (consistent, why) = check_consistent(dir.path()).unwrap();
+        assert!(!consistent);
+        assert!(
+            why.starts_with("not known to be consistent: no state file"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn persisted_history_consistency_and_snapshot() {
+        use arepl_core::history::History;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = state::StateStore::open(dir.path()).unwrap();
+        let history = History {
+            uuid: [0xAB; 16],
+            counter: 2,
+        };
+        let resyncing = ReplicaState {
+            durable_seq: 30,
+            history: Some(history),
+            consistency: Consistency::Resyncing { done_seq: Some(40) },
+            protection_snapshot: Some("vg/db_arepl_resync".to_string()),
+            ..ReplicaState::fresh()
+        };
+        store.persist(resyncing.clone()).unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(
+            text.contains(
+                "history: abababab-abab-abab-abab-abababababab:2\nconsistency: resyncing\n\
+                 resync ends at seq: 40 (consistent once durable through it)\n\
+                 protection snapshot: vg/db_arepl_resync\n"
+            ),
+            "{text}"
+        );
+        let (consistent, why) = check_consistent(dir.path()).unwrap();
+        assert!(!consistent);
+        assert!(why.contains("a resync under history abababab-"), "{why}");
+        store
+            .persist(ReplicaState {
+                durable_seq: 40,
+                consistency: Consistency::Consistent,
+                protection_snapshot: None,
+                ..resyncing
+            })
+            .unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(text.contains("\nconsistency: consistent\n"), "{text}");
+        assert!(!text.contains("snapshot"), "{text}");
+        assert_eq!(
+            check_consistent(dir.path()).unwrap(),
+            (
+                true,
+                "consistent: an image of history abababab-abab-abab-abab-abababababab:2 at \
+                 durable seq 40"
+                    .to_string()
+            )
         );
     }
 }

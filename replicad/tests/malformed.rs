@@ -52,10 +52,11 @@ fn a_second_hello_or_a_receiver_frame_drops_the_session() {
     run(async {
         let server = TestServer::start(VOLUME_SIZE).await;
         let peer = server.peer();
+        let block = arepl_core::history::HistoryBlock::default().encode();
         let bad_frames = [
             peer.hello_as(common::VOLUME),
             Frame::bare(Header::ack(1)),
-            Frame::bare(Header::welcome(0, VOLUME_SIZE)),
+            Frame::with_payload(Header::welcome(0, VOLUME_SIZE, &block), block.to_vec()),
         ];
         for bad in bad_frames {
             let (mut conn, durable) = peer.open_session().await.unwrap();

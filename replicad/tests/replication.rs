@@ -5,8 +5,10 @@ mod common;
 use common::{assert_image, run, stream, TestServer, VOLUME_SIZE};
 use std::ops::RangeInclusive;
 
-use arepl_core::wire::FrameKind;
+use arepl_core::history::HistoryBlock;
+use arepl_core::wire::{FrameKind, Header};
 use futures_util::{SinkExt, StreamExt};
+use replicad::codec::Frame;
 use replicad::replica::Replica;
 use replicad::sender::client::{frame_for, Connection, Greeting, StreamOptions};
 use replicad::sender::workload::{Op, Workload};
@@ -296,6 +298,13 @@ fn entries_applied_before_a_kill_are_durable_after_the_restart_and_not_sent_agai
         // What `kill -9` leaves behind: 21..=40 applied after the last commit, at 20.
         let mut replica = Replica::open(&target, &dir.path().join("state")).unwrap();
         let mut sequencer = Sequencer::new(20, VOLUME_SIZE);
+        let block = HistoryBlock {
+            history: replica.state().history,
+            flags: 0,
+        }
+        .encode();
+        let begin = Frame::with_payload(Header::begin(20, None, &block), block.to_vec());
+        assert!(matches!(sequencer.admit(begin), Ok(Admitted::Begin(_))));
         for seq in 21..=40 {
             let frame = frame_for(seq, ops[seq as usize - 1].clone());
             let Ok(Admitted::Apply(entry)) = sequencer.admit(frame) else {
@@ -354,8 +363,6 @@ fn rerunning_a_stream_from_seq_1_completes_it_with_pings_in_between() {
 #[test]
 fn a_digest_that_differs_is_flagged_on_every_ack_persisted_and_counted() {
     use arepl_core::digest::Digest;
-    use arepl_core::wire::Header;
-    use replicad::codec::Frame;
 
     run(async {
         let server = TestServer::start(VOLUME_SIZE).await;

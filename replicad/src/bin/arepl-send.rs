@@ -1,6 +1,10 @@
 //! `arepl-send`: a test sender for `replicad`. Streams a deterministic write load (also
-//! resending entries the server holds, or with pings in between), pings, or sends one
-//! kind of malformed input and checks that the server drops the connection.
+//! resending entries the server holds, with pings in between, or as a resync), pings,
+//! or sends one kind of malformed input and checks that the server drops the connection.
+//!
+//! It speaks protocol version 3 without a history of its own: its `Hello` names none,
+//! and its `Begin` continues the replica's history (a new random one on a replica
+//! without), or with `stream --resync` begins a resync under its next generation.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use replicad::sender::client::{Peer, StreamOptions};
+use replicad::sender::client::{BeginMode, Peer, StreamOptions};
 use replicad::sender::malformed::{self, MalformedKind};
 use replicad::sender::workload::{Op, Workload};
 use sha2::{Digest, Sha256};
@@ -65,6 +69,11 @@ enum Mode {
         /// Send a Digest after every N new entries, so the server checks what it applied.
         #[arg(long, value_name = "N", default_value_t = 64)]
         digest_every: u64,
+        /// Send the stream as a resync: Begin with the resync flag (the whole volume),
+        /// under the replica's next history generation, and ResyncDone after its last
+        /// entry.
+        #[arg(long)]
+        resync: bool,
     },
     /// Send Pings one at a time; exit 0 only if each is answered by an Ack of the
     /// server's durable sequence.
@@ -84,12 +93,10 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let peer = Peer {
-        addr: cli.connect,
-        volume: cli.volume,
-        volume_size: cli.volume_size,
+    let mut peer = Peer {
         oldest_seq: cli.oldest_seq,
         timeout: Duration::from_secs(cli.timeout),
+        ..Peer::new(cli.connect, &cli.volume, cli.volume_size)
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,7 +118,11 @@ fn main() -> ExitCode {
                 first_seq,
                 ping_every,
                 digest_every,
+                resync,
             } => {
+                if resync {
+                    peer.begin = BeginMode::Resync;
+                }
                 let options = StreamOptions {
                     first_seq,
                     ping_every,
@@ -171,6 +182,10 @@ async fn stream(
     };
     let ops = workload.inspect(|op: &Op| op.apply_to(&mut image));
     let report = peer.stream_with(ops, options).await?;
+    if let Some((history, resync)) = report.begun {
+        let how = if resync { "resync under" } else { "continuing" };
+        println!("begin: {how} history {history}");
+    }
     println!(
         "stream: welcome seq {}, sent {} entries ({} already held by the server) up to seq {}, \
          {} pings, {} acks, final ack {}",

@@ -1,19 +1,40 @@
-//! Talking to `replicad` as a sender: handshake and streaming entries until acknowledged.
+//! Talking to `replicad` as a sender: handshake, `Begin`, and streaming entries until
+//! acknowledged.
+//!
+//! This sender keeps no history of its own: it continues the replica's (or starts a new
+//! random one on a replica without), or resyncs under the replica's next generation.
 
 use std::cell::Cell;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use arepl_core::digest::{self, Digest};
+use arepl_core::history::{History, HistoryBlock};
 use arepl_core::wire::{FrameKind, Header};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
-use super::workload::Op;
+use super::workload::{Op, SplitMix64};
 use crate::codec::{Frame, FrameCodec};
+
+/// What the sender's `Begin` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BeginMode {
+    /// Continue the replica's history, or start a new random one if it has none.
+    #[default]
+    Auto,
+    /// Begin a resync of the whole volume under the replica's next generation (a new
+    /// random history if it has none); `ResyncDone` follows a stream's last entry.
+    Resync,
+    /// Continue this history, whatever the replica's (to test refusals).
+    Continue(History),
+    /// Send no `Begin` at all (to test entries before one).
+    Skip,
+}
 
 /// Where to send and as which volume.
 #[derive(Debug, Clone)]
@@ -28,6 +49,10 @@ pub struct Peer {
     pub oldest_seq: u64,
     /// Bound on every wait for the server.
     pub timeout: Duration,
+    /// The history block sent in `Hello`.
+    pub hello_history: HistoryBlock,
+    /// What the `Begin` after the handshake says.
+    pub begin: BeginMode,
 }
 
 /// The server's answer to `Hello`.
@@ -41,9 +66,27 @@ pub enum Greeting {
         volume_size: u64,
         /// The receiver's replication digest through `durable_seq`, if it knows it.
         digest: Option<Digest>,
+        /// The replica's history and consistency.
+        history: HistoryBlock,
     },
     /// Refused, with the reason.
     Refused(String),
+}
+
+/// An open session.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection, past `Begin` (unless [`BeginMode::Skip`]).
+    pub conn: Connection,
+    /// The receiver's durable sequence.
+    pub durable_seq: u64,
+    /// The digest the stream starts from.
+    pub digest: Digest,
+    /// What the `Welcome` said of the replica's history.
+    pub replica: HistoryBlock,
+    /// The history the `Begin` named and whether it began a resync; `None` if none
+    /// was sent.
+    pub begun: Option<(History, bool)>,
 }
 
 /// How to number and interleave a stream.
@@ -76,12 +119,28 @@ pub struct StreamReport {
     pub acks: u64,
     /// `Ping` frames sent.
     pub pings: u64,
+    /// The history the stream ran under, and whether it was a resync.
+    pub begun: Option<(History, bool)>,
 }
 
 /// A framed connection to the server.
 pub type Connection = Framed<TcpStream, FrameCodec>;
 
 impl Peer {
+    /// A peer for `volume` of `volume_size` bytes at `addr`: no history in `Hello`, the
+    /// replica's continued, a 30 s timeout, and a first handshake (oldest seq 0).
+    pub fn new(addr: SocketAddr, volume: &str, volume_size: u64) -> Self {
+        Self {
+            addr,
+            volume: volume.to_string(),
+            volume_size,
+            oldest_seq: 0,
+            timeout: Duration::from_secs(30),
+            hello_history: HistoryBlock::default(),
+            begin: BeginMode::Auto,
+        }
+    }
+
     /// Connects, within the timeout.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.addr))
@@ -92,11 +151,14 @@ impl Peer {
         Ok(Framed::new(stream, FrameCodec::new()))
     }
 
-    /// The `Hello` frame for this peer with the given name.
+    /// The `Hello` frame for this peer with the given name (not checked, so that a
+    /// test can send a bad one).
     pub fn hello_as(&self, name: &str) -> Frame {
+        let mut payload = self.hello_history.encode().to_vec();
+        payload.extend_from_slice(name.as_bytes());
         Frame::with_payload(
-            Header::hello(self.oldest_seq, self.volume_size, name.as_bytes()),
-            Bytes::copy_from_slice(name.as_bytes()),
+            Header::hello(self.oldest_seq, self.volume_size, &payload),
+            payload,
         )
     }
 
@@ -125,10 +187,13 @@ impl Peer {
                         digest.header.seq
                     );
                 }
+                let history = HistoryBlock::decode(&frame.payload)
+                    .context("server's Welcome carries a malformed history block")?;
                 Greeting::Welcome {
                     durable_seq: frame.header.seq,
                     volume_size: frame.header.offset,
                     digest: digest.header.carried_digest(),
+                    history,
                 }
             }
             FrameKind::Refuse => {
@@ -138,37 +203,73 @@ impl Peer {
         })
     }
 
-    /// Connects and completes a handshake, failing unless welcomed. Returns the durable
-    /// sequence.
+    /// Connects and completes a handshake and `Begin`, failing unless welcomed.
+    /// Returns the durable sequence.
     pub async fn open_session(&self) -> anyhow::Result<(Connection, u64)> {
-        let (conn, durable_seq, _) = self.open_session_with_digest().await?;
-        Ok((conn, durable_seq))
+        let session = self.open().await?;
+        Ok((session.conn, session.durable_seq))
     }
 
     /// [`Self::open_session`], also returning the digest the session starts from. This
-    /// sender keeps no history, so it takes the receiver's (an empty history's if the
+    /// sender keeps no digest, so it takes the receiver's (an empty history's if the
     /// receiver has none) and says so in its opening `Digest`, as the protocol asks.
     pub async fn open_session_with_digest(&self) -> anyhow::Result<(Connection, u64, Digest)> {
+        let session = self.open().await?;
+        Ok((session.conn, session.durable_seq, session.digest))
+    }
+
+    /// Handshake, opening `Digest`, then the `Begin` [`Self::begin`] asks for.
+    pub async fn open(&self) -> anyhow::Result<Session> {
         let mut conn = self.connect().await?;
-        match self.handshake_as(&mut conn, &self.volume).await? {
-            Greeting::Welcome {
-                durable_seq,
-                volume_size,
-                digest,
-            } => {
-                if volume_size != self.volume_size {
-                    bail!(
-                        "welcomed with volume size {volume_size}, expected {}",
-                        self.volume_size
-                    );
+        let (durable_seq, digest, replica) =
+            match self.handshake_as(&mut conn, &self.volume).await? {
+                Greeting::Welcome {
+                    durable_seq,
+                    volume_size,
+                    digest,
+                    history,
+                } => {
+                    if volume_size != self.volume_size {
+                        bail!(
+                            "welcomed with volume size {volume_size}, expected {}",
+                            self.volume_size
+                        );
+                    }
+                    (durable_seq, digest.unwrap_or(digest::EMPTY), history)
                 }
-                let digest = digest.unwrap_or(digest::EMPTY);
-                conn.send(Frame::bare(Header::digest(durable_seq, Some(digest))))
-                    .await?;
-                Ok((conn, durable_seq, digest))
+                Greeting::Refused(reason) => bail!("server refused the session: {reason}"),
+            };
+        conn.send(Frame::bare(Header::digest(durable_seq, Some(digest))))
+            .await?;
+        let begun = match self.begin {
+            BeginMode::Skip => None,
+            BeginMode::Auto => Some((replica.history.unwrap_or_else(random_history), false)),
+            BeginMode::Continue(history) => Some((history, false)),
+            BeginMode::Resync => {
+                let next = replica.history.map(History::next_generation);
+                Some((next.unwrap_or_else(random_history), true))
             }
-            Greeting::Refused(reason) => bail!("server refused the session: {reason}"),
+        };
+        if let Some((history, resync)) = begun {
+            let block = HistoryBlock {
+                history: Some(history),
+                flags: 0,
+            }
+            .encode();
+            let bytes = resync.then_some(self.volume_size);
+            conn.send(Frame::with_payload(
+                Header::begin(durable_seq, bytes, &block),
+                Bytes::copy_from_slice(&block),
+            ))
+            .await?;
         }
+        Ok(Session {
+            conn,
+            durable_seq,
+            digest,
+            replica,
+            begun,
+        })
     }
 
     /// Opens a session, sends `ops` with consecutive sequence numbers while reading
@@ -186,7 +287,14 @@ impl Peer {
         ops: impl Iterator<Item = Op>,
         options: StreamOptions,
     ) -> anyhow::Result<StreamReport> {
-        let (conn, welcome_seq, mut digest) = self.open_session_with_digest().await?;
+        let Session {
+            conn,
+            durable_seq: welcome_seq,
+            mut digest,
+            begun,
+            ..
+        } = self.open().await?;
+        let resync = begun.is_some_and(|(_, resync)| resync);
         let first_seq = options.first_seq.unwrap_or(welcome_seq + 1);
         if first_seq == 0 || first_seq > welcome_seq + 1 {
             bail!(
@@ -223,6 +331,12 @@ impl Peer {
                     pings.set(pings.get() + 1);
                 }
             }
+            if resync {
+                // The whole stream was the resync: the replica is consistent once durable
+                // through its last entry.
+                sink.send(Frame::bare(Header::resync_done(highest_sent.get())))
+                    .await?;
+            }
             anyhow::Ok(highest_sent.get())
         };
         let mut send_all = std::pin::pin!(send_all);
@@ -257,6 +371,7 @@ impl Peer {
             final_ack,
             acks,
             pings: pings.get(),
+            begun,
         })
     }
 
@@ -284,6 +399,20 @@ impl Peer {
         }
         Ok((welcome_seq, longest))
     }
+}
+
+/// A new history: 16 random bytes from `/dev/urandom`, or from the clock and process id
+/// where it cannot be read (good enough for a test client).
+pub fn random_history() -> History {
+    let mut uuid = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut uuid));
+    if read.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
+        SplitMix64::new(nanos ^ (u64::from(std::process::id()) << 40)).fill(&mut uuid);
+    }
+    History::new(uuid)
 }
 
 /// The frame carrying `op` as entry `seq`.

@@ -8,7 +8,7 @@ use arepl_core::wire::{FrameKind, Header, HEADER_LEN, MAX_WRITE_PAYLOAD, SECTOR_
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::client::{Connection, Greeting, Peer};
+use super::client::{BeginMode, Connection, Greeting, Peer};
 use crate::codec::{CodecError, Frame};
 
 /// The kinds of bad input.
@@ -37,11 +37,15 @@ pub enum MalformedKind {
     DataBeforeHello,
     /// A Ping before any Hello.
     PingBeforeHello,
+    /// A Hello whose history block has an unknown flag.
+    BadHistory,
+    /// A write after the handshake but before any Begin.
+    EntryBeforeBegin,
 }
 
 impl MalformedKind {
     /// Every kind.
-    pub const ALL: [MalformedKind; 11] = [
+    pub const ALL: [MalformedKind; 13] = [
         Self::BadMagic,
         Self::BadVersion,
         Self::BadHeaderCrc,
@@ -53,6 +57,8 @@ impl MalformedKind {
         Self::WrongVolume,
         Self::DataBeforeHello,
         Self::PingBeforeHello,
+        Self::BadHistory,
+        Self::EntryBeforeBegin,
     ];
 }
 
@@ -84,6 +90,26 @@ pub async fn run(peer: &Peer, kind: MalformedKind) -> anyhow::Result<Outcome> {
             observe(peer, conn, 0).await
         }
         MalformedKind::WrongVolume => wrong_volume(peer).await,
+        MalformedKind::BadHistory => {
+            let mut conn = peer.connect().await?;
+            let mut payload = peer.hello_as(&peer.volume).payload.to_vec();
+            payload[24] |= 0x80; // the flags word of the history block
+            let header = Header::hello(peer.oldest_seq, peer.volume_size, &payload);
+            send_raw(&mut conn, &header.encode(), &payload).await?;
+            // Any Welcome or Ack would be an answer to it.
+            observe(peer, conn, 0).await
+        }
+        MalformedKind::EntryBeforeBegin => {
+            let unbegun = Peer {
+                begin: BeginMode::Skip,
+                ..peer.clone()
+            };
+            let (mut conn, durable_seq) = unbegun.open_session().await?;
+            let seq = durable_seq + 1;
+            let (header, payload) = valid_write(seq, 0);
+            send_raw(&mut conn, &header.encode(), &payload).await?;
+            observe(peer, conn, seq).await
+        }
         _ => {
             let (mut conn, durable_seq) = peer.open_session().await?;
             let seq = durable_seq + 1;
@@ -128,8 +154,10 @@ fn bad_frame(peer: &Peer, kind: MalformedKind, seq: u64) -> ([u8; HEADER_LEN], V
         }
         MalformedKind::WrongVolume
         | MalformedKind::DataBeforeHello
-        | MalformedKind::PingBeforeHello => {
-            unreachable!("handled without a session")
+        | MalformedKind::PingBeforeHello
+        | MalformedKind::BadHistory
+        | MalformedKind::EntryBeforeBegin => {
+            unreachable!("handled apart")
         }
     }
 }
@@ -211,6 +239,12 @@ async fn observe(peer: &Peer, mut conn: Connection, bad_seq: u64) -> anyhow::Res
             Some(Err(CodecError::Io(err))) if is_reset(&err) => break,
             Some(Err(err)) => bail!("reading from the server: {err}"),
             Some(Ok(frame)) => {
+                if frame.header.kind == FrameKind::Welcome {
+                    return Ok(Outcome {
+                        dropped: false,
+                        detail: "server welcomed the session".to_string(),
+                    });
+                }
                 if frame.header.kind == FrameKind::Ack && frame.header.seq >= bad_seq {
                     return Ok(Outcome {
                         dropped: false,

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use replicad::config::Settings;
+use replicad::protection::ResyncProtection;
 use replicad::sender::client::Peer;
 use replicad::sender::workload::Workload;
 use replicad::server::Server;
@@ -57,11 +58,17 @@ impl TestServer {
 
     /// A server on the target and state already in `dir`.
     pub async fn start_in(dir: TempDir) -> Self {
+        Self::start_protecting(dir, ResyncProtection::default()).await
+    }
+
+    /// [`Self::start_in`], protecting the replica before a resync with `protection`.
+    pub async fn start_protecting(dir: TempDir, protection: ResyncProtection) -> Self {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: dir.path().join("target.img"),
             state_dir: dir.path().join("state"),
             metrics_listen: None,
+            protection,
         };
         let server = Server::bind(&settings).await.unwrap();
         let addr = server.local_addr().unwrap();
@@ -90,13 +97,22 @@ impl TestServer {
         std::fs::read(self.target_path()).unwrap()
     }
 
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The state as persisted now.
+    pub fn persisted(&self) -> ReplicaState {
+        replicad::state::inspect(&self.state_dir())
+            .unwrap()
+            .unwrap()
+            .state
+    }
+
     pub fn peer(&self) -> Peer {
         Peer {
-            addr: self.addr,
-            volume: VOLUME.to_string(),
-            volume_size: VOLUME_SIZE,
-            oldest_seq: 0,
             timeout: Duration::from_secs(20),
+            ..Peer::new(self.addr, VOLUME, VOLUME_SIZE)
         }
     }
 }
