@@ -26,6 +26,8 @@ mod target;
 
 // Logic shared with userspace: the `arepl-core` crate's own source files, compiled here
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
+#[path = "../arepl-core/src/activity_log.rs"]
+pub mod activity_log;
 #[path = "../arepl-core/src/copy_plan.rs"]
 pub mod copy_plan;
 #[path = "../arepl-core/src/crc32c.rs"]

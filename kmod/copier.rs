@@ -83,6 +83,8 @@ fn copy_chunk(repl: &Replication, chunk: &Chunk) -> Result<bool> {
         repl.end_range(slot);
         return Ok(false);
     }
+    // The chunk's regions stay marked in the activity log until it is acknowledged.
+    let held = repl.hold_activity(offset, offset + len);
     let copied = KVVec::from_elem(0u8, len as usize, GFP_KERNEL)
         .map_err(|_| ENOMEM)
         .and_then(|mut data| {
@@ -93,6 +95,9 @@ fn copy_chunk(repl: &Replication, chunk: &Chunk) -> Result<bool> {
     repl.end_range(slot);
     if copied.is_err() {
         repl.release(cost);
+        if held {
+            repl.release_activity(offset, offset + len);
+        }
     }
     copied
 }

@@ -139,6 +139,15 @@ impl Entry {
         }
     }
 
+    /// The byte range the entry changes on the volume (offset, length); `None` for a
+    /// flush.
+    pub(crate) fn range(&self) -> Option<(u64, u64)> {
+        match self.kind {
+            EntryKind::Flush => None,
+            _ => Some((self.offset, u64::from(self.length))),
+        }
+    }
+
     /// What the entry costs against the queue's byte budget.
     pub(crate) fn cost(&self) -> u64 {
         Budget::cost(self.payload().len() as u64)

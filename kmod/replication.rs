@@ -24,6 +24,7 @@ use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
 use crate::rate::RecentRate;
 use crate::regions::{words_for, DirtyRegions};
+use crate::activity_log::{ActivityTracker, AlGeometry};
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
@@ -88,6 +89,8 @@ pub(crate) struct QueueState {
     pub(crate) tracking: bool,
     /// Since when writers wait for queue space while no link is up.
     pub(crate) stranded_since_ms: Option<i64>,
+    /// The activity log's bookkeeping, with a spill device of format 2.
+    pub(crate) al: Option<ActivityTracker<KVVec<u64>, KVVec<u32>>>,
 }
 
 /// The replication history this device continues, and what it can prove about it.
@@ -151,6 +154,14 @@ pub(crate) struct LinkStats {
 }
 
 impl QueueState {
+    /// An entry leaves memory (acknowledged, or committed to the spill log): it no
+    /// longer holds its regions in the activity log.
+    pub(crate) fn release_activity(&mut self, entry: &Entry) {
+        if let (Some(al), Some((offset, len))) = (self.al.as_mut(), entry.range()) {
+            al.release(offset, len);
+        }
+    }
+
     /// Local sequence of the oldest entry not yet acknowledged, spilled or in memory.
     pub(crate) fn oldest_local(&self) -> u64 {
         if self.spill.entries > 0 {
@@ -227,6 +238,11 @@ pub(crate) struct Replication {
     pub(crate) thread_name: CString,
 }
 
+/// The activity log geometry of a spill device being opened, if it has one.
+fn repl_spill_al(spill: &Option<Pin<KBox<SpillLog>>>) -> Option<AlGeometry> {
+    spill.as_ref().and_then(|log| log.al)
+}
+
 impl Replication {
     pub(crate) fn new(
         config: &ReplicationConfig,
@@ -236,19 +252,11 @@ impl Replication {
         remembered: Option<Remembered>,
         copy_source: BlockIo,
     ) -> Result<Arc<Self>> {
-        let (spill, resume) = match spill {
+        let (spill, mut resume) = match spill {
             Some((log, resume)) => (Some(log), Some(resume)),
             None => (None, None),
         };
         let first_seq = resume.as_ref().map_or(1, |r| r.first_seq);
-        let copy_requested = config.initial_sync == InitialSync::Full;
-        let mut plan = CopyPlan::idle();
-        if copy_requested {
-            plan.start_whole(volume_size, "initial copy");
-        }
-        let region_bytes = u64::from(config.region_kb) << 10;
-        let words = KVVec::from_elem(0u64, words_for(volume_size, region_bytes), GFP_KERNEL)?;
-        let dirty = DirtyRegions::new(words, volume_size, region_bytes).ok_or(EINVAL)?;
         // A spill device's record comes first; without one, what the volume's
         // previous table left while the module stayed loaded.
         let (history, lost_entries, wire_base) = match (&resume, remembered) {
@@ -256,6 +264,38 @@ impl Replication {
             (None, Some(r)) => (Some(r.history), false, Some(r.last_wire_seq)),
             (None, None) => (None, false, None),
         };
+        let region_kb = match repl_spill_al(&spill) {
+            Some(al) => al.region_kb,
+            None => config.region_kb,
+        };
+        let region_bytes = u64::from(region_kb) << 10;
+        let new_set = || -> Result<DirtyRegions<KVVec<u64>>> {
+            let words = KVVec::from_elem(0u64, words_for(volume_size, region_bytes), GFP_KERNEL)?;
+            DirtyRegions::new(words, volume_size, region_bytes).ok_or(EINVAL)
+        };
+        // The activity log's marks are what the replica may lack: a resync's work list.
+        let (mut dirty, al, copy_pending) = match resume.as_mut().and_then(|r| r.activity_log.take()) {
+            Some(marks) => {
+                let mut dirty = new_set()?;
+                for index in 0..words_for(volume_size, region_bytes) {
+                    dirty.set_word(index, marks.word(index));
+                }
+                let holds = KVVec::from_elem(0u32, marks.regions() as usize, GFP_KERNEL)?;
+                let al = ActivityTracker::new(marks, new_set()?, holds).ok_or(EINVAL)?;
+                (dirty, Some(al), resume.as_ref().is_some_and(|r| r.copy_pending))
+            }
+            None => (new_set()?, None, false),
+        };
+        // A copy interrupted under the history on record resumes from its regions.
+        let copy_requested =
+            config.initial_sync == InitialSync::Full && !(copy_pending && history.is_some());
+        let mut plan = CopyPlan::idle();
+        if copy_requested && al.is_some() {
+            dirty.mark_all();
+            plan.start_regions(&dirty, "initial copy");
+        } else if copy_requested {
+            plan.start_whole(volume_size, "initial copy");
+        }
         let capacity = u64::from(config.queue_mb) << 20;
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
@@ -297,6 +337,7 @@ impl Replication {
                         dirty,
                         tracking: false,
                         stranded_since_ms: None,
+                        al,
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
                         receiver_slow: false,
@@ -368,6 +409,38 @@ impl Replication {
             self.work.notify_all();
             self.space_freed.wait(&mut queue);
             queue.writers_waiting -= 1;
+        }
+    }
+
+    /// Marks the regions of bytes `[start, end)` in the activity log (on disk, if they
+    /// are not yet) before a write to them may go on; true if it holds them then, to be
+    /// released when its entry leaves memory, or at once if it is not queued.
+    pub(crate) fn hold_activity(&self, start: u64, end: u64) -> bool {
+        let blocks = match self.queue.lock().al.as_mut() {
+            Some(al) => al.hold(start, end - start),
+            None => return false,
+        };
+        if let (Some(blocks), Some(log)) = (blocks, self.spill.as_deref()) {
+            let on_disk = |q: &QueueState| q.al.as_ref().is_some_and(|al| al.is_durable(start, end - start));
+            if let Err(err) = log.write_activity_log(self, blocks, on_disk) {
+                if !core::mem::replace(&mut self.queue.lock().spill_failed, true) {
+                    pr_err!(
+                        "volume {}: cannot write the activity log (error {}): after a crash \
+                         now, only a copy of the whole volume (sync:full) would restore the \
+                         replica\n",
+                        self.volume,
+                        err.to_errno()
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// Releases what [`Self::hold_activity`] took, for a write that was not queued.
+    pub(crate) fn release_activity(&self, start: u64, end: u64) {
+        if let Some(al) = self.queue.lock().al.as_mut() {
+            al.release(start, end - start);
         }
     }
 
@@ -446,6 +519,7 @@ impl Replication {
                 queued_ns: now,
             }) {
                 queue.budget.release(rejected.entry.cost());
+                queue.release_activity(&rejected.entry);
                 queue.write_errors += 1;
             }
         }
@@ -480,6 +554,13 @@ impl Replication {
     /// Whether the table has been live (see [`Self::allow_copy`]).
     pub(crate) fn copy_allowed(&self) -> bool {
         self.queue.lock().copy.live
+    }
+
+    /// Whether a copy of the whole volume was asked for (`sync:full`) on a device with
+    /// an activity log, and has to mark every region on disk before it starts.
+    pub(crate) fn copy_wants_activity_log(&self) -> bool {
+        let queue = self.queue.lock();
+        queue.history.copy_requested && queue.al.is_some()
     }
 
     /// Whether the copy (if any) has queued everything it covers.
@@ -531,6 +612,7 @@ impl Replication {
             // did, the copy tries the range again.
             Err((_, rejected)) => {
                 queue.budget.release(rejected.entry.cost());
+                queue.release_activity(&rejected.entry);
                 drop(queue);
                 self.space_freed.notify_all();
                 false
@@ -562,6 +644,7 @@ impl Replication {
                 break;
             };
             queue.budget.release(done.entry.cost());
+            queue.release_activity(&done.entry);
             drop(queue);
             // The entry (and its payload) is freed here, outside the spinlock.
             drop(done);

@@ -283,8 +283,11 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         return Err(protocol_error());
     }
     let plan = plan_session(repl, addr, durable_wire, &replica, theirs.carried_digest())?;
-    if plan.record_history {
-        if let Some(log) = &repl.spill {
+    if let Some(log) = &repl.spill {
+        if plan.whole_on_disk {
+            log.begin_whole_copy(repl)?;
+        }
+        if plan.record_history {
             // The history must be on record before the stream goes on under it.
             log.record_history(repl, plan.history)?;
         }
@@ -414,6 +417,8 @@ struct SessionPlan {
     history: History,
     /// The history is new to this device: record it before streaming.
     record_history: bool,
+    /// A copy of every region begins: mark them all in the activity log first.
+    whole_on_disk: bool,
     resync: bool,
     wire_base: u64,
     /// Wire sequence the stream continues after: the receiver's durable sequence, or
@@ -451,6 +456,7 @@ fn plan_session(
         holds_next,
         copy_requested: queue.history.copy_requested,
         may_resync_itself: repl.spill.is_some(),
+        regions_known: queue.al.is_some(),
         resync_running: queue.history.resync_running,
         dirty_regions: queue.tracking || queue.dirty.marked() > 0,
     };
@@ -477,19 +483,21 @@ fn plan_session(
         Decision::Continue(history) | Decision::Resync(history, _) => history,
     };
     let resync = matches!(decision, Decision::Resync(..));
+    let mut whole_on_disk = false;
     let record_history = queue.history.current != Some(history);
     queue.history.refused = false;
     queue.history.current = Some(history);
     let (wire_base, stream_from, anchor) = if resync {
-        // Number the held entries on from the receiver's durable sequence (or from
-        // where they already are, past it): a resync rewrites whatever lies between.
-        let base = queue.wire_base.unwrap_or(0);
-        let base = if base + oldest > durable_wire {
-            base
-        } else {
-            durable_wire + 1 - oldest
-        };
-        let from = base + oldest - 1;
+        // Entries the replica already applied are skipped, never sent again under new
+        // numbers (an old write must not land over a newer one it holds); when it is
+        // past everything held (entries lost in a crash had reached it), numbering
+        // jumps forward; when it lacks entries this device no longer holds, the stream
+        // starts past its durable sequence, which the resync lets it jump to.
+        let mut base = queue.wire_base.unwrap_or(durable_wire);
+        if durable_wire > base + newest {
+            base = durable_wire - newest;
+        }
+        let from = durable_wire.max(base + oldest - 1);
         let anchor = Anchor::Adopted(their_digest.unwrap_or(digest::EMPTY));
         queue.wire_base = Some(base);
         queue.sent_digests.forget();
@@ -502,11 +510,19 @@ fn plan_session(
         let copy_running = core::mem::take(&mut history_state.copy_requested);
         // New writes are queued again from here on; those tracked are in the regions.
         queue.tracking = false;
+        let has_activity_log = queue.al.is_some();
         let QueueState { copy, dirty, .. } = &mut *queue;
         match decision {
             // The initial copy already runs, and nothing was sent yet.
             _ if copy_running => {}
             Decision::Resync(_, ResyncScope::DirtyRegions) => copy.plan.start_regions(dirty, "resync"),
+            // With an activity log, every region, each cleared once acknowledged, so
+            // an interrupted copy resumes.
+            _ if has_activity_log => {
+                whole_on_disk = true;
+                dirty.mark_all();
+                copy.plan.start_regions(dirty, "resync");
+            }
             _ => {
                 dirty.clear_all();
                 copy.plan.start_whole(repl.volume_size, "resync");
@@ -530,6 +546,7 @@ fn plan_session(
     Ok(SessionPlan {
         history,
         record_history,
+        whole_on_disk,
         resync,
         wire_base,
         stream_from,

@@ -24,6 +24,10 @@ use crate::blockio::BlockIo;
 use crate::entry::Entry;
 use crate::history::History;
 use crate::replication::{QueueState, Replication, SpillFigures};
+use crate::activity_log::{
+    decode_block, encode_block, encode_words, AlGeometry, BlockRange, AL_BLOCK,
+};
+use crate::regions::{words_for, DirtyRegions};
 use crate::spill::{
     probe, record_len, Probe, RecordHeader, RecordKind, Ring, SpillError, Superblock, BLOCK,
 };
@@ -58,14 +62,19 @@ pub(crate) enum NextRecord {
     Exhausted,
 }
 
-/// The spill log of one device.
+/// The spill log of one device, and its activity log.
 #[pin_data]
 pub(crate) struct SpillLog {
     io: BlockIo,
     volume: VolumeName,
     volume_size: u64,
+    /// Where the activity log is; `None` in a format 1 log.
+    pub(crate) al: Option<AlGeometry>,
     #[pin]
     state: Mutex<SpillState>,
+    /// Serialises activity log writes; one block of DMA-able memory.
+    #[pin]
+    al_block: Mutex<KVVec<u8>>,
 }
 
 /// Where the log starts when a device is constructed.
@@ -80,6 +89,11 @@ pub(crate) struct Resume {
     /// The device was still in use when the primary stopped (a crash or power loss):
     /// whatever was in memory then is lost to the replica.
     pub(crate) lost_entries: bool,
+    /// The regions the activity log has marked (format 2 only).
+    pub(crate) activity_log: Option<DirtyRegions<KVVec<u64>>>,
+    /// A copy of the whole volume was under way: the marked regions are what it has
+    /// left.
+    pub(crate) copy_pending: bool,
 }
 
 /// Everything under the log's mutex.
@@ -92,6 +106,9 @@ pub(crate) struct SpillState {
     history: Option<History>,
     /// Recorded in every superblock: cleared only by a removal that lost nothing.
     in_use: bool,
+    al: Option<AlGeometry>,
+    /// Recorded in every superblock: a copy of the whole volume is under way.
+    copy_pending: bool,
     /// One block of DMA-able memory: superblocks, record headers, wrap markers.
     block: KVVec<u8>,
     /// The batch being written, and its entries until they leave the FIFO.
@@ -147,6 +164,43 @@ fn figures(ring: &Ring) -> SpillFigures {
     }
 }
 
+/// Reads the activity log's marks, or (`fresh`) writes it cleared. A block that fails
+/// its checks marks all its regions, with a warning.
+fn load_activity_log(
+    io: &BlockIo,
+    geometry: AlGeometry,
+    volume_size: u64,
+    fresh: bool,
+) -> Result<DirtyRegions<KVVec<u64>>> {
+    let region_bytes = geometry.region_bytes();
+    let words = KVVec::from_elem(0u64, words_for(volume_size, region_bytes), GFP_KERNEL)?;
+    let mut marks = DirtyRegions::new(words, volume_size, region_bytes).ok_or(EINVAL)?;
+    let bytes = geometry.blocks as usize * AL_BLOCK as usize;
+    let mut area = KVVec::from_elem(0u8, bytes, GFP_KERNEL)?;
+    if fresh {
+        for index in 0..geometry.blocks {
+            let at = index as usize * AL_BLOCK as usize;
+            area[at..at + AL_BLOCK as usize].copy_from_slice(&encode_block(index, &marks));
+        }
+        io.write(geometry.block_offset(0), &area, true)?;
+        return Ok(marks);
+    }
+    io.read(geometry.block_offset(0), &mut area)?;
+    for index in 0..geometry.blocks {
+        let at = index as usize * AL_BLOCK as usize;
+        let mut block = [0u8; AL_BLOCK as usize];
+        block.copy_from_slice(&area[at..at + AL_BLOCK as usize]);
+        if !decode_block(&block, index, &mut marks) {
+            pr_warn!(
+                "activity log block {} on {} is damaged: all its regions will be resynced\n",
+                index,
+                io.name()
+            );
+        }
+    }
+    Ok(marks)
+}
+
 fn spill_error(err: SpillError) -> Error {
     pr_err!("spill log: {}\n", err);
     EIO
@@ -159,6 +213,7 @@ impl SpillLog {
         io: BlockIo,
         volume: VolumeName,
         volume_size: u64,
+        region_kb: u32,
     ) -> Result<(Pin<KBox<Self>>, Resume), Refused> {
         // A copy: `io` moves into the log below, and messages still name the device.
         let mut name_buf = [0u8; 16];
@@ -185,30 +240,77 @@ impl SpillLog {
         let found = probe([&slots[0], &slots[1]], &volume, volume_size, device_bytes)
             .map_err(|err| fail(&err))?;
 
-        let fresh = || Ring::empty(device_bytes, 1).map_err(|err| fail(&err));
-        let (ring, generation, wire_base, history, lost_entries) = match found {
-            Probe::Blank => (fresh()?, 0, None, None, false),
+        // A blank device, and an empty format 1 log closed cleanly, get the current
+        // format with an activity log; a log with records keeps the format it was
+        // written in, and an activity log its region size.
+        let blank = matches!(found, Probe::Blank);
+        let found = match found {
+            Probe::Log(sb) => sb,
+            Probe::Blank => Superblock {
+                generation: 0,
+                volume_size,
+                volume,
+                ring: Ring::empty(device_bytes, 1).map_err(|err| fail(&err))?,
+                wire_base: None,
+                history: None,
+                in_use: false,
+                al: None,
+                copy_pending: false,
+            },
+        };
+        let idle = found.ring.is_empty() && !found.in_use && !found.copy_pending;
+        let new_bitmap = blank || (idle && found.al.is_none());
+        let al = if new_bitmap {
+            Some(AlGeometry::for_volume(volume_size, region_kb))
+        } else {
+            found.al
+        };
+        let (ring, wire_base) = if found.ring.is_empty() {
             // An empty log carries no records over: local numbering starts afresh, at
             // the wire sequence after the last entry it saw.
-            Probe::Log(sb) if sb.ring.is_empty() => {
-                let base = sb.wire_base.map(|base| base + sb.ring.tail_seq - 1);
-                (fresh()?, sb.generation, base, sb.history, sb.in_use)
+            let start = al.map_or(found.ring.start, |al| al.ring_start());
+            let ring = Ring::empty_from(start, device_bytes, 1).map_err(|err| fail(&err))?;
+            (ring, found.wire_base.map(|base| base + found.ring.tail_seq - 1))
+        } else {
+            (found.ring, found.wire_base)
+        };
+        let lost_entries = found.in_use;
+        let history = found.history;
+        let generation = found.generation;
+        let marks = match al {
+            Some(geometry) => {
+                Some(load_activity_log(&io, geometry, volume_size, new_bitmap).map_err(|err| {
+                    fail(&format_args!("cannot use its activity log (error {})", err.to_errno()))
+                })?)
             }
-            Probe::Log(sb) => (sb.ring, sb.generation, sb.wire_base, sb.history, sb.in_use),
+            None => {
+                pr_info!(
+                    "volume {}: the spill log on {} has no activity log (format 1, records \
+                     held); a crash before it empties needs a resync of the whole volume\n",
+                    volume,
+                    name
+                );
+                None
+            }
         };
         if lost_entries {
             pr_warn!(
-                "volume {}: spill device {} says the device was not removed cleanly (a crash                  or power loss of the primary): the writes that were in memory are lost to                  the replica and a resync will cover them\n",
+                "volume {}: spill device {} says the device was not removed cleanly (a crash \
+                 or power loss of the primary): the writes that were in memory are lost to \
+                 the replica and a resync will cover them\n",
                 volume,
                 name
             );
         }
+        let al_block = KVVec::from_elem(0u8, AL_BLOCK as usize, GFP_KERNEL).map_err(nomem)?;
         let state = SpillState {
             ring,
             persisted: ring,
             generation,
             history,
             in_use: true,
+            al,
+            copy_pending: found.copy_pending,
             block,
             batch: KVVec::from_elem(0u8, BATCH_BYTES, GFP_KERNEL).map_err(nomem)?,
             batch_entries: KVVec::from_elem(None, BATCH_ENTRIES, GFP_KERNEL).map_err(nomem)?,
@@ -224,7 +326,9 @@ impl SpillLog {
                 io,
                 volume,
                 volume_size,
+                al,
                 state <- new_mutex!(state, "arepl_spill"),
+                al_block <- new_mutex!(al_block, "arepl_al"),
             }),
             GFP_KERNEL,
         )
@@ -253,6 +357,8 @@ impl SpillLog {
             figures: figures(&ring),
             history,
             lost_entries,
+            activity_log: marks,
+            copy_pending: found.copy_pending,
         };
         Ok((log, resume))
     }
@@ -283,6 +389,8 @@ impl SpillLog {
             wire_base,
             history: st.history,
             in_use: st.in_use,
+            al: st.al,
+            copy_pending: st.copy_pending,
         };
         st.block[..BLOCK as usize].copy_from_slice(&sb.encode());
         self.io
@@ -291,6 +399,85 @@ impl SpillLog {
         st.ring = ring;
         st.persisted = ring;
         Ok(())
+    }
+
+    /// Writes activity log blocks `blocks` as the tracker wants them now, unless
+    /// `done` says the caller's regions are on disk already (someone else wrote them).
+    pub(crate) fn write_activity_log(
+        &self,
+        repl: &Replication,
+        blocks: BlockRange,
+        done: impl Fn(&QueueState) -> bool,
+    ) -> Result {
+        let Some(geometry) = self.al else {
+            return Ok(());
+        };
+        let mut buffer = self.al_block.lock();
+        for index in blocks.0..=blocks.1 {
+            let words = {
+                let queue = repl.queue.lock();
+                if done(&queue) {
+                    return Ok(());
+                }
+                match queue.al.as_ref() {
+                    Some(al) => al.snapshot(index),
+                    None => return Ok(()),
+                }
+            };
+            buffer.copy_from_slice(&encode_words(index, &words));
+            self.io.write(geometry.block_offset(index), &buffer, true)?;
+            if let Some(al) = repl.queue.lock().al.as_mut() {
+                al.written(index, &words);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the regions of the activity log nothing holds any more, and the
+    /// superblock's copy-pending flag once the copy is all acknowledged.
+    pub(crate) fn clear_activity_log(&self, repl: &Replication) -> Result {
+        if self.al.is_none() {
+            return Ok(());
+        }
+        let (blocks, copy_acknowledged) = {
+            let mut queue = repl.queue.lock();
+            let QueueState {
+                al, dirty, copy, acked_local, ..
+            } = &mut *queue;
+            let keep = |region| {
+                dirty.is_marked(region) || copy.plan.still_to_copy(dirty.bounds(region).1)
+            };
+            let blocks = al.as_mut().and_then(|al| al.clear_idle(keep));
+            (blocks, copy.plan.acknowledged(*acked_local))
+        };
+        if let Some(blocks) = blocks {
+            self.write_activity_log(repl, blocks, |_| false)?;
+        }
+        let mut st = self.state.lock();
+        if st.copy_pending && copy_acknowledged {
+            st.copy_pending = false;
+            let wire_base = repl.queue.lock().wire_base;
+            let ring = st.ring;
+            self.persist(&mut st, ring, wire_base)?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the whole volume begins: every region is marked on disk, and the
+    /// superblock says a copy is pending, so an interruption resumes it.
+    pub(crate) fn begin_whole_copy(&self, repl: &Replication) -> Result {
+        if self.al.is_none() {
+            return Ok(());
+        }
+        let blocks = repl.queue.lock().al.as_mut().and_then(|al| al.mark_all());
+        if let Some(blocks) = blocks {
+            self.write_activity_log(repl, blocks, |_| false)?;
+        }
+        let mut st = self.state.lock();
+        st.copy_pending = true;
+        let wire_base = repl.queue.lock().wire_base;
+        let ring = st.ring;
+        self.persist(&mut st, ring, wire_base)
     }
 
     /// Records the history the device now continues, and the wire mapping that goes
@@ -428,6 +615,8 @@ impl SpillLog {
                 }
                 if let Some(moved) = queue.fifo.pop_oldest() {
                     queue.budget.release(moved.entry.cost());
+                    // In the log now: a crash replays it, its regions need no mark.
+                    queue.release_activity(&moved.entry);
                     // The batch still holds a reference: nothing is freed under the lock.
                     drop(moved);
                 }

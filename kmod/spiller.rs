@@ -76,6 +76,9 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
             if let Err(err) = log.persist_head(repl) {
                 report_failure(repl, err, "update");
             }
+            if let Err(err) = log.clear_activity_log(repl) {
+                report_failure(repl, err, "clear the activity log of");
+            }
         }
         let mut queue = repl.queue.lock();
         let progress_possible = queue.wants_spill() && !queue.spill_full && !queue.spill_failed;

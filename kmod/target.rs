@@ -74,6 +74,9 @@ pub(crate) struct PendingEntries {
     cost: u64,
     /// Slot of the bio's byte range in the in-flight table.
     range: Option<usize>,
+    /// The byte range held in the activity log; released when the entry leaves
+    /// memory, or at completion when nothing is queued.
+    activity: Option<(u64, u64)>,
 }
 
 impl PendingEntries {
@@ -81,6 +84,7 @@ impl PendingEntries {
         entries: [None, None],
         cost: 0,
         range: None,
+        activity: None,
     };
 }
 
@@ -99,6 +103,9 @@ impl Arepl {
             _ => None,
         };
         let range = bytes.map(|(start, end)| self.replication.begin_range(start, end));
+        // Marked on disk before the write reaches the local device: after a crash, the
+        // activity log names every region the replica may lack.
+        let activity = bytes.filter(|&(start, end)| self.replication.hold_activity(start, end));
         let flush_cost = crate::fifo::Budget::cost(0);
         let cost = match kind {
             BioKind::Write => {
@@ -110,6 +117,7 @@ impl Arepl {
         if !self.replication.reserve(cost, bytes) {
             return PendingEntries {
                 range,
+                activity,
                 ..PendingEntries::NONE
             };
         }
@@ -133,6 +141,7 @@ impl Arepl {
                 entries,
                 cost,
                 range,
+                activity,
             })
         };
         let first_failure_ms = Ktime::ktime_get().to_ms();
@@ -143,6 +152,7 @@ impl Arepl {
                     self.replication.track_instead(cost, bytes);
                     return PendingEntries {
                         range,
+                        activity,
                         ..PendingEntries::NONE
                     };
                 }
@@ -209,7 +219,14 @@ impl Target for Arepl {
         };
         let volume_size = ctx.len_sectors() << 9;
         let spill = match table.spill_dev {
-            Some(path) => Some(open_spill(ctx, path, &local, volume, volume_size)?),
+            Some(path) => Some(open_spill(
+                ctx,
+                path,
+                &local,
+                volume,
+                volume_size,
+                table.config.region_kb,
+            )?),
             None => None,
         };
         // Read by the initial copy and by any resync a handshake decides on.
@@ -223,6 +240,18 @@ impl Target for Arepl {
             copy_source,
         )
         .map_err(out_of_memory)?;
+        if let Some(log) = replication.spill.as_deref() {
+            if replication.copy_wants_activity_log() {
+                // The initial copy's regions are all on disk before it starts.
+                log.begin_whole_copy(&replication).map_err(|code| {
+                    pr_err!("cannot write the activity log (error {})\n", code.to_errno());
+                    ConstructError {
+                        summary: c_str!("cannot write the activity log"),
+                        code,
+                    }
+                })?;
+            }
+        }
         let sender = spawn(c_str!("arepl_tx"), &replication, sender_main, c_str!("sender"))?;
         let spiller = match replication.spill {
             Some(_) => Some(spawn(
@@ -275,12 +304,16 @@ impl Target for Arepl {
     }
 
     fn end_io(&self, pending: PendingEntries, failed: bool) {
+        let queued = pending.cost > 0 && !failed;
         if pending.cost > 0 && failed {
             // A write that failed locally completes with its error and is not replicated.
             self.replication.local_write_failed(pending.cost);
             drop(pending.entries);
-        } else if pending.cost > 0 {
+        } else if queued {
             self.replication.enqueue(pending.entries);
+        }
+        if let Some((start, end)) = pending.activity.filter(|_| !queued) {
+            self.replication.release_activity(start, end);
         }
         // Only now may an overlapping write start: its entry must queue after this one.
         if let Some(slot) = pending.range {
@@ -371,6 +404,7 @@ fn open_spill(
     local: &crate::dm::DmDevice,
     volume: VolumeName,
     volume_size: u64,
+    region_kb: u32,
 ) -> Result<(core::pin::Pin<KBox<SpillLog>>, crate::spill_log::Resume), ConstructError> {
     let refused = |code| ConstructError {
         summary: kernel::c_str!("spill device refused"),
@@ -388,7 +422,7 @@ fn open_spill(
         return Err(refused(EINVAL));
     }
     let io = BlockIo::new(dev).map_err(refused)?;
-    SpillLog::open(io, volume, volume_size).map_err(|_| refused(EINVAL))
+    SpillLog::open(io, volume, volume_size, region_kb).map_err(|_| refused(EINVAL))
 }
 
 impl Arepl {
@@ -507,6 +541,8 @@ impl Drop for Arepl {
         let (count, bytes) = self.replication.discard_all();
         let clean = count == 0 && spilled_all && !self.replication.queue.lock().history.lost_entries;
         if let Some(log) = self.replication.spill.as_deref() {
+            // Regions nothing holds any more need no resync next time.
+            let _ = log.clear_activity_log(&self.replication);
             // Not clean: the next construction resyncs what was lost.
             if let Err(err) = log.close(&self.replication, clean) {
                 pr_err!(

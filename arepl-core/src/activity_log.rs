@@ -46,7 +46,10 @@ pub struct AlGeometry {
 impl AlGeometry {
     /// The geometry for a volume of `volume_bytes` in regions of `region_kb` KiB.
     pub fn for_volume(volume_bytes: u64, region_kb: u32) -> Self {
-        let regions = volume_bytes.div_ceil(u64::from(region_kb) << 10);
+        // The table admits powers of two only; `max` spares the kernel build a panic
+        // path for a zero divisor.
+        let region_bytes = (u64::from(region_kb) << 10).max(1);
+        let regions = volume_bytes.div_ceil(region_bytes);
         Self {
             region_kb,
             blocks: regions.div_ceil(REGIONS_PER_BLOCK) as u32,

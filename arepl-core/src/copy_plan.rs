@@ -101,6 +101,12 @@ impl CopyPlan {
         self.finished && acked_local >= self.last_seq
     }
 
+    /// Whether the copy has still to read bytes before `end` (a region ending there
+    /// must stay marked until it has).
+    pub fn still_to_copy(&self, end: u64) -> bool {
+        !self.finished && end > self.cursor
+    }
+
     /// The next chunk of at most `chunk_bytes` to read, taking the next dirty region
     /// off `dirty` when it starts on one; `None` once the copy is finished.
     pub fn next_chunk<W: core::ops::DerefMut<Target = [u64]>>(
@@ -235,6 +241,7 @@ mod tests {
         );
         // Tracked again while copied: stays marked for the next resync.
         regions.mark(1);
+        assert!(plan.still_to_copy(MIB + 1) && !plan.still_to_copy(MIB));
         assert!(plan.chunk_queued(&first, 1));
         let rest = run(&mut plan, &mut regions, volume);
         assert_eq!(rest.len(), 7);
