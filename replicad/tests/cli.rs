@@ -8,10 +8,12 @@ use std::path::Path;
 use std::process::Command;
 
 use common::daemon::{
-    path, replicad, stderr_of, workspace, Daemon, AREPL_SEND, SENT_VOLUME_SIZE as VOLUME_SIZE,
+    path, replicad, stderr_of, stdout_of, workspace, Daemon, AREPL_SEND, SENT_VOLUME,
+    SENT_VOLUME_SIZE as VOLUME_SIZE,
 };
 use nix::sys::signal::Signal;
 use replicad::config::PartialSettings;
+use replicad::state::{Consistency, ReplicaState, StateStore};
 
 #[test]
 fn help_describes_both_forms() {
@@ -24,6 +26,9 @@ fn help_describes_both_forms() {
         "--state-dir",
         "--config",
         "--metrics-listen",
+        "--before-resync",
+        "--resync-snapshot",
+        "--resync-snapshot-size",
         "status",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
@@ -223,4 +228,83 @@ fn the_packaged_example_config_sets_every_key() {
         settings.metrics_listen,
         Some("127.0.0.1:9477".parse().unwrap())
     );
+}
+
+#[test]
+fn a_protected_resync_through_the_binaries_and_check_consistent_exit_codes() {
+    let dir = workspace();
+    let (target, state) = (path(dir.path(), "target.img"), path(dir.path(), "state"));
+    let check = || replicad(&["status", "--state-dir", &state, "--check-consistent"]);
+    let output = check();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    assert!(stdout_of(&output).starts_with("not known to be consistent: no state file"));
+
+    let hook_out = path(dir.path(), "hook.out");
+    let hook = format!("echo \"$AREPL_VOLUME $AREPL_DURABLE_SEQ $AREPL_TARGET\" > '{hook_out}'");
+    let daemon = Daemon::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--state-dir",
+        &state,
+        "--before-resync",
+        &hook,
+        "--resync-snapshot",
+        "none",
+    ]);
+    let output = daemon.send(&["stream", "--count", "5"]);
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert!(stdout.contains("begin: continuing history "), "{stdout}");
+    assert!(stdout.contains(":1\n"), "{stdout}");
+    assert!(!Path::new(&hook_out).exists(), "no resync, no hook");
+    let output = daemon.send(&["stream", "--seed", "2", "--count", "5", "--resync"]);
+    let stdout = stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", stderr_of(&output));
+    assert!(stdout.contains("begin: resync under history "), "{stdout}");
+    assert!(stdout.contains(":2\n"), "{stdout}");
+    assert!(stdout.contains("final ack 10"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&hook_out).unwrap(),
+        format!("{SENT_VOLUME} 5 {target}\n")
+    );
+    assert!(daemon.stop(Signal::SIGTERM).success());
+
+    let output = replicad(&["status", "--state-dir", &state]);
+    let stdout = stdout_of(&output);
+    assert!(stdout.contains("\nconsistency: consistent\n"), "{stdout}");
+    assert!(stdout.contains("\nhistory: "), "{stdout}");
+    let output = check();
+    assert_eq!(output.status.code(), Some(0), "{}", stdout_of(&output));
+    assert!(stdout_of(&output).starts_with("consistent: an image of history "));
+
+    // Mid-resync, as a resync interrupted by a lost link leaves it.
+    let mut store = StateStore::open(Path::new(&state)).unwrap();
+    let resyncing = ReplicaState {
+        consistency: Consistency::Resyncing { done_seq: None },
+        ..store.state().clone()
+    };
+    store.persist(resyncing).unwrap();
+    drop(store);
+    let output = check();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stdout_of(&output).starts_with("not consistent: a resync under history "),
+        "{}",
+        stdout_of(&output)
+    );
+    let output = replicad(&["status", "--state-dir", &state]);
+    assert!(stdout_of(&output).contains("\nconsistency: resyncing\n"));
+    // --check-consistent answers from the state file alone.
+    let output = replicad(&[
+        "status",
+        "--state-dir",
+        &state,
+        "--check-consistent",
+        "--metrics",
+        "127.0.0.1:9",
+    ]);
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("cannot be used with"));
 }

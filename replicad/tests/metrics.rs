@@ -310,3 +310,66 @@ fn metrics_listen_from_the_config_file_serves_and_feeds_status() {
     );
     assert!(daemon.stop(Signal::SIGINT).success());
 }
+
+#[test]
+fn resyncs_and_refused_protection_are_counted() {
+    let dir = workspace();
+    let marker = path(dir.path(), "refused-once");
+    // Refuses the first resync, lets the next through.
+    let hook = format!("test -e '{marker}' || {{ touch '{marker}'; exit 1; }}");
+    let daemon = Daemon::spawn_with_metrics(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &path(dir.path(), "target.img"),
+        "--state-dir",
+        &path(dir.path(), "state"),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--before-resync",
+        &hook,
+    ]);
+    let metrics = daemon.metrics.unwrap();
+    let (_, _, body) = get(metrics, "/metrics");
+    // A fresh replica: no history, not known consistent.
+    for (name, expected) in [
+        ("replicad_consistent", "0"),
+        ("replicad_resyncing", "0"),
+        ("replicad_history_generation", "0"),
+        ("replicad_resyncs_total", "0"),
+        ("replicad_resync_protection_failures_total", "0"),
+    ] {
+        assert_eq!(value(&body, name), Some(expected), "{name}:\n{body}");
+    }
+    let output = daemon.send(&["stream", "--count", "4"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let output = daemon.send(&["stream", "--count", "4", "--resync"]);
+    assert!(!output.status.success(), "a refused resync succeeded");
+    let volume = format!("{{volume=\"{SENT_VOLUME}\"}}");
+    let body = metrics_when(metrics, |body| {
+        value(
+            body,
+            &format!("replicad_resync_protection_failures_total{volume}"),
+        ) == Some("1")
+    });
+    assert_eq!(value(&body, "replicad_session_errors_total"), Some("1"));
+    assert_eq!(
+        value(&body, &format!("replicad_consistent{volume}")),
+        Some("1")
+    );
+    let output = daemon.send(&["stream", "--count", "4", "--resync"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let body = metrics_when(metrics, |body| {
+        value(body, &format!("replicad_consistent{volume}")) == Some("1")
+            && value(body, &format!("replicad_resyncs_total{volume}")) == Some("1")
+    });
+    for (name, expected) in [
+        ("replicad_resyncing", "0"),
+        ("replicad_history_generation", "2"),
+        ("replicad_resync_protection_failures_total", "1"),
+    ] {
+        let series = format!("{name}{volume}");
+        assert_eq!(value(&body, &series), Some(expected), "{series}:\n{body}");
+    }
+    assert!(daemon.stop(Signal::SIGTERM).success());
+}
