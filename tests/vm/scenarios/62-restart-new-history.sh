@@ -22,7 +22,11 @@ sectors=$(sectors_of "$replica")
 dmsetup create hist-dr --table "0 $sectors delay $replica 0 0 $replica 0 0 $replica 0 2000"
 cleanup_on_exit "$state" arepl-hist hist-dr
 REPLICAD_ARGS="--metrics-listen $metrics" replicad_start /dev/mapper/hist-dr "$state"
+# Its queue lost, the device cannot prove it continues the replica's history: refused.
 arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 1 volume:hist"
+wait_status arepl-hist refused 1 20
+dmsetup remove arepl-hist
+arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 2 volume:hist sync:full"
 wait_connected arepl-hist
 
 note "first history: 64 writes of 64 KiB within the first 32 MiB"
@@ -40,19 +44,24 @@ done
 note "killing replicad -9 with seq $applied applied, $durable durable"
 replicad_stop "$state" KILL
 
-note "the primary device goes away with its queue, and comes back with a new history"
+note "the primary device goes away with its queue, and comes back with a new history (sync:full)"
 dmsetup message arepl-hist 0 pause
 dmsetup remove arepl-hist
 dmsetup suspend hist-dr
 dmsetup load hist-dr --table "0 $sectors linear $replica 0"
 dmsetup resume hist-dr
 replicad_start /dev/mapper/hist-dr "$state"
+# Its queue lost, the device cannot prove it continues the replica's history: refused.
 arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 1 volume:hist"
+wait_status arepl-hist refused 1 20
+dmsetup remove arepl-hist
+arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 2 volume:hist sync:full"
 wait_connected arepl-hist
 # The new history rewrites everything the first one touched, so the old history's
 # dropped entries do not matter: only a write of the new one that is skipped shows.
 dd if=/dev/urandom of=/tmp/newhist.bin bs=1M count=32 status=none
 dd if=/tmp/newhist.bin of=/dev/mapper/arepl-hist bs=1M oflag=direct status=none
+wait_status arepl-hist consistent 1 300
 wait_drained arepl-hist 120
 note "status: $(dmsetup status arepl-hist)"
 grep -E "applied before a restart" "$state/replicad.log" | sed 's/^/    replicad: /'

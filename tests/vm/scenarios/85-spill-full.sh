@@ -1,5 +1,6 @@
-# When the spill device fills too, writers wait (nothing is dropped) and status says
-# why; when a link returns, everything drains and the writers finish.
+# With on_spill_full:block, when the spill device fills too, writers wait (nothing is
+# dropped) and status says why; when a link returns, everything drains and the writers
+# finish. (The default, bitmap, is scenario 83.)
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
@@ -10,7 +11,7 @@ spare=$(disk_by_serial arepl2)
 dmsetup create arepl-sfull-log --table "0 16384 linear $spare 0"
 spill=/dev/mapper/arepl-sfull-log
 spill_blank "$spill"
-arepl_create arepl-sfull "$disk" "$PRIMARY_ADDR 3 queue_mb:4 volume:fulltest spill:$spill"
+arepl_create arepl-sfull "$disk" "$PRIMARY_ADDR 4 queue_mb:4 volume:fulltest spill:$spill on_spill_full:block"
 wait_status arepl-sfull active_link primary
 
 link_cut dr0
