@@ -22,11 +22,7 @@ sectors=$(sectors_of "$replica")
 dmsetup create hist-dr --table "0 $sectors delay $replica 0 0 $replica 0 0 $replica 0 2000"
 cleanup_on_exit "$state" arepl-hist hist-dr
 REPLICAD_ARGS="--metrics-listen $metrics" replicad_start /dev/mapper/hist-dr "$state"
-# Its queue lost, the device cannot prove it continues the replica's history: refused.
 arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 1 volume:hist"
-wait_status arepl-hist refused 1 20
-dmsetup remove arepl-hist
-arepl_create arepl-hist "$disk" "$PRIMARY_ADDR 2 volume:hist sync:full"
 wait_connected arepl-hist
 
 note "first history: 64 writes of 64 KiB within the first 32 MiB"
