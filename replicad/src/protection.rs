@@ -140,7 +140,7 @@ impl ResyncProtection {
         }
         let snapshot = match self.snapshot {
             SnapshotMode::Disabled => None,
-            SnapshotMode::Auto => match self.logical_volume(image.target) {
+            SnapshotMode::Auto => match self.logical_volume(image.target)? {
                 Some(lv) => Some(self.snapshot_of(&lv)?),
                 None => None,
             },
@@ -162,36 +162,46 @@ impl ResyncProtection {
         }
         let mut lvremove = Command::new(&self.lvm.lvremove);
         lvremove.args(["-y", name]);
-        run(&mut lvremove).map(drop)
+        run(&mut lvremove).map(drop).map_err(|err| err.to_string())
     }
 
     /// The LV the target is, if it is one. Anything else (a file, another block device,
-    /// no LVM installed) gets no snapshot, said at info level.
-    fn logical_volume(&self, target: &Path) -> Option<Lv> {
-        let device = match lvm_path(target) {
+    /// no LVM installed) gets no snapshot, said at info level. A device that the kernel
+    /// says is an LVM volume but `lvs` cannot name (a sandbox without access to LVM's
+    /// locks, say) is an error: the resync must not run unprotected by accident.
+    fn logical_volume(&self, target: &Path) -> Result<Option<Lv>, ProtectionError> {
+        let device = match BlockDevice::of(target) {
             Ok(device) => device,
             Err(why) => {
                 tracing::info!("no LVM snapshot before the resync: {why}");
-                return None;
+                return Ok(None);
             }
         };
         let mut lvs = Command::new(&self.lvm.lvs);
         lvs.args(["--noheadings", "-o", "vg_name,lv_name"])
-            .arg(&device);
+            .arg(&device.lvm_path);
         let listed = match run(&mut lvs) {
-            Ok(output) => parse_lvs(&output),
-            Err(why) => {
+            Ok(output) => parse_lvs(&output).ok_or_else(|| "no VG and LV name".to_string()),
+            Err(RunError::Spawn(why)) => {
                 tracing::info!("no LVM snapshot before the resync: {why}");
-                return None;
+                return Ok(None);
             }
+            Err(RunError::Failed(why)) => Err(why),
         };
-        if listed.is_none() {
-            tracing::info!(
-                "no LVM snapshot before the resync: lvs does not list {} as a logical volume",
-                device.display()
-            );
+        match listed {
+            Ok(lv) => Ok(Some(lv)),
+            Err(why) if device.lvm_uuid => Err(ProtectionError::Snapshot {
+                snapshot: format!("of {}", device.lvm_path.display()),
+                detail: format!("it is an LVM logical volume, but lvs cannot name it: {why}"),
+            }),
+            Err(why) => {
+                tracing::info!(
+                    "no LVM snapshot before the resync: {} is not an LVM logical volume ({why})",
+                    device.lvm_path.display()
+                );
+                Ok(None)
+            }
         }
-        listed
     }
 
     /// Creates `<lv>_arepl_resync` in the LV's group, or keeps the one an interrupted
@@ -212,9 +222,9 @@ impl ResyncProtection {
         lvcreate
             .args(["-s", "-n", &name, size_flag, &self.snapshot_size])
             .arg(lv.to_string());
-        run(&mut lvcreate).map_err(|detail| ProtectionError::Snapshot {
+        run(&mut lvcreate).map_err(|err| ProtectionError::Snapshot {
             snapshot: snapshot.clone(),
-            detail,
+            detail: err.to_string(),
         })?;
         tracing::info!(
             "LVM snapshot {snapshot} of {lv} ({size_flag} {}) keeps the replica's image \
@@ -242,14 +252,26 @@ fn run_hook(command: &str, image: &Image<'_>) -> Result<(), ProtectionError> {
         .env("AREPL_HISTORY", history)
         .env("AREPL_DURABLE_SEQ", image.durable_seq.to_string())
         .env("AREPL_RESYNC_HISTORY", image.resync_history.to_string());
-    run(&mut hook).map_err(ProtectionError::Hook)?;
+    run(&mut hook).map_err(|err| ProtectionError::Hook(err.to_string()))?;
     tracing::info!("before-resync hook succeeded");
     Ok(())
 }
 
+/// How a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RunError {
+    /// It could not be started (not installed, say).
+    #[error("{0}")]
+    Spawn(String),
+    /// It ran and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Runs a command to its end, its output logged line by line (these run only when a
-/// resync begins or ends); `Err` says how it failed, with the last line of its stderr.
-fn run(command: &mut Command) -> Result<Output, String> {
+/// resync begins or ends); the error says how it failed, with the last line of its
+/// stderr.
+fn run(command: &mut Command) -> Result<Output, RunError> {
     // LVM complains about every descriptor it inherits; replicad has sockets open.
     command
         .env("LVM_SUPPRESS_FD_WARNINGS", "1")
@@ -257,7 +279,7 @@ fn run(command: &mut Command) -> Result<Output, String> {
     let program = command.get_program().to_string_lossy().into_owned();
     let output = command
         .output()
-        .map_err(|err| format!("cannot run {program}: {err}"))?;
+        .map_err(|err| RunError::Spawn(format!("cannot run {program}: {err}")))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     for line in String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -274,30 +296,51 @@ fn run(command: &mut Command) -> Result<Output, String> {
         .find(|line| !line.trim().is_empty())
         .map(|line| format!(" ({})", line.trim()))
         .unwrap_or_default();
-    Err(format!("{program} {}{said}", output.status))
+    Err(RunError::Failed(format!(
+        "{program} {}{said}",
+        output.status
+    )))
 }
 
-/// The path to ask `lvs` about: symlinks resolved, and a device-mapper node (which `lvs`
-/// does not take) named by its `/dev/mapper` path. `Err` when it is no block device.
-fn lvm_path(target: &Path) -> Result<PathBuf, String> {
-    let device = std::fs::canonicalize(target)
-        .map_err(|err| format!("cannot resolve {}: {err}", target.display()))?;
-    let is_block = std::fs::metadata(&device).is_ok_and(|meta| meta.file_type().is_block_device());
-    if !is_block {
-        return Err(format!(
-            "the target {} is not a block device",
-            target.display()
-        ));
+/// A block device as LVM sees it.
+#[derive(Debug)]
+struct BlockDevice {
+    /// The path to ask `lvs` about: symlinks resolved, and a device-mapper node (which
+    /// `lvs` does not take) named by its `/dev/mapper` path.
+    lvm_path: PathBuf,
+    /// The kernel says LVM made it (device-mapper uuid `LVM-...`).
+    lvm_uuid: bool,
+}
+
+impl BlockDevice {
+    /// The device `target` is; `Err` says why it is none.
+    fn of(target: &Path) -> Result<Self, String> {
+        let device = std::fs::canonicalize(target)
+            .map_err(|err| format!("cannot resolve {}: {err}", target.display()))?;
+        let is_block =
+            std::fs::metadata(&device).is_ok_and(|meta| meta.file_type().is_block_device());
+        if !is_block {
+            return Err(format!(
+                "the target {} is not a block device",
+                target.display()
+            ));
+        }
+        let dm_node = device
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|name| name.starts_with("dm-"))
+            .map(str::to_string);
+        let sysfs = |file: &str| {
+            let node = dm_node.as_ref()?;
+            std::fs::read_to_string(format!("/sys/block/{node}/dm/{file}")).ok()
+        };
+        let lvm_uuid = sysfs("uuid").is_some_and(|uuid| uuid.starts_with("LVM-"));
+        let lvm_path = match sysfs("name") {
+            Some(name) => Path::new("/dev/mapper").join(name.trim()),
+            None => device,
+        };
+        Ok(Self { lvm_path, lvm_uuid })
     }
-    let dm_name = device
-        .file_name()
-        .and_then(|name| name.to_str())
-        .filter(|name| name.starts_with("dm-"))
-        .and_then(|node| std::fs::read_to_string(format!("/sys/block/{node}/dm/name")).ok());
-    Ok(match dm_name {
-        Some(name) => Path::new("/dev/mapper").join(name.trim()),
-        None => device,
-    })
 }
 
 /// `VG LV` from `lvs --noheadings -o vg_name,lv_name`.
@@ -506,7 +549,13 @@ mod tests {
         assert_eq!(parse_lvs(&output("")), None);
         assert_eq!(parse_lvs(&output("  a b c\n")), None);
         let err = run(&mut Command::new("/nonexistent/lvs")).unwrap_err();
-        assert!(err.starts_with("cannot run /nonexistent/lvs: "), "{err}");
-        assert!(lvm_path(Path::new("/nonexistent/target")).is_err());
+        assert!(matches!(err, RunError::Spawn(_)), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot run /nonexistent/lvs: "),
+            "{err}"
+        );
+        assert!(BlockDevice::of(Path::new("/nonexistent/target")).is_err());
+        let err = BlockDevice::of(Path::new("/dev/null")).unwrap_err();
+        assert!(err.ends_with("is not a block device"), "{err}");
     }
 }
