@@ -228,6 +228,21 @@ fn the_packaged_example_config_sets_every_key() {
         settings.metrics_listen,
         Some("127.0.0.1:9477".parse().unwrap())
     );
+    assert_eq!(
+        settings.protection,
+        replicad::protection::ResyncProtection::default()
+    );
+    // The commented-out hook parses too.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let hook = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix('#')
+                .filter(|l| l.starts_with("before_resync"))
+        })
+        .expect("the example shows before_resync");
+    let parsed = PartialSettings::parse(hook).unwrap();
+    assert!(parsed.before_resync.is_some());
 }
 
 #[test]
