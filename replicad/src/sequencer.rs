@@ -8,8 +8,11 @@
 //! touching the sequence.
 //!
 //! Entries follow only a `Begin`, which names the history they belong to: one per
-//! session, at the welcomed durable sequence. A `ResyncDone` names an entry between the
-//! `Begin` and the last one received.
+//! session, at the welcomed durable sequence. A `ResyncDone` names an entry received,
+//! at or after the `Begin` when that `Begin` started the resync. A session that
+//! continues a resync begun in an earlier one may name an entry from before its `Begin`:
+//! the sender's last copied entry may have become durable before a link broke, and the
+//! notice with it got lost.
 
 use arepl_core::history::{History, HistoryBlock};
 use arepl_core::wire::FrameKind;
@@ -76,10 +79,10 @@ pub enum ProtocolError {
         seq: u64,
     },
     /// A `ResyncDone` naming an entry outside the resync.
-    #[error("ResyncDone for seq {got}, outside the Begin at seq {begun} through the last entry received, seq {received}")]
+    #[error("ResyncDone for seq {got}, outside seqs {from}..={received} (from the resync's Begin through the last entry received)")]
     ResyncDoneOutOfRange {
-        /// The `Begin`'s sequence.
-        begun: u64,
+        /// The earliest sequence it may name: the `Begin`'s if that started the resync.
+        from: u64,
         /// The last entry received.
         received: u64,
         /// The one the `ResyncDone` names.
@@ -140,8 +143,8 @@ pub enum Admitted {
 pub struct Sequencer {
     next_seq: u64,
     volume_size: u64,
-    /// The `Begin`'s sequence, once it came.
-    begun: Option<u64>,
+    /// The `Begin`'s sequence and whether it started a resync, once it came.
+    begun: Option<(u64, bool)>,
     resync_done: bool,
 }
 
@@ -253,7 +256,7 @@ impl Sequencer {
         let block = HistoryBlock::decode(&frame.payload)
             .ok_or(ProtocolError::BadHistoryBlock(FrameKind::Begin))?;
         let history = block.history.ok_or(ProtocolError::BeginWithoutHistory)?;
-        self.begun = Some(header.seq);
+        self.begun = Some((header.seq, header.resync_bytes().is_some()));
         Ok(Admitted::Begin(Begin {
             seq: header.seq,
             history,
@@ -262,7 +265,7 @@ impl Sequencer {
     }
 
     fn resync_done(&mut self, seq: u64) -> Result<Admitted, ProtocolError> {
-        let Some(begun) = self.begun else {
+        let Some((begun, resync_begun)) = self.begun else {
             return Err(ProtocolError::BeforeBegin {
                 kind: FrameKind::ResyncDone,
                 seq,
@@ -272,9 +275,10 @@ impl Sequencer {
             return Err(ProtocolError::SecondResyncDone);
         }
         let received = self.next_seq - 1;
-        if !(begun..=received).contains(&seq) {
+        let from = if resync_begun { begun } else { 0 };
+        if !(from..=received).contains(&seq) {
             return Err(ProtocolError::ResyncDoneOutOfRange {
-                begun,
+                from,
                 received,
                 got: seq,
             });
@@ -536,14 +540,15 @@ mod tests {
                 seq: 5
             })
         );
-        let mut sequencer = begun(5, 1 << 20);
+        let mut sequencer = Sequencer::new(5, 1 << 20);
+        sequencer.admit(begin_frame(5, Some(1 << 20))).unwrap();
         entry(sequencer.admit(write(6, 0, 512, false)));
         entry(sequencer.admit(write(7, 0, 512, false)));
         for got in [4, 8] {
             assert_eq!(
                 sequencer.admit(Frame::bare(Header::resync_done(got))),
                 Err(ProtocolError::ResyncDoneOutOfRange {
-                    begun: 5,
+                    from: 5,
                     received: 7,
                     got
                 })
@@ -558,10 +563,27 @@ mod tests {
             Err(ProtocolError::SecondResyncDone)
         );
         // An empty resync ends where it began.
-        let mut empty = begun(5, 1 << 20);
+        let mut empty = Sequencer::new(5, 1 << 20);
+        empty.admit(begin_frame(5, Some(1 << 20))).unwrap();
         assert_eq!(
             empty.admit(Frame::bare(Header::resync_done(5))),
             Ok(Admitted::ResyncDone(5))
+        );
+        // A session continuing a resync may name its last entry from before the Begin
+        // (durable before the link broke), not one it has not received.
+        let mut continuing = begun(5, 1 << 20);
+        assert_eq!(
+            continuing.admit(Frame::bare(Header::resync_done(3))),
+            Ok(Admitted::ResyncDone(3))
+        );
+        let mut continuing = begun(5, 1 << 20);
+        assert_eq!(
+            continuing.admit(Frame::bare(Header::resync_done(6))),
+            Err(ProtocolError::ResyncDoneOutOfRange {
+                from: 0,
+                received: 5,
+                got: 6
+            })
         );
     }
 }

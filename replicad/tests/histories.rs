@@ -287,3 +287,34 @@ fn a_resync_durable_before_a_restart_is_complete_at_start() {
         server.stop().await;
     });
 }
+
+#[test]
+fn a_continued_resync_may_end_at_an_entry_durable_before_its_begin() {
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let mut image = vec![0u8; VOLUME_SIZE as usize];
+        stream(&server.peer(), 6, 3, &mut image).await;
+        // A resync whose last copied entry, 6, and a write after it, 7, become durable;
+        // the link breaks before the sender says ResyncDone.
+        let (mut conn, _) = resyncing(&server.peer()).open_session().await.unwrap();
+        for (seq, op) in (4..).zip(Workload::new(7, 4, VOLUME_SIZE).unwrap()) {
+            op.apply_to(&mut image);
+            conn.feed(frame_for(seq, op)).await.unwrap();
+        }
+        conn.send(Frame::bare(Header::flush(8))).await.unwrap();
+        while conn.next().await.unwrap().unwrap().header.seq < 8 {}
+        drop(conn);
+        // Reconnected, the sender continues its resync and names entry 6.
+        let (mut conn, durable) = server.peer().open_session().await.unwrap();
+        assert_eq!(durable, 8);
+        conn.send(Frame::bare(Header::resync_done(6)))
+            .await
+            .unwrap();
+        conn.send(Frame::bare(Header::flush(9))).await.unwrap();
+        while conn.next().await.unwrap().unwrap().header.seq < 9 {}
+        drop(conn);
+        let (_dir, state) = server.stop().await;
+        assert_eq!(state.consistency, Consistency::Consistent);
+        assert_eq!(state.history.unwrap().counter, 2);
+    });
+}

@@ -377,9 +377,14 @@ impl Peer {
 
     /// Opens a session and sends `count` pings one at a time, each of which must be
     /// answered by an `Ack` of the welcomed durable sequence (nothing else is in flight).
-    /// Returns that sequence and the longest round trip.
+    /// Returns that sequence and the longest round trip. Sends no `Begin`: a liveness
+    /// probe must not give a fresh replica a history.
     pub async fn ping(&self, count: u64) -> anyhow::Result<(u64, Duration)> {
-        let (mut conn, welcome_seq) = self.open_session().await?;
+        let probe = Peer {
+            begin: BeginMode::Skip,
+            ..self.clone()
+        };
+        let (mut conn, welcome_seq) = probe.open_session().await?;
         let mut longest = Duration::ZERO;
         for n in 1..=count {
             let started = tokio::time::Instant::now();
