@@ -281,8 +281,14 @@ impl Applier<'_> {
             begin,
             self.outputs.stats,
         )?;
-        // A resync clears the divergence: the acks stop saying so.
+        // A resync clears the divergence: the acks stop saying so. One that begins past
+        // the durable sequence moved it there.
         self.publish_divergence();
+        let durable = self.replica.state().durable_seq;
+        if durable > self.report.durable_seq {
+            self.report.durable_seq = durable;
+            self.outputs.published.durable.send_replace(durable);
+        }
         Ok(())
     }
 

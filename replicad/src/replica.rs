@@ -258,6 +258,33 @@ impl Replica {
         self.store.persist(state)
     }
 
+    /// Moves the stream's start forward to `seq` and records `change` with it, in one
+    /// durable update: a resync that begins past the durable sequence, because the
+    /// sender no longer holds the entries in between. The replica does not get them;
+    /// the resync rewrites what they wrote, and `change` must record the replica
+    /// resyncing until it has. The digest through `seq` stays the one through the
+    /// durable sequence, as the sender anchors its own there.
+    pub fn jump_to(
+        &mut self,
+        seq: u64,
+        change: impl FnOnce(&mut ReplicaState),
+    ) -> Result<(), StateError> {
+        assert_eq!(
+            self.applied_seq,
+            self.state().durable_seq,
+            "a stream jumps only before anything of it is applied"
+        );
+        assert!(seq >= self.applied_seq, "the stream never goes back");
+        // The marker vouches for entries past the durable sequence; there are none.
+        self.marker.reset()?;
+        let mut state = self.store.state().clone();
+        state.durable_seq = seq;
+        change(&mut state);
+        self.store.persist(state)?;
+        self.applied_seq = seq;
+        Ok(())
+    }
+
     /// Drops the digest in memory, as a state from an older replicad has none.
     #[cfg(test)]
     pub(crate) fn forget_digest_for_test(&mut self) {

@@ -12,7 +12,7 @@ use crate::applier::ApplyError;
 use crate::consistency::{self, Begin, BeginPlan, Protect};
 use crate::protection::{Image, ResyncProtection};
 use crate::replica::Replica;
-use crate::state::{Consistency, StateError};
+use crate::state::{Consistency, ReplicaState, StateError};
 use crate::stats::Stats;
 
 /// Carries out `begin`: adopts or checks the history, or protects the image and
@@ -75,14 +75,29 @@ pub fn begin(
                     diverged.found_at
                 );
             }
-            replica.record(|state| {
+            let record = |state: &mut ReplicaState| {
                 state.history = Some(history);
                 state.consistency = Consistency::Resyncing { done_seq: None };
                 state.diverged = None;
                 if snapshot.is_some() {
                     state.protection_snapshot = snapshot;
                 }
-            })?;
+            };
+            if begin.seq > before.durable_seq {
+                replica.jump_to(begin.seq, record)?;
+                stats.jumped(begin.seq);
+                tracing::warn!(
+                    "the resync's stream starts after seq {}, past the durable seq {}: the \
+                     sender no longer holds seqs {}..={}, and the resync rewrites what they \
+                     wrote",
+                    begin.seq,
+                    before.durable_seq,
+                    before.durable_seq + 1,
+                    begin.seq
+                );
+            } else {
+                replica.record(record)?;
+            }
             stats.resync_begun();
             tracing::warn!(
                 "resync under history {history} begins after seq {} ({} bytes to copy): the \

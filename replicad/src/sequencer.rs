@@ -8,7 +8,10 @@
 //! touching the sequence.
 //!
 //! Entries follow only a `Begin`, which names the history they belong to: one per
-//! session, at the welcomed durable sequence. A `ResyncDone` names an entry received,
+//! session, at the welcomed durable sequence, or past it when the `Begin` starts a
+//! resync (the sender lost the entries in between, in a crash say; the resync covers
+//! what they wrote, and the replica is inconsistent until it completes). A
+//! `ResyncDone` names an entry received,
 //! at or after the `Begin` when that `Begin` started the resync. A session that
 //! continues a resync begun in an earlier one may name an entry from before its `Begin`:
 //! the sender's last copied entry may have become durable before a link broke, and the
@@ -59,7 +62,8 @@ pub enum ProtocolError {
     /// A `Begin` that names no history.
     #[error("Begin names no history")]
     BeginWithoutHistory,
-    /// A `Begin` elsewhere than at the welcomed durable sequence.
+    /// A `Begin` elsewhere than at the welcomed durable sequence (or past it, for a
+    /// resync).
     #[error("Begin at seq {got}, but the session was welcomed at durable seq {welcomed}")]
     BeginOutOfPlace {
         /// The durable sequence in the `Welcome`.
@@ -247,7 +251,8 @@ impl Sequencer {
         let header = frame.header;
         // Entries cannot precede a Begin, so the last one admitted is the welcomed one.
         let welcomed = self.next_seq - 1;
-        if header.seq != welcomed {
+        let resync = header.resync_bytes().is_some();
+        if header.seq < welcomed || (header.seq > welcomed && !resync) || header.seq == u64::MAX {
             return Err(ProtocolError::BeginOutOfPlace {
                 welcomed,
                 got: header.seq,
@@ -256,7 +261,8 @@ impl Sequencer {
         let block = HistoryBlock::decode(&frame.payload)
             .ok_or(ProtocolError::BadHistoryBlock(FrameKind::Begin))?;
         let history = block.history.ok_or(ProtocolError::BeginWithoutHistory)?;
-        self.begun = Some((header.seq, header.resync_bytes().is_some()));
+        self.begun = Some((header.seq, resync));
+        self.next_seq = header.seq + 1;
         Ok(Admitted::Begin(Begin {
             seq: header.seq,
             history,
@@ -494,13 +500,15 @@ mod tests {
                 })
             );
         }
-        assert_eq!(
-            sequencer.admit(begin_frame(4, None)),
-            Err(ProtocolError::BeginOutOfPlace {
-                welcomed: 5,
-                got: 4
-            })
-        );
+        for (seq, resync) in [(4, None), (4, Some(1 << 20)), (6, None)] {
+            assert_eq!(
+                sequencer.admit(begin_frame(seq, resync)),
+                Err(ProtocolError::BeginOutOfPlace {
+                    welcomed: 5,
+                    got: seq
+                })
+            );
+        }
         let no_history = HistoryBlock::default().encode();
         let anonymous =
             Frame::with_payload(Header::begin(5, None, &no_history), no_history.to_vec());
@@ -528,6 +536,28 @@ mod tests {
             Err(ProtocolError::SecondBegin)
         );
         assert_eq!(entry(sequencer.admit(write(6, 0, 512, false))).seq, 6);
+    }
+
+    #[test]
+    fn a_resync_may_begin_past_the_welcomed_seq() {
+        let mut sequencer = Sequencer::new(5, 1 << 20);
+        assert!(matches!(
+            sequencer.admit(begin_frame(9, Some(1 << 20))),
+            Ok(Admitted::Begin(Begin { seq: 9, .. }))
+        ));
+        assert_eq!(
+            sequencer.admit(write(6, 0, 512, false)),
+            Ok(Admitted::Duplicate { seq: 6, applied: 9 })
+        );
+        assert_eq!(entry(sequencer.admit(write(10, 0, 512, false))).seq, 10);
+        assert_eq!(
+            sequencer.admit(Frame::bare(Header::resync_done(8))),
+            Err(ProtocolError::ResyncDoneOutOfRange {
+                from: 9,
+                received: 10,
+                got: 8
+            })
+        );
     }
 
     #[test]

@@ -220,6 +220,16 @@ impl Stats {
         self.applied_seq.fetch_max(entry.seq, Relaxed);
     }
 
+    /// The stream jumped to `seq` (a resync past entries the sender no longer holds):
+    /// received, applied and durable through it.
+    pub fn jumped(&self, seq: u64) {
+        self.received_seq.fetch_max(seq, Relaxed);
+        self.applied_seq.fetch_max(seq, Relaxed);
+        if self.durable_seq.fetch_max(seq, Relaxed) < seq {
+            self.durable_advanced.mark();
+        }
+    }
+
     /// A group commit made everything up to `seq` durable.
     pub fn committed(&self, seq: u64) {
         self.group_commits.fetch_add(1, Relaxed);

@@ -318,3 +318,55 @@ fn a_continued_resync_may_end_at_an_entry_durable_before_its_begin() {
         assert_eq!(state.history.unwrap().counter, 2);
     });
 }
+
+#[test]
+fn a_resync_may_begin_past_the_durable_seq_and_only_a_resync() {
+    use arepl_core::history::HistoryBlock;
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let mut image = vec![0u8; VOLUME_SIZE as usize];
+        let history = stream(&server.peer(), 6, 3, &mut image)
+            .await
+            .begun
+            .unwrap()
+            .0;
+        let unbegun = Peer {
+            begin: BeginMode::Skip,
+            ..server.peer()
+        };
+        let begin = |seq, resync: Option<u64>, history: History| {
+            let block = HistoryBlock {
+                history: Some(history),
+                flags: 0,
+            }
+            .encode();
+            Frame::with_payload(Header::begin(seq, resync, &block), block.to_vec())
+        };
+        // Without a resync, a Begin past the durable seq is a gap: dropped.
+        let (mut conn, durable) = unbegun.open_session().await.unwrap();
+        assert_eq!(durable, 3);
+        conn.send(begin(7, None, history)).await.unwrap();
+        assert!(highest_ack_until_closed(&mut conn).await <= 3);
+        assert_eq!(server.persisted().durable_seq, 3);
+
+        // A resync from a sender that no longer holds 4..=7: the stream goes on at 8.
+        let next = history.next_generation();
+        let (mut conn, _) = unbegun.open_session().await.unwrap();
+        conn.send(begin(7, Some(VOLUME_SIZE), next)).await.unwrap();
+        for (seq, op) in (8..).zip(Workload::new(7, 3, VOLUME_SIZE).unwrap()) {
+            op.apply_to(&mut image);
+            conn.feed(frame_for(seq, op)).await.unwrap();
+        }
+        conn.send(Frame::bare(Header::resync_done(10)))
+            .await
+            .unwrap();
+        conn.send(Frame::bare(Header::flush(11))).await.unwrap();
+        while conn.next().await.unwrap().unwrap().header.seq < 11 {}
+        drop(conn);
+        assert_image(&server.target(), &image);
+        let (_dir, state) = server.stop().await;
+        assert_eq!(state.durable_seq, 11);
+        assert_eq!(state.history, Some(next));
+        assert_eq!(state.consistency, Consistency::Consistent);
+    });
+}
