@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CMD")]
     pub before_resync: Option<String>,
     /// Before a resync overwrites a consistent replica on an LVM logical volume, keep
-    /// its image in the snapshot <lv>_arepl_resync until the resync completes (auto,
+    /// its image in the snapshot LV_arepl_resync until the resync completes (auto,
     /// the default), or not (none).
     #[arg(long, value_name = "MODE")]
     pub resync_snapshot: Option<SnapshotMode>,

@@ -16,7 +16,8 @@ use crate::state::{Consistency, ReplicaState, StateError};
 use crate::stats::Stats;
 
 /// Carries out `begin`: adopts or checks the history, or protects the image and
-/// records a resync. On an error nothing is recorded and nothing was written.
+/// records a resync. On an error nothing of it is recorded and nothing was written
+/// (only a stale snapshot from an earlier resync may have been removed).
 pub fn begin(
     replica: &mut Replica,
     protection: &ResyncProtection,
