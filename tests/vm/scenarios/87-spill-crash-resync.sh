@@ -39,7 +39,7 @@ note "links cut: writes fill the memory queue and then the spill log"
 links_cut_both
 wait_status arepl-crash active_link none 20
 fio --name=outage --filename=/dev/mapper/arepl-crash --rw=randwrite --bsrange=4k-128k \
-    --size=128M --io_size=40M --direct=1 --ioengine=libaio --iodepth=8 --fsync=16 \
+    --size=48M --io_size=40M --direct=1 --ioengine=libaio --iodepth=8 --fsync=16 \
     --refill_buffers --randrepeat=0 --norandommap --output-format=terse >/dev/null ||
     fail "fio failed during the outage"
 spilled=$(status_field arepl-crash spill_entries)
@@ -70,6 +70,9 @@ dmesg_since "$mark" | grep -q "not removed cleanly" || fail "the unclean shutdow
 [[ $(status_field arepl-crash consistent) == 0 ]] || fail "consistent=1 right after a crash"
 wait_status arepl-crash resyncs 1 60
 dmesg_since "$mark" | grep -q "RESYNC of" || fail "no kernel log line about the resync"
+total=$(status_field arepl-crash sync_total_bytes)
+note "resync of $total bytes (the writes touched the first 48 MiB of 128 MiB)"
+((total > 0 && total <= 48 * 1048576)) || fail "the resync covers $total bytes, not just the written regions"
 wait_status arepl-crash consistent 1 300
 wait_drained arepl-crash 300
 [[ $(status_field arepl-crash generation) == 2 ]] || fail "the resync did not run under the next generation"
