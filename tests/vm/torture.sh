@@ -316,7 +316,8 @@ read_status() {
 }
 
 # After each step: one line saying when, what, and where the device stands; a spill log
-# lost or full (never one of the faults) ends the run.
+# lost or full (never one of the faults; with on_spill_full:bitmap a full one shows as
+# mode=tracking) ends the run.
 after_step() {
     read_status
     local key fields="" tenths=$(((${EPOCHREALTIME/./} - ROUND_START) / 100000))
@@ -324,7 +325,7 @@ after_step() {
         fields+=" $key=${STATUS[$key]:-?}"
     done
     printf '      %4d.%ds %-22s%s\n' $((tenths / 10)) $((tenths % 10)) "$1" "$fields"
-    if [[ ${STATUS[mode]} == spill_failed || ${STATUS[mode]} == spill_full ]]; then
+    if [[ ${STATUS[mode]} =~ ^(spill_failed|spill_full|tracking)$ ]]; then
         dmesg | grep dm_arepl | tail -n 5 >&2
         fail "mode=${STATUS[mode]} after '$1'"
     fi
