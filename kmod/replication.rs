@@ -91,6 +91,8 @@ pub(crate) struct QueueState {
     pub(crate) stranded_since_ms: Option<i64>,
     /// The activity log's bookkeeping, with a spill device of format 2.
     pub(crate) al: Option<ActivityTracker<KVVec<u64>, KVVec<u32>>>,
+    /// The last activity log write failed (kernel log): writers stop waiting for it.
+    pub(crate) activity_log_failed: bool,
 }
 
 /// The replication history this device continues, and what it can prove about it.
@@ -214,6 +216,9 @@ pub(crate) struct Replication {
     /// Signalled when entries join the FIFO or the link changes; the sender waits on it.
     #[pin]
     pub(crate) work: CondVar,
+    /// Signalled when the spill thread wrote activity log marks; writers wait on it.
+    #[pin]
+    pub(crate) activity_written: CondVar,
     /// Ranges of writes in flight on the local device.
     #[pin]
     inflight: IrqSpinLock<InFlight<KVVec<RangeSlot>>>,
@@ -338,6 +343,7 @@ impl Replication {
                         tracking: false,
                         stranded_since_ms: None,
                         al,
+                        activity_log_failed: false,
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
                         receiver_slow: false,
@@ -353,6 +359,7 @@ impl Replication {
                 ),
                 space_freed <- new_condvar!("arepl_space"),
                 work <- new_condvar!("arepl_work"),
+                activity_written <- new_condvar!("arepl_activity"),
                 inflight <- new_irq_spinlock!(InFlight::new(ranges), "arepl_inflight"),
                 range_freed <- new_condvar!("arepl_range"),
                 net: NetNamespace::current(),
@@ -416,23 +423,20 @@ impl Replication {
     /// are not yet) before a write to them may go on; true if it holds them then, to be
     /// released when its entry leaves memory, or at once if it is not queued.
     pub(crate) fn hold_activity(&self, start: u64, end: u64) -> bool {
-        let blocks = match self.queue.lock().al.as_mut() {
-            Some(al) => al.hold(start, end - start),
-            None => return false,
+        let mut queue = self.queue.lock();
+        let Some(al) = queue.al.as_mut() else {
+            return false;
         };
-        if let (Some(blocks), Some(log)) = (blocks, self.spill.as_deref()) {
-            let on_disk = |q: &QueueState| q.al.as_ref().is_some_and(|al| al.is_durable(start, end - start));
-            if let Err(err) = log.write_activity_log(self, blocks, on_disk) {
-                if !core::mem::replace(&mut self.queue.lock().spill_failed, true) {
-                    pr_err!(
-                        "volume {}: cannot write the activity log (error {}): after a crash \
-                         now, only a copy of the whole volume (sync:full) would restore the \
-                         replica\n",
-                        self.volume,
-                        err.to_errno()
-                    );
-                }
-            }
+        if al.hold(start, end - start).is_none() {
+            return true;
+        }
+        // The spill thread writes the marks: I/O issued from within this write's own
+        // submission would wait behind it (the block layer holds it until map returns).
+        self.work.notify_all();
+        while !queue.activity_log_failed
+            && !queue.al.as_ref().is_some_and(|al| al.is_durable(start, end - start))
+        {
+            self.activity_written.wait(&mut queue);
         }
         true
     }

@@ -316,9 +316,8 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         flags: 0,
     }
     .encode();
-    let resync_bytes = plan.resync.then_some(repl.volume_size);
     stream.send(
-        &Header::begin(plan.stream_from, resync_bytes, &block).encode(),
+        &Header::begin(plan.stream_from, plan.resync_bytes, &block).encode(),
         &block,
         handshake_stall,
     )?;
@@ -328,11 +327,12 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         queue.links[link].state = LinkState::Connected;
         queue.links[link].connects += 1;
     }
-    if plan.resync {
+    if let Some(bytes) = plan.resync_bytes {
         pr_warn!(
-            "volume {}: RESYNC of {} bytes to replicad at {} under history {}: the replica \
-             is not a consistent image until it completes\n",
+            "volume {}: RESYNC of {} of {} bytes to replicad at {} under history {}: the \
+             replica is not a consistent image until it completes\n",
             repl.volume,
+            bytes,
             repl.volume_size,
             addr,
             plan.history
@@ -353,7 +353,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
             wire_base: plan.wire_base,
             broken: AtomicBool::new(false),
             last_heard_ms: AtomicI64::new(now_ms()),
-            replica_resyncing: plan.resync || replica.resyncing,
+            replica_resyncing: plan.resync_bytes.is_some() || replica.resyncing,
         },
         GFP_KERNEL,
     )?)
@@ -419,7 +419,8 @@ struct SessionPlan {
     record_history: bool,
     /// A copy of every region begins: mark them all in the activity log first.
     whole_on_disk: bool,
-    resync: bool,
+    /// A resync begins, copying this many bytes.
+    resync_bytes: Option<u64>,
     wire_base: u64,
     /// Wire sequence the stream continues after: the receiver's durable sequence, or
     /// past it when a resync starts the stream at this device's oldest entry.
@@ -484,6 +485,7 @@ fn plan_session(
     };
     let resync = matches!(decision, Decision::Resync(..));
     let mut whole_on_disk = false;
+    let mut resync_bytes = None;
     let record_history = queue.history.current != Some(history);
     queue.history.refused = false;
     queue.history.current = Some(history);
@@ -528,6 +530,7 @@ fn plan_session(
                 copy.plan.start_whole(repl.volume_size, "resync");
             }
         }
+        resync_bytes = Some(copy.plan.total);
         (base, from, anchor)
     } else {
         let base = *queue.wire_base.get_or_insert(durable_wire);
@@ -547,7 +550,7 @@ fn plan_session(
         history,
         record_history,
         whole_on_disk,
-        resync,
+        resync_bytes,
         wire_base,
         stream_from,
         anchor,

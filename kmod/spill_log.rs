@@ -259,12 +259,20 @@ impl SpillLog {
             },
         };
         let idle = found.ring.is_empty() && !found.in_use && !found.copy_pending;
-        let new_bitmap = blank || (idle && found.al.is_none());
-        let al = if new_bitmap {
-            Some(AlGeometry::for_volume(volume_size, region_kb))
-        } else {
-            found.al
-        };
+        let geometry = AlGeometry::for_volume(volume_size, region_kb);
+        // A device too small for an activity log and a ring still takes a log without.
+        let room = Ring::empty_from(geometry.ring_start(), device_bytes, 1).is_ok();
+        let new_bitmap = room && (blank || (idle && found.al.is_none()));
+        let al = if new_bitmap { Some(geometry) } else { found.al };
+        if blank && !room {
+            pr_warn!(
+                "volume {}: spill device {} is too small for an activity log ({} bytes needed \
+                 before the ring): a crash will need a resync of the whole volume\n",
+                volume,
+                name,
+                geometry.ring_start()
+            );
+        }
         let (ring, wire_base) = if found.ring.is_empty() {
             // An empty log carries no records over: local numbering starts afresh, at
             // the wire sequence after the last entry it saw.
@@ -401,28 +409,29 @@ impl SpillLog {
         Ok(())
     }
 
-    /// Writes activity log blocks `blocks` as the tracker wants them now, unless
-    /// `done` says the caller's regions are on disk already (someone else wrote them).
-    pub(crate) fn write_activity_log(
-        &self,
-        repl: &Replication,
-        blocks: BlockRange,
-        done: impl Fn(&QueueState) -> bool,
-    ) -> Result {
+    /// Writes the marks writers wait for (see `Replication::hold_activity`); only from
+    /// a thread of this module, never from a write's submission.
+    pub(crate) fn write_pending_marks(&self, repl: &Replication) -> Result {
+        let pending = repl.queue.lock().al.as_ref().and_then(|al| al.unwritten());
+        let result = match pending {
+            Some(blocks) => self.write_activity_log(repl, blocks),
+            None => Ok(()),
+        };
+        repl.queue.lock().activity_log_failed = result.is_err();
+        repl.activity_written.notify_all();
+        result
+    }
+
+    /// Writes activity log blocks `blocks` as the tracker wants them now.
+    fn write_activity_log(&self, repl: &Replication, blocks: BlockRange) -> Result {
         let Some(geometry) = self.al else {
             return Ok(());
         };
         let mut buffer = self.al_block.lock();
         for index in blocks.0..=blocks.1 {
-            let words = {
-                let queue = repl.queue.lock();
-                if done(&queue) {
-                    return Ok(());
-                }
-                match queue.al.as_ref() {
-                    Some(al) => al.snapshot(index),
-                    None => return Ok(()),
-                }
+            let words = match repl.queue.lock().al.as_ref() {
+                Some(al) => al.snapshot(index),
+                None => return Ok(()),
             };
             buffer.copy_from_slice(&encode_words(index, &words));
             self.io.write(geometry.block_offset(index), &buffer, true)?;
@@ -451,7 +460,7 @@ impl SpillLog {
             (blocks, copy.plan.acknowledged(*acked_local))
         };
         if let Some(blocks) = blocks {
-            self.write_activity_log(repl, blocks, |_| false)?;
+            self.write_activity_log(repl, blocks)?;
         }
         let mut st = self.state.lock();
         if st.copy_pending && copy_acknowledged {
@@ -471,7 +480,7 @@ impl SpillLog {
         }
         let blocks = repl.queue.lock().al.as_mut().and_then(|al| al.mark_all());
         if let Some(blocks) = blocks {
-            self.write_activity_log(repl, blocks, |_| false)?;
+            self.write_activity_log(repl, blocks)?;
         }
         let mut st = self.state.lock();
         st.copy_pending = true;

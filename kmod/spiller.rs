@@ -27,6 +27,10 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
     };
     let mut next_persist_ms = Ktime::ktime_get().to_ms() + PERSIST_INTERVAL_MS;
     while !kthread::should_stop() {
+        // Writers may be waiting for these: first.
+        if let Err(err) = log.write_pending_marks(repl) {
+            report_failure(repl, err, "write the activity log in");
+        }
         let wanted = {
             let mut queue = repl.queue.lock();
             let wanted = queue.wants_spill();
@@ -77,12 +81,13 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
                 report_failure(repl, err, "update");
             }
             if let Err(err) = log.clear_activity_log(repl) {
-                report_failure(repl, err, "clear the activity log of");
+                report_failure(repl, err, "clear the activity log in");
             }
         }
         let mut queue = repl.queue.lock();
         let progress_possible = queue.wants_spill() && !queue.spill_full && !queue.spill_failed;
-        if !progress_possible {
+        let marks_pending = queue.al.as_ref().is_some_and(|al| al.unwritten().is_some());
+        if !progress_possible && !marks_pending {
             let _ = repl.work.wait_interruptible_timeout(
                 &mut queue,
                 msecs_to_jiffies(PERSIST_INTERVAL_MS as u32),

@@ -208,6 +208,18 @@ where
         (first..=last).all(|region| self.durable.is_marked(region))
     }
 
+    /// The blocks holding marks that are wanted on disk but not written yet.
+    pub fn unwritten(&self) -> Option<BlockRange> {
+        let mut blocks: Option<BlockRange> = None;
+        for index in 0..self.wanted.regions().div_ceil(64) as usize {
+            if self.wanted.word(index) & !self.durable.word(index) != 0 {
+                let block = (index / WORDS_PER_BLOCK) as u32;
+                blocks = Some(blocks.map_or((block, block), |(a, _)| (a, block)));
+            }
+        }
+        blocks
+    }
+
     /// Releases what [`Self::hold`] took for the same range.
     pub fn release(&mut self, offset: u64, len: u64) {
         if let Some((first, last)) = self.wanted.touched(offset, len) {
@@ -304,7 +316,13 @@ mod tests {
         assert!(!t.is_durable(4 * MIB - 512, 1024));
         write_blocks(&mut t, blocks);
         assert!(t.is_durable(4 * MIB - 512, 1024));
+        assert_eq!(t.unwritten(), None);
         assert_eq!(t.hold(4 * MIB, 4096), None, "already on disk: no write");
+        assert_eq!(t.hold(3840 * 4 * MIB, 4096), Some((1, 1)));
+        assert_eq!(t.unwritten(), Some((1, 1)));
+        t.release(3840 * 4 * MIB, 4096);
+        assert_eq!(t.clear_idle(|region| region != 3840), Some((1, 1)));
+        assert_eq!(t.unwritten(), None, "a mark cleared before it was written");
         assert_eq!(t.marked(), 2);
         t.release(4 * MIB - 512, 1024);
         assert_eq!(t.clear_idle(|_| false), Some((0, 0)), "region 0 is idle");

@@ -49,6 +49,7 @@ pub fn begin(
             );
         }
         BeginPlan::Resync { history, protect } => {
+            let fresh = before.history.is_none() && before.durable_seq == 0;
             let snapshot = match protect {
                 Protect::Image => {
                     release_stale_snapshot(replica, protection)?;
@@ -62,6 +63,12 @@ pub fn begin(
                         resync_history: history,
                     };
                     protection.protect(&image)?
+                }
+                // A fresh replica getting its initial copy is routine; anything else
+                // losing its image unprotected is worth a warning.
+                Protect::Nothing(why) if fresh => {
+                    tracing::info!("the replica is not protected before this resync: {why}");
+                    None
                 }
                 Protect::Nothing(why) => {
                     tracing::warn!("the replica is not protected before this resync: {why}");
@@ -100,12 +107,20 @@ pub fn begin(
                 replica.record(record)?;
             }
             stats.resync_begun();
-            tracing::warn!(
-                "resync under history {history} begins after seq {} ({} bytes to copy): the \
-                 replica is no consistent image until it completes",
-                begin.seq,
-                begin.resync_bytes.unwrap_or_default()
-            );
+            let bytes = begin.resync_bytes.unwrap_or_default();
+            if fresh {
+                tracing::info!(
+                    "initial copy under history {history} begins after seq {} ({bytes} bytes \
+                     to copy): the replica is no consistent image until it completes",
+                    begin.seq
+                );
+            } else {
+                tracing::warn!(
+                    "resync under history {history} begins after seq {} ({bytes} bytes to \
+                     copy): the replica is no consistent image until it completes",
+                    begin.seq
+                );
+            }
         }
     }
     stats.state_changed(replica.state());
