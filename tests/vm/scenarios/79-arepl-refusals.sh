@@ -104,7 +104,9 @@ cp "$MODULE_KO" "/lib/modules/$(uname -r)/extra/"
 depmod -a 2>/dev/null # warns about files a tmpfs lacks
 convert vgp/data --initial-sync none
 module_loaded || fail "convert did not load the module"
-wait_connected vgp-data
-"$AREPL" revert vgp/data
+# The reloaded module has no record of the replica's history (and the forced revert
+# dropped writes the replica lacks): the device is refused, not continued blindly.
+wait_status vgp-data refused 1 20
+"$AREPL" revert vgp/data --force
 umount /lib/modules
 true
