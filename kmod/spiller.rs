@@ -48,10 +48,12 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
                     continue;
                 }
                 Ok(BatchOutcome::Full) => {
-                    let mut queue = repl.queue.lock();
-                    if !core::mem::replace(&mut queue.spill_full, true) {
-                        let (used, capacity) = (queue.spill.bytes, queue.spill.capacity);
-                        drop(queue);
+                    let newly_full = {
+                        let mut queue = repl.queue.lock();
+                        let newly = !core::mem::replace(&mut queue.spill_full, true);
+                        newly.then_some((queue.spill.bytes, queue.spill.capacity))
+                    };
+                    if let Some((used, capacity)) = newly_full {
                         let then = match repl.on_spill_full {
                             SpillFullPolicy::Block => "writers wait until a link drains it",
                             SpillFullPolicy::Bitmap => "writes are tracked by region instead",

@@ -19,11 +19,14 @@ logdir=$(mktemp -d)
 for file in "${scenarios[@]}"; do
     name=$(basename "$file" .sh)
     start=$SECONDS
-    # A hung scenario must fail, not stall the suite.
-    timeout --kill-after=10 "${AREPL_SCENARIO_TIMEOUT:-600}" bash "$file" >"$logdir/$name.log" 2>&1
+    # A hung scenario must fail, not stall the suite. Its lines stream out as they come
+    # (so a hang shows where it stands); what it leaves running cannot hold the stream.
+    timeout --kill-after=10 "${AREPL_SCENARIO_TIMEOUT:-600}" bash "$file" >"$logdir/$name.log" 2>&1 &
+    pid=$!
+    tail -n +1 -f --pid="$pid" "$logdir/$name.log" | sed -u "s/^/  [$name] /"
+    wait "$pid"
     rc=$?
-    ((rc == 124)) && echo "scenario timed out" >>"$logdir/$name.log"
-    sed "s/^/  [$name] /" "$logdir/$name.log"
+    ((rc == 124)) && echo "  [$name] scenario timed out"
     verdict=PASS
     ((rc == 0)) || verdict=FAIL
     echo "AREPL-RESULT $verdict $name $((SECONDS - start))s"
