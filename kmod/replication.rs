@@ -721,12 +721,13 @@ impl Replication {
             }
             None => (LinkState::Down, ActiveLink::None),
         };
-        let mode = if queue.spill_failed {
+        // Tracking first: it says writers no longer wait, whatever the spill log does.
+        let mode = if queue.tracking {
+            Mode::Tracking
+        } else if queue.spill_failed {
             Mode::SpillFailed
         } else if queue.spill_full {
             Mode::SpillFull
-        } else if queue.tracking {
-            Mode::Tracking
         } else if queue.spill.entries > 0 && queue.active_link.is_some() {
             Mode::Draining
         } else if queue.spill.entries > 0 {
