@@ -63,8 +63,11 @@ note "links back: the spill log drains, then the tracked regions resync"
 links_restore_both
 wait_status arepl-bm resyncs 1 60
 snapshot=/dev/vgr/replica_arepl_resync
-for i in $(seq 100); do [[ -e $snapshot ]] && break; sleep 0.2; done
-[[ -e $snapshot ]] || fail "replicad took no LVM snapshot before the resync"
+# Once lvcreate is done: its device node comes and goes while it works.
+for i in $(seq 150); do grep -q "LVM snapshot vgr/replica_arepl_resync of" "$state/replicad.log" && break; sleep 0.2; done
+grep "LVM snapshot vgr/replica_arepl_resync of" "$state/replicad.log" ||
+    fail "replicad took no LVM snapshot before the resync"
+udevadm settle
 verdict=$("$STAMP" check --image "$snapshot" --log "$stamplog" --blocks 8192) ||
     fail "the protected snapshot is no prefix state: $verdict"
 note "snapshot: ${verdict%% (*}"
