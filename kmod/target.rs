@@ -539,7 +539,12 @@ impl Drop for Arepl {
             None => true,
         };
         let (count, bytes) = self.replication.discard_all();
-        let clean = count == 0 && spilled_all && !self.replication.queue.lock().history.lost_entries;
+        let clean = {
+            let queue = self.replication.queue.lock();
+            // Tracked regions are lost with the device unless its activity log keeps them.
+            let regions_kept = queue.al.is_some() || (!queue.tracking && queue.dirty.marked() == 0);
+            count == 0 && spilled_all && !queue.history.lost_entries && regions_kept
+        };
         if let Some(log) = self.replication.spill.as_deref() {
             // Regions nothing holds any more need no resync next time.
             let _ = log.clear_activity_log(&self.replication);
