@@ -35,6 +35,8 @@ pvcreate -q -ff -y "$drdisk" >/dev/null
 vgcreate -q vgr "$drdisk" >/dev/null
 lvcreate -q -y -n replica -L 128M vgr >/dev/null
 spill_blank /dev/mapper/bm-s
+# The stamp checker knows zeroes and its own writes: earlier scenarios' data must go.
+dd if=/dev/zero of=/dev/mapper/bm-p bs=1M count=32 oflag=direct status=none
 initial_sync /dev/mapper/bm-p /dev/vgr/replica
 replicad_start /dev/vgr/replica "$state"
 arepl_create arepl-bm /dev/mapper/bm-p "$PRIMARY_ADDR 4 queue_mb:2 volume:bm spill:/dev/mapper/bm-s resync_mbps:2"
