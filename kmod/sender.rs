@@ -459,7 +459,8 @@ fn plan_session(
         may_resync_itself: repl.spill.is_some(),
         regions_known: queue.al.is_some(),
         resync_running: queue.history.resync_running,
-        dirty_regions: queue.tracking || queue.dirty.marked() > 0,
+        // Marks a running copy has still to reach are its own work list, not news.
+        dirty_regions: queue.tracking || (queue.dirty.marked() > 0 && queue.copy.plan.finished()),
     };
     let decision = decide(&sender, replica, || History::new(random_uuid()));
     let history = match decision {

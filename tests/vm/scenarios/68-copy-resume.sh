@@ -19,7 +19,7 @@ mib=$(($(sectors_of "$disk") / 2048))
 dd if=/dev/urandom of="$disk" bs=1M count=96 iflag=fullblock oflag=direct status=none
 dd if=/dev/zero of="$replica" bs=1M count=96 oflag=direct status=none
 replicad_start "$replica" "$state"
-table="$PRIMARY_ADDR 4 queue_mb:8 volume:resume sync:full spill:/dev/mapper/resume-s resync_mbps:8"
+table="$PRIMARY_ADDR 5 queue_mb:8 volume:resume sync:full spill:/dev/mapper/resume-s resync_mbps:8"
 arepl_create arepl-resume "$disk" "$table"
 total=$(status_field arepl-resume sync_total_bytes)
 ((total == mib * 1048576)) || fail "sync_total_bytes=$total, expected the volume"
