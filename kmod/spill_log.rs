@@ -109,6 +109,10 @@ pub(crate) struct SpillState {
     al: Option<AlGeometry>,
     /// Recorded in every superblock: a copy of the whole volume is under way.
     copy_pending: bool,
+    /// Recorded in every superblock: an activity log write failed (writers went on).
+    al_incomplete: bool,
+    /// The newest superblock on disk records `al_incomplete`.
+    al_incomplete_recorded: bool,
     /// One block of DMA-able memory: superblocks, record headers, wrap markers.
     block: KVVec<u8>,
     /// The batch being written, and its entries until they leave the FIFO.
@@ -164,20 +168,34 @@ fn figures(ring: &Ring) -> SpillFigures {
     }
 }
 
-/// Reads the activity log's marks, or (`fresh`) writes it cleared. A block that fails
-/// its checks marks all its regions, with a warning.
+/// How a construction takes the activity log on disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AlStart {
+    /// Its marks are what the replica may lack.
+    Load,
+    /// Nothing is to be resynced: it is written cleared.
+    Cleared,
+    /// It cannot name what the replica lacks: it is written with every region marked.
+    AllMarked,
+}
+
+/// Reads the activity log's marks, or writes it anew as `start` says. A block that
+/// fails its checks marks all its regions, with a warning.
 fn load_activity_log(
     io: &BlockIo,
     geometry: AlGeometry,
     volume_size: u64,
-    fresh: bool,
+    start: AlStart,
 ) -> Result<DirtyRegions<KVVec<u64>>> {
     let region_bytes = geometry.region_bytes();
     let words = KVVec::from_elem(0u64, words_for(volume_size, region_bytes), GFP_KERNEL)?;
     let mut marks = DirtyRegions::new(words, volume_size, region_bytes).ok_or(EINVAL)?;
     let bytes = geometry.blocks as usize * AL_BLOCK as usize;
     let mut area = KVVec::from_elem(0u8, bytes, GFP_KERNEL)?;
-    if fresh {
+    if start != AlStart::Load {
+        if start == AlStart::AllMarked {
+            marks.mark_all();
+        }
         for index in 0..geometry.blocks {
             let at = index as usize * AL_BLOCK as usize;
             area[at..at + AL_BLOCK as usize].copy_from_slice(&encode_block(index, &marks));
@@ -256,6 +274,7 @@ impl SpillLog {
                 in_use: false,
                 al: None,
                 copy_pending: false,
+                al_incomplete: false,
             },
         };
         let idle = found.ring.is_empty() && !found.in_use && !found.copy_pending;
@@ -285,9 +304,27 @@ impl SpillLog {
         let lost_entries = found.in_use;
         let history = found.history;
         let generation = found.generation;
+        // An incomplete activity log is written anew, so the superblock need not keep
+        // saying so: all marked if the replica may lack anything (a crash, or a copy
+        // under way), else cleared (a clean removal left no tracked regions with it).
+        let al_start = if new_bitmap {
+            AlStart::Cleared
+        } else if found.al_incomplete && (found.in_use || found.copy_pending) {
+            pr_warn!(
+                "volume {}: the activity log on {} missed marks when the device stopped (a \
+                 write to it had failed): the whole volume will be resynced\n",
+                volume,
+                name
+            );
+            AlStart::AllMarked
+        } else if found.al_incomplete {
+            AlStart::Cleared
+        } else {
+            AlStart::Load
+        };
         let marks = match al {
             Some(geometry) => {
-                Some(load_activity_log(&io, geometry, volume_size, new_bitmap).map_err(|err| {
+                Some(load_activity_log(&io, geometry, volume_size, al_start).map_err(|err| {
                     fail(&format_args!("cannot use its activity log (error {})", err.to_errno()))
                 })?)
             }
@@ -319,6 +356,8 @@ impl SpillLog {
             in_use: true,
             al,
             copy_pending: found.copy_pending,
+            al_incomplete: false,
+            al_incomplete_recorded: false,
             block,
             batch: KVVec::from_elem(0u8, BATCH_BYTES, GFP_KERNEL).map_err(nomem)?,
             batch_entries: KVVec::from_elem(None, BATCH_ENTRIES, GFP_KERNEL).map_err(nomem)?,
@@ -399,10 +438,12 @@ impl SpillLog {
             in_use: st.in_use,
             al: st.al,
             copy_pending: st.copy_pending,
+            al_incomplete: st.al_incomplete,
         };
         st.block[..BLOCK as usize].copy_from_slice(&sb.encode());
         self.io
             .write(sb.slot() * BLOCK, &st.block[..BLOCK as usize], true)?;
+        st.al_incomplete_recorded = sb.al_incomplete;
         st.generation = sb.generation;
         st.ring = ring;
         st.persisted = ring;
@@ -417,9 +458,55 @@ impl SpillLog {
             Some(blocks) => self.write_activity_log(repl, blocks),
             None => Ok(()),
         };
+        if let Err(err) = result {
+            // The waiting writers go on unmarked (none waits forever): first the
+            // superblock says so, and a crash resyncs the whole volume.
+            self.record_incomplete_activity_log(repl, err);
+        }
         repl.queue.lock().activity_log_failed = result.is_err();
         repl.activity_written.notify_all();
         result
+    }
+
+    /// Records in the superblock that writes went on without their marks.
+    fn record_incomplete_activity_log(&self, repl: &Replication, err: Error) {
+        let mut st = self.state.lock();
+        let first = !core::mem::replace(&mut st.al_incomplete, true);
+        if st.al_incomplete_recorded {
+            return;
+        }
+        let wire_base = repl.queue.lock().wire_base;
+        let ring = st.ring;
+        let recorded = self.persist(&mut st, ring, wire_base);
+        drop(st);
+        match recorded {
+            Ok(()) if first => pr_warn!(
+                "volume {}: cannot write the activity log on {} (error {}): writes go on \
+                 without their regions marked; if the primary crashes before the device is \
+                 removed, the whole volume is resynced\n",
+                self.volume,
+                self.io.name(),
+                err.to_errno()
+            ),
+            Ok(()) => {}
+            // Every later superblock write tries again.
+            Err(_) if first => pr_err!(
+                "volume {}: cannot write the activity log nor the superblock on {} (error \
+                 {}): writes go on without their regions marked; if the primary crashes \
+                 before the device is removed, the replica may differ from the volume \
+                 unless the device is created again with sync:full\n",
+                self.volume,
+                self.io.name(),
+                err.to_errno()
+            ),
+            Err(_) => {}
+        }
+    }
+
+    /// Whether the activity log on disk names every region the replica may lack.
+    pub(crate) fn activity_log_complete(&self) -> bool {
+        let st = self.state.lock();
+        st.al.is_some() && !st.al_incomplete
     }
 
     /// Writes activity log blocks `blocks` as the tracker wants them now.

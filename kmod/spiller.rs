@@ -88,7 +88,9 @@ pub(crate) fn spiller_main(repl: &Arc<Replication>) {
         }
         let mut queue = repl.queue.lock();
         let progress_possible = queue.wants_spill() && !queue.spill_full && !queue.spill_failed;
-        let marks_pending = queue.al.as_ref().is_some_and(|al| al.unwritten().is_some());
+        // Marks that failed to write are retried on the next round, not at once.
+        let marks_pending = !queue.activity_log_failed
+            && queue.al.as_ref().is_some_and(|al| al.unwritten().is_some());
         if !progress_possible && !marks_pending {
             let _ = repl.work.wait_interruptible_timeout(
                 &mut queue,

@@ -539,10 +539,15 @@ impl Drop for Arepl {
             None => true,
         };
         let (count, bytes) = self.replication.discard_all();
+        let al_complete = self
+            .replication
+            .spill
+            .as_deref()
+            .is_some_and(|log| log.activity_log_complete());
         let clean = {
             let queue = self.replication.queue.lock();
             // Tracked regions are lost with the device unless its activity log keeps them.
-            let regions_kept = queue.al.is_some() || (!queue.tracking && queue.dirty.marked() == 0);
+            let regions_kept = al_complete || (!queue.tracking && queue.dirty.marked() == 0);
             count == 0 && spilled_all && !queue.history.lost_entries && regions_kept
         };
         if let Some(log) = self.replication.spill.as_deref() {

@@ -24,6 +24,8 @@ failed=$(grep -c '^AREPL-RESULT FAIL ' "$log" || true)
 echo
 echo "VM suite results:"
 grep '^AREPL-RESULT ' "$log" | sed 's/^AREPL-RESULT /  /' || true
+# A failure's reason, next to the verdict: CI shows only the end of a long log.
+grep -E '^ *\[[^]]+\] FAIL: ' "$log" | sed 's/^ */  why: /' || true
 if [[ -z $expected ]]; then
     echo "  FAIL the guest never started the suite (vng exit $vm_rc)"
     failed=$((failed + 1))

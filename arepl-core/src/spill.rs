@@ -231,6 +231,9 @@ pub struct Superblock {
     /// A copy of the whole volume began and is not all acknowledged: the activity log
     /// holds the regions it has left.
     pub copy_pending: bool,
+    /// An activity log write failed while the device was in use: writes may have gone
+    /// on without their regions marked, so the log cannot name what a crash lost.
+    pub al_incomplete: bool,
 }
 
 /// Superblock byte: flags.
@@ -239,6 +242,8 @@ const SB_FLAGS_AT: usize = 161;
 const SB_IN_USE: u8 = 1;
 /// Superblock flag: a copy of the whole volume is pending (see `copy_pending`).
 const SB_COPY_PENDING: u8 = 2;
+/// Superblock flag: the activity log is incomplete (see `al_incomplete`).
+const SB_AL_INCOMPLETE: u8 = 4;
 /// Superblock bytes: the activity log's region size in KiB and its blocks.
 const SB_AL_AT: usize = 200;
 /// Superblock bytes: the history block.
@@ -285,6 +290,9 @@ impl Superblock {
         }
         if self.copy_pending {
             out[SB_FLAGS_AT] |= SB_COPY_PENDING;
+        }
+        if self.al_incomplete {
+            out[SB_FLAGS_AT] |= SB_AL_INCOMPLETE;
         }
         if let Some(al) = self.al {
             out[SB_AL_AT..SB_AL_AT + 4].copy_from_slice(&al.region_kb.to_be_bytes());
@@ -353,7 +361,7 @@ impl Superblock {
             && ring.head_seq <= ring.tail_seq;
         let history =
             HistoryBlock::decode(&bytes[SB_HISTORY_AT..SB_HISTORY_AT + HISTORY_BLOCK_LEN]);
-        let known_flags = SB_IN_USE | SB_COPY_PENDING;
+        let known_flags = SB_IN_USE | SB_COPY_PENDING | SB_AL_INCOMPLETE;
         let (Some(history), true) = (history, sane && bytes[SB_FLAGS_AT] & !known_flags == 0)
         else {
             return Ok(None);
@@ -368,6 +376,7 @@ impl Superblock {
             in_use: bytes[SB_FLAGS_AT] & SB_IN_USE != 0,
             al,
             copy_pending: bytes[SB_FLAGS_AT] & SB_COPY_PENDING != 0,
+            al_incomplete: bytes[SB_FLAGS_AT] & SB_AL_INCOMPLETE != 0,
         }))
     }
 
@@ -677,6 +686,7 @@ mod tests {
             in_use: true,
             al: None,
             copy_pending: false,
+            al_incomplete: false,
         };
         let older = sb.encode();
         assert_eq!(Superblock::decode(&older), Ok(Some(sb)));
@@ -733,6 +743,7 @@ mod tests {
             in_use: true,
             al: None,
             copy_pending: false,
+            al_incomplete: false,
         };
         let bytes = sb.encode();
         assert_eq!(bytes[161], 1);
@@ -767,10 +778,11 @@ mod tests {
             in_use: true,
             al: Some(al),
             copy_pending: true,
+            al_incomplete: true,
         };
         let bytes = sb.encode();
         assert_eq!(&bytes[8..12], &2u32.to_be_bytes());
-        assert_eq!(bytes[161], 3);
+        assert_eq!(bytes[161], 7);
         assert_eq!(&bytes[200..208], &[0, 0, 0x10, 0, 0, 0, 0, 1]);
         assert_eq!(Superblock::decode(&bytes), Ok(Some(sb)));
         // The ring must start where the geometry says.
@@ -797,6 +809,7 @@ mod tests {
             in_use: false,
             al: None,
             copy_pending: false,
+            al_incomplete: false,
         };
         let slot = sb.encode();
         let blank = [0u8; BLOCK as usize];
