@@ -52,8 +52,12 @@ pub mod spill;
 pub mod status;
 #[path = "../arepl-core/src/table.rs"]
 pub mod table;
+#[path = "../arepl-core/src/verify.rs"]
+pub mod verify;
 #[path = "../arepl-core/src/wire.rs"]
 pub mod wire;
+#[path = "../arepl-core/src/xxh64.rs"]
+pub mod xxh64;
 
 module! {
     type: AreplModule,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Replication queue entries: what one completed write, flush, discard or write-zeroes
-//! becomes on its way to the receiver.
+//! becomes on its way to the receiver, and an online verify's checks.
 
 use kernel::prelude::*;
 use kernel::sync::Arc;
@@ -11,6 +11,7 @@ use crate::bindings;
 use crate::crc32c::crc32c;
 use crate::fifo::{Budget, Slots};
 use crate::spill::{RecordHeader, RecordKind};
+use crate::verify::{ChunkCheck, VERIFY_PAYLOAD_LEN};
 use crate::wire::Header;
 
 /// What an entry asks the receiver to do.
@@ -22,6 +23,8 @@ pub(crate) enum EntryKind {
     /// (target 0.5.0): they are still sent.
     Discard,
     WriteZeroes,
+    /// An online verify's check of a chunk: changes nothing on the replica.
+    Verify,
 }
 
 /// One queued operation. Immutable once built; shared with the sender while in flight.
@@ -29,9 +32,9 @@ pub(crate) struct Entry {
     kind: EntryKind,
     /// Byte offset on the volume (0 for flushes).
     offset: u64,
-    /// Payload bytes for writes, range bytes for discards and write-zeroes.
+    /// Payload bytes for writes and checks, range bytes for discards and write-zeroes.
     length: u32,
-    /// Payload of a write (its first `length` bytes); empty otherwise.
+    /// Payload of a write or check (its first `length` bytes); empty otherwise.
     data: KVVec<u8>,
 }
 
@@ -85,6 +88,21 @@ impl Entry {
         )?)
     }
 
+    /// A check of the chunk at byte `offset` (online verify).
+    pub(crate) fn verify(offset: u64, check: &ChunkCheck) -> Result<Arc<Self>> {
+        let mut data = KVVec::with_capacity(VERIFY_PAYLOAD_LEN, GFP_KERNEL)?;
+        data.extend_from_slice(&check.encode(), GFP_KERNEL)?;
+        Ok(Arc::new(
+            Self {
+                kind: EntryKind::Verify,
+                offset,
+                length: VERIFY_PAYLOAD_LEN as u32,
+                data,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     /// A metadata-only entry (flush, discard, write-zeroes).
     pub(crate) fn metadata(kind: EntryKind, offset: u64, length: u32) -> Result<Arc<Self>> {
         Ok(Arc::new(
@@ -105,9 +123,11 @@ impl Entry {
             RecordKind::Flush => EntryKind::Flush,
             RecordKind::Discard => EntryKind::Discard,
             RecordKind::WriteZeroes => EntryKind::WriteZeroes,
+            RecordKind::Verify => EntryKind::Verify,
             RecordKind::Wrap => return Err(EINVAL),
         };
-        if header.payload_len() > data.len() as u64 {
+        let bad_check = kind == EntryKind::Verify && header.length as usize != VERIFY_PAYLOAD_LEN;
+        if bad_check || header.payload_len() > data.len() as u64 {
             return Err(EINVAL);
         }
         Ok(Arc::new(
@@ -128,6 +148,7 @@ impl Entry {
             EntryKind::Flush => (RecordKind::Flush, false),
             EntryKind::Discard => (RecordKind::Discard, false),
             EntryKind::WriteZeroes => (RecordKind::WriteZeroes, false),
+            EntryKind::Verify => (RecordKind::Verify, false),
         };
         RecordHeader {
             seq,
@@ -140,10 +161,10 @@ impl Entry {
     }
 
     /// The byte range the entry changes on the volume (offset, length); `None` for a
-    /// flush.
+    /// flush or a check.
     pub(crate) fn range(&self) -> Option<(u64, u64)> {
         match self.kind {
-            EntryKind::Flush => None,
+            EntryKind::Flush | EntryKind::Verify => None,
             _ => Some((self.offset, u64::from(self.length))),
         }
     }
@@ -160,13 +181,20 @@ impl Entry {
             EntryKind::Flush => Header::flush(seq),
             EntryKind::Discard => Header::discard(seq, self.offset, self.length),
             EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),
+            EntryKind::Verify => {
+                let mut check = [0u8; VERIFY_PAYLOAD_LEN];
+                check.copy_from_slice(self.payload());
+                Header::verify(seq, self.offset, &check)
+            }
         }
     }
 
     /// The payload sent after the header.
     pub(crate) fn payload(&self) -> &[u8] {
         match self.kind {
-            EntryKind::Write { .. } => self.data.get(..self.length as usize).unwrap_or(&[]),
+            EntryKind::Write { .. } | EntryKind::Verify => {
+                self.data.get(..self.length as usize).unwrap_or(&[])
+            }
             _ => &[],
         }
     }

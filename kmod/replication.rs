@@ -29,6 +29,7 @@ use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
 use crate::table::{InitialSync, ReplicationConfig, SpillFullPolicy, VolumeName};
+use crate::verify::{RepairQueue, VerifyPlan};
 
 /// Writers waiting for queue space with no link up and no spill device go on after
 /// this long, their regions tracked for a resync: production must not stall on an
@@ -93,6 +94,10 @@ pub(crate) struct QueueState {
     pub(crate) al: Option<ActivityTracker<KVVec<u64>, KVVec<u32>>>,
     /// The last activity log write failed (kernel log): writers stop waiting for it.
     pub(crate) activity_log_failed: bool,
+    /// The online verify (`dmsetup message ... verify`), after any copy.
+    pub(crate) verify: VerifyPlan,
+    /// Chunks the receiver found different, to be sent again (`verify repair`).
+    pub(crate) repairs: RepairQueue,
 }
 
 /// The replication history this device continues, and what it can prove about it.
@@ -131,6 +136,10 @@ pub(crate) enum CopyNext {
     Chunk(Chunk),
     /// The copy just queued its last chunk: its purpose and size, for the log.
     Finished(&'static str, u64),
+    /// Send bytes `[offset, offset + len)` again: the receiver found them different.
+    Repair(u64, u64),
+    /// Queue the check of bytes `[offset, offset + len)` (online verify).
+    Verify(u64, u64),
     /// Nothing to copy.
     Idle,
 }
@@ -156,6 +165,11 @@ pub(crate) struct LinkStats {
 }
 
 impl QueueState {
+    /// Whether a verify runs: checks to queue or to be acknowledged, or repairs to send.
+    pub(crate) fn verifying(&self) -> bool {
+        self.verify.running(self.acked_local) || !self.repairs.is_empty()
+    }
+
     /// An entry leaves memory (acknowledged, or committed to the spill log): it no
     /// longer holds its regions in the activity log.
     pub(crate) fn release_activity(&mut self, entry: &Entry) {
@@ -344,6 +358,8 @@ impl Replication {
                         stranded_since_ms: None,
                         al,
                         activity_log_failed: false,
+                        verify: VerifyPlan::idle(),
+                        repairs: RepairQueue::default(),
                         sent_digests: SentDigests::new(digests),
                         diverged: false,
                         receiver_slow: false,
@@ -572,16 +588,90 @@ impl Replication {
         self.queue.lock().copy.plan.finished()
     }
 
-    /// The copy's next chunk of at most `chunk_bytes`, once the table is live.
+    /// The copy thread's next work, once the table is live: the copy's next chunk of
+    /// at most `chunk_bytes`, else a repair, else a verify's next chunk (not while
+    /// writes are tracked: the replica is known to lack them).
     pub(crate) fn next_copy_chunk(&self, chunk_bytes: u64) -> CopyNext {
         let mut queue = self.queue.lock();
-        let QueueState { copy, dirty, .. } = &mut *queue;
-        if !copy.live || copy.plan.finished() {
+        let QueueState {
+            copy,
+            dirty,
+            repairs,
+            verify,
+            tracking,
+            ..
+        } = &mut *queue;
+        if !copy.live {
             return CopyNext::Idle;
         }
-        match copy.plan.next_chunk(dirty, self.volume_size, chunk_bytes) {
-            Some(chunk) => CopyNext::Chunk(chunk),
-            None => CopyNext::Finished(copy.plan.purpose, copy.plan.total),
+        if !copy.plan.finished() {
+            return match copy.plan.next_chunk(dirty, self.volume_size, chunk_bytes) {
+                Some(chunk) => CopyNext::Chunk(chunk),
+                None => CopyNext::Finished(copy.plan.purpose, copy.plan.total),
+            };
+        }
+        if let Some((offset, len)) = repairs.front() {
+            return CopyNext::Repair(offset, len);
+        }
+        match verify.next_chunk(chunk_bytes) {
+            Some((offset, len)) if !*tracking => CopyNext::Verify(offset, len),
+            _ => CopyNext::Idle,
+        }
+    }
+
+    /// Starts an online verify of the whole volume (`dmsetup message ... verify`),
+    /// with `repair`: chunks found different are sent again.
+    pub(crate) fn start_verify(&self, repair: bool) -> Result<(), &'static str> {
+        let mut queue = self.queue.lock();
+        if queue.verifying() {
+            return Err("verify: a verify is already running");
+        }
+        queue.verify.start(self.volume_size, repair);
+        drop(queue);
+        pr_info!(
+            "volume {}: verify{} of {} bytes begins\n",
+            self.volume,
+            if repair { " with repair" } else { "" },
+            self.volume_size
+        );
+        self.work.notify_all();
+        Ok(())
+    }
+
+    /// The receiver found the chunk `[offset, offset + len)` of a check different:
+    /// counts it and, with repair, queues it to be sent again. Returns whether it is.
+    pub(crate) fn verify_mismatch(&self, offset: u64, len: u64) -> bool {
+        let mut queue = self.queue.lock();
+        queue.verify.mismatches += 1;
+        let repair = queue.verify.repair && queue.repairs.push(offset, len);
+        drop(queue);
+        if repair {
+            self.work.notify_all();
+        }
+        repair
+    }
+
+    /// Appends a verify's check of `[offset, offset + len)`; false if it could not be
+    /// queued (its budget is returned).
+    pub(crate) fn enqueue_verify(&self, entry: Arc<Entry>, offset: u64, len: u64) -> bool {
+        let now = Ktime::ktime_get().to_ns();
+        let mut queue = self.queue.lock();
+        match queue.fifo.push(Queued {
+            entry,
+            queued_ns: now,
+        }) {
+            Ok(seq) => {
+                queue.verify.chunk_queued(offset, len, seq);
+                drop(queue);
+                self.work.notify_all();
+                true
+            }
+            Err((_, rejected)) => {
+                queue.budget.release(rejected.entry.cost());
+                drop(queue);
+                self.space_freed.notify_all();
+                false
+            }
         }
     }
 
@@ -593,10 +683,11 @@ impl Replication {
             .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(ms));
     }
 
-    /// Appends the entry read for `chunk`; false if it could not be queued (its budget
-    /// is returned). A chunk of an earlier copy is queued all the same (it holds the
-    /// volume's bytes, in order) but does not count for the copy that replaced it.
-    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, chunk: &Chunk) -> bool {
+    /// Appends the entry read for `chunk` (`None`: the oldest repair); false if it
+    /// could not be queued (its budget is returned). A chunk of an earlier copy is
+    /// queued all the same (it holds the volume's bytes, in order) but does not count
+    /// for the copy that replaced it.
+    pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, chunk: Option<&Chunk>) -> bool {
         let now = Ktime::ktime_get().to_ns();
         let mut queue = self.queue.lock();
         match queue.fifo.push(Queued {
@@ -604,9 +695,17 @@ impl Replication {
             queued_ns: now,
         }) {
             Ok(seq) => {
-                let copy = &mut queue.copy;
-                if copy.plan.chunk_queued(chunk, seq) {
-                    copy.rate.record(now / 1_000_000, copy.plan.queued);
+                match chunk {
+                    Some(chunk) => {
+                        let copy = &mut queue.copy;
+                        if copy.plan.chunk_queued(chunk, seq) {
+                            copy.rate.record(now / 1_000_000, copy.plan.queued);
+                        }
+                    }
+                    None => {
+                        queue.repairs.pop();
+                        queue.verify.repaired += 1;
+                    }
                 }
                 drop(queue);
                 self.work.notify_all();
@@ -705,6 +804,11 @@ impl Replication {
             refused: u64::from(queue.history.refused),
             resyncs: queue.history.resyncs,
             dirty_bytes: queue.dirty.marked_bytes(),
+            verifying: u64::from(queue.verifying()),
+            verify_bytes: queue.verify.queued,
+            verify_total_bytes: queue.verify.total,
+            verify_mismatches: queue.verify.mismatches,
+            verify_repaired: queue.verify.repaired,
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

@@ -934,6 +934,51 @@ impl DigestPacer {
     }
 }
 
+/// Counts a verify's mismatch report (and queues the repair, if asked for); false if
+/// the report is for no check sent in this session, a protocol error.
+fn take_mismatch(session: &Session, header: &Header) -> bool {
+    let repl = &session.repl;
+    let (sent_local, acked_local) = {
+        let queue = repl.queue.lock();
+        (queue.sent_local, queue.acked_local)
+    };
+    let length = u64::from(header.length);
+    let sent = match header.seq.checked_sub(session.wire_base) {
+        Some(local) => local > acked_local && local <= sent_local,
+        None => false,
+    };
+    let in_volume = header
+        .range_end()
+        .is_some_and(|end| end <= repl.volume_size);
+    if !sent || !in_volume {
+        pr_err!(
+            "volume {}: replicad reported a verify mismatch at sequence {} (bytes {}..{}) \
+             for no check in flight\n",
+            repl.volume,
+            header.seq,
+            header.offset,
+            header.offset.saturating_add(length)
+        );
+        return false;
+    }
+    let repaired = repl.verify_mismatch(header.offset, length);
+    pr_warn!(
+        "volume {}: verify: bytes {}..{} differ on the replica (sequence {}){}\n",
+        repl.volume,
+        header.offset,
+        header.offset + length,
+        header.seq,
+        if repaired {
+            "; sending them again"
+        } else if repl.queue.lock().verify.repair {
+            "; too many to repair at once: verify again"
+        } else {
+            ""
+        }
+    );
+    true
+}
+
 /// Tells a resyncing replica, once, that the resync's last entry has been sent: the
 /// copy has queued every chunk and the sender is past the last one.
 struct ResyncDoneNotice {
@@ -962,7 +1007,8 @@ impl ResyncDoneNotice {
     }
 }
 
-/// Body of a connection's receiver thread: applies cumulative acknowledgements.
+/// Body of a connection's receiver thread: applies cumulative acknowledgements and
+/// the verify's mismatch reports.
 fn receiver_main(session: &Arc<Session>) {
     while !kthread::should_stop() && !session.broken.load(Ordering::Acquire) {
         let header = match recv_header(&session.stream) {
@@ -970,6 +1016,12 @@ fn receiver_main(session: &Arc<Session>) {
             Err(_) => break,
         };
         session.last_heard_ms.store(now_ms(), Ordering::Release);
+        if header.kind == FrameKind::Mismatch {
+            if !take_mismatch(session, &header) {
+                break;
+            }
+            continue;
+        }
         if header.kind != FrameKind::Ack {
             pr_err!("unexpected {:?} frame from replicad\n", header.kind);
             break;

@@ -340,7 +340,15 @@ impl Target for Arepl {
             ["switch-link"] => queue.switch_requested = true,
             ["pause"] => queue.paused = true,
             ["resume"] => queue.paused = false,
-            _ => return Err("unknown message: expected switch-link, pause or resume"),
+            ["verify"] | ["verify", "repair"] => {
+                drop(queue);
+                return self.replication.start_verify(args.len() == 2);
+            }
+            _ => {
+                return Err(
+                    "unknown message: expected switch-link, pause, resume, verify or verify repair",
+                )
+            }
         }
         drop(queue);
         self.replication.work.notify_all();

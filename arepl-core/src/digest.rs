@@ -25,7 +25,7 @@ pub struct Digest(pub u64);
 pub struct EntryFields {
     /// Wire sequence number.
     pub seq: u64,
-    /// Wire frame kind byte (`Write`, `Flush`, `Discard`, `WriteZeroes`).
+    /// Wire frame kind byte (`Write`, `Flush`, `Discard`, `WriteZeroes`, `Verify`).
     pub kind: u8,
     /// Whether the write is FUA.
     pub fua: bool,

@@ -19,4 +19,6 @@ pub mod regions;
 pub mod spill;
 pub mod status;
 pub mod table;
+pub mod verify;
 pub mod wire;
+pub mod xxh64;

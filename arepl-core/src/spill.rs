@@ -484,6 +484,8 @@ pub enum RecordKind {
     Discard = 3,
     /// Write zeroes over `length` bytes.
     WriteZeroes = 4,
+    /// An online verify's check of a chunk; its payload is the `Verify` frame's.
+    Verify = 5,
     /// Not a record: the next one is at the ring's start.
     Wrap = 0xFF,
 }
@@ -499,7 +501,7 @@ pub struct RecordHeader {
     pub fua: bool,
     /// Byte offset on the volume.
     pub offset: u64,
-    /// Payload bytes (writes) or range bytes (discard, write-zeroes).
+    /// Payload bytes (writes, verify checks) or range bytes (discard, write-zeroes).
     pub length: u32,
     /// CRC-32C of the payload.
     pub payload_crc: u32,
@@ -508,7 +510,7 @@ pub struct RecordHeader {
 impl RecordHeader {
     /// Payload bytes following the header on disk (before padding).
     pub fn payload_len(&self) -> u64 {
-        if self.kind == RecordKind::Write {
+        if matches!(self.kind, RecordKind::Write | RecordKind::Verify) {
             u64::from(self.length)
         } else {
             0
@@ -548,6 +550,7 @@ impl RecordHeader {
             2 => RecordKind::Flush,
             3 => RecordKind::Discard,
             4 => RecordKind::WriteZeroes,
+            5 => RecordKind::Verify,
             0xFF => RecordKind::Wrap,
             _ => return Err(SpillError::BadRecord),
         };

@@ -168,6 +168,17 @@ pub struct Counters {
     /// Bytes of the volume in regions marked for a resync (writes tracked instead of
     /// queued, not yet copied).
     pub dirty_bytes: u64,
+    /// 1 while an online verify runs: checks to queue, or queued checks the receiver
+    /// has not acknowledged yet.
+    pub verifying: u64,
+    /// Bytes of the volume whose check the current (or last) verify has queued.
+    pub verify_bytes: u64,
+    /// Bytes the current (or last) verify covers; 0 if none ran.
+    pub verify_total_bytes: u64,
+    /// Chunks the current (or last) verify found different on the replica.
+    pub verify_mismatches: u64,
+    /// Mismatched chunks sent again (`verify repair`).
+    pub verify_repaired: u64,
 }
 
 /// The whole status line.
@@ -221,7 +232,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 27] = [
+const COUNTER_KEYS: [(&str, CounterField); 32] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -249,6 +260,11 @@ const COUNTER_KEYS: [(&str, CounterField); 27] = [
     ("refused", |c| &mut c.refused),
     ("resyncs", |c| &mut c.resyncs),
     ("dirty_bytes", |c| &mut c.dirty_bytes),
+    ("verifying", |c| &mut c.verifying),
+    ("verify_bytes", |c| &mut c.verify_bytes),
+    ("verify_total_bytes", |c| &mut c.verify_total_bytes),
+    ("verify_mismatches", |c| &mut c.verify_mismatches),
+    ("verify_repaired", |c| &mut c.verify_repaired),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -398,6 +414,11 @@ mod tests {
             refused: 1,
             resyncs: 2,
             dirty_bytes: 4 << 20,
+            verifying: 1,
+            verify_bytes: 1 << 20,
+            verify_total_bytes: 1 << 30,
+            verify_mismatches: 2,
+            verify_repaired: 1,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -429,7 +450,8 @@ mod tests {
              spill_entries=4 spill_bytes=9216 spill_capacity_bytes=1073741824 \
              sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1 \
              sync_rate=3145728 receiver_slow=1 slow_drops=2 generation=3 refused=1 resyncs=2 \
-             dirty_bytes=4194304"
+             dirty_bytes=4194304 verifying=1 verify_bytes=1048576 \
+             verify_total_bytes=1073741824 verify_mismatches=2 verify_repaired=1"
         );
     }
 

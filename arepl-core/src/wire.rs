@@ -1,4 +1,4 @@
-//! The replication wire protocol, version 3: one definition for the kernel sender and
+//! The replication wire protocol, version 4: one definition for the kernel sender and
 //! `replicad`.
 //!
 //! Every frame is a 40-byte header, big-endian, optionally followed by a payload:
@@ -47,6 +47,12 @@
 //! and applies them. Once the last entry of the resync has been sent, the sender sends
 //! `ResyncDone` (seq: that entry's sequence); the replica is consistent again once it is
 //! durable through it.
+//!
+//! Verify (new in version 4, see [`crate::verify`]): `Verify` is an entry of the
+//! stream like a write (seq, offset: the chunk's offset; payload: the chunk's hash and
+//! length). The receiver hashes its own chunk once it has applied everything before
+//! `seq` and, if they differ, sends `Mismatch` (seq, offset and length of that chunk)
+//! before the `Ack` that covers it.
 use crate::crc32c::crc32c;
 use crate::digest::{Digest, EntryFields};
 use crate::history::{HistoryBlock, HISTORY_BLOCK_LEN};
@@ -55,7 +61,7 @@ use core::fmt;
 /// First four header bytes: "ARPL".
 pub const MAGIC: u32 = 0x4152_504C;
 /// Protocol version this code speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Size of every frame header.
 pub const HEADER_LEN: usize = 40;
 /// Writes are whole 512-byte sectors at sector-aligned offsets.
@@ -143,6 +149,10 @@ pub enum FrameKind {
     Begin = 11,
     /// Sender: the resync's last entry is `seq`.
     ResyncDone = 12,
+    /// Sender: the chunk at `offset` should hash as the payload says (an entry).
+    Verify = 13,
+    /// Receiver: the chunk of `Verify` `seq` (`length` bytes at `offset`) differs.
+    Mismatch = 14,
 }
 
 impl FrameKind {
@@ -160,6 +170,8 @@ impl FrameKind {
             10 => Self::Digest,
             11 => Self::Begin,
             12 => Self::ResyncDone,
+            13 => Self::Verify,
+            14 => Self::Mismatch,
             _ => return None,
         })
     }
@@ -168,7 +180,7 @@ impl FrameKind {
     pub fn has_payload(self) -> bool {
         matches!(
             self,
-            Self::Hello | Self::Welcome | Self::Write | Self::Refuse | Self::Begin
+            Self::Hello | Self::Welcome | Self::Write | Self::Refuse | Self::Begin | Self::Verify
         )
     }
 }
@@ -373,6 +385,23 @@ impl Header {
         Self::new(FrameKind::WriteZeroes, seq, offset, length, 0)
     }
 
+    /// `Verify` entry `seq`: the chunk at `offset` is as `check` says.
+    pub fn verify(seq: u64, offset: u64, check: &[u8; crate::verify::VERIFY_PAYLOAD_LEN]) -> Self {
+        Self::new(
+            FrameKind::Verify,
+            seq,
+            offset,
+            check.len() as u32,
+            crc32c(check),
+        )
+    }
+
+    /// `Mismatch`: the chunk of `Verify` entry `seq`, `length` bytes at `offset`,
+    /// differs on the replica.
+    pub fn mismatch(seq: u64, offset: u64, length: u32) -> Self {
+        Self::new(FrameKind::Mismatch, seq, offset, length, 0)
+    }
+
     /// `Ack`: everything up to and including `durable_seq` is durable.
     pub fn ack(durable_seq: u64) -> Self {
         Self::new(FrameKind::Ack, durable_seq, 0, 0, 0)
@@ -416,16 +445,18 @@ impl Header {
     /// What a data frame contributes to the replication digest; `None` for other kinds.
     pub fn entry_fields(&self) -> Option<EntryFields> {
         match self.kind {
-            FrameKind::Write | FrameKind::Flush | FrameKind::Discard | FrameKind::WriteZeroes => {
-                Some(EntryFields {
-                    seq: self.seq,
-                    kind: self.kind as u8,
-                    fua: self.is_fua(),
-                    offset: self.offset,
-                    length: self.length,
-                    payload_crc: self.payload_crc,
-                })
-            }
+            FrameKind::Write
+            | FrameKind::Flush
+            | FrameKind::Discard
+            | FrameKind::WriteZeroes
+            | FrameKind::Verify => Some(EntryFields {
+                seq: self.seq,
+                kind: self.kind as u8,
+                fua: self.is_fua(),
+                offset: self.offset,
+                length: self.length,
+                payload_crc: self.payload_crc,
+            }),
             _ => None,
         }
     }
@@ -452,9 +483,10 @@ impl Header {
     /// End of the byte range the frame touches, for range checks against the volume.
     pub fn range_end(&self) -> Option<u64> {
         match self.kind {
-            FrameKind::Write | FrameKind::Discard | FrameKind::WriteZeroes => {
-                self.offset.checked_add(u64::from(self.length))
-            }
+            FrameKind::Write
+            | FrameKind::Discard
+            | FrameKind::WriteZeroes
+            | FrameKind::Mismatch => self.offset.checked_add(u64::from(self.length)),
             _ => None,
         }
     }
@@ -533,7 +565,8 @@ impl Header {
             FrameKind::Welcome | FrameKind::Begin => self.length == HISTORY_LEN,
             FrameKind::Refuse => self.length <= MAX_REASON_LEN,
             FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
-            FrameKind::Discard | FrameKind::WriteZeroes => self.length > 0,
+            FrameKind::Discard | FrameKind::WriteZeroes | FrameKind::Mismatch => self.length > 0,
+            FrameKind::Verify => self.length == crate::verify::VERIFY_PAYLOAD_LEN as u32,
             FrameKind::Flush
             | FrameKind::Ack
             | FrameKind::Ping
@@ -584,7 +617,7 @@ mod tests {
 
     const WRITE_GOLDEN: [u8; HEADER_LEN] = [
         0x41, 0x52, 0x50, 0x4C, // magic "ARPL"
-        0x03, // version
+        0x04, // version
         0x03, // kind: Write
         0x00, 0x01, // flags: FUA
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // seq 258
@@ -592,7 +625,7 @@ mod tests {
         0x00, 0x00, 0x02, 0x00, // length 512
         0xB2, 0xFD, 0xE4, 0x2F, // payload crc32c of 512 x 0xAB
         0x00, 0x00, 0x00, 0x00, // reserved
-        0x08, 0x6D, 0x9F, 0x86, // header crc32c
+        0xB8, 0x1D, 0xAD, 0xF7, // header crc32c
     ];
 
     #[test]
@@ -610,7 +643,7 @@ mod tests {
         assert_eq!(
             &ack[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x03, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                0x41, 0x52, 0x50, 0x4C, 0x04, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
                 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -633,7 +666,7 @@ mod tests {
         assert_eq!(
             &digest[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x03, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
+                0x41, 0x52, 0x50, 0x4C, 0x04, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
                 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -676,6 +709,11 @@ mod tests {
         assert!(Header::flush(9).entry_fields().is_some());
         assert!(Header::ack(9).entry_fields().is_none());
         assert!(Header::digest(9, None).entry_fields().is_none());
+        let check = crate::verify::ChunkCheck { hash: 3, len: 4096 }.encode();
+        let verify = Header::verify(10, 4096, &check).entry_fields().unwrap();
+        assert_eq!((verify.kind, verify.length), (13, 16));
+        assert_eq!(verify.payload_crc, crc32c(&check));
+        assert!(Header::mismatch(10, 4096, 4096).entry_fields().is_none());
     }
 
     fn hello_payload(name: &str) -> HelloPayload {
@@ -729,6 +767,12 @@ mod tests {
             Header::flush(9),
             Header::discard(10, 0, 4096),
             Header::write_zeroes(11, 1024, 512),
+            Header::verify(
+                12,
+                1 << 20,
+                &crate::verify::ChunkCheck { hash: 3, len: 4096 }.encode(),
+            ),
+            Header::mismatch(12, 1 << 20, 4096),
             Header::ack(11),
             Header::refuse(b"volume mismatch"),
             Header::ping(),
@@ -811,7 +855,7 @@ mod tests {
     fn messages() {
         assert_eq!(
             WireError::BadVersion(9).to_string(),
-            "unsupported protocol version 9 (speaking 3)"
+            "unsupported protocol version 9 (speaking 4)"
         );
     }
 }

@@ -174,6 +174,20 @@ pub enum Command {
         /// Device-mapper name or VG/LV.
         name: String,
     },
+    /// Check the replica against this volume, online: each chunk is hashed on both sides
+    /// at the same point of the write order, so writes running meanwhile cause no false
+    /// alarm. Progress and mismatches show in status.
+    Verify {
+        /// Device-mapper name or VG/LV.
+        name: String,
+        /// Send the chunks found different again.
+        #[arg(long)]
+        repair: bool,
+        /// Wait until every check is acknowledged and report; exit status 3 if chunks
+        /// differed.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Set up every volume described in CONFIG_DIR/*.toml that is not up yet.
     Up {
         /// Directory of the volume descriptions.

@@ -17,9 +17,12 @@ use dmtarget_cli::updown::{self, STATE_DIR};
 /// How long `arepl remove` waits for the queue to drain.
 const REMOVE_DRAIN: Duration = Duration::from_secs(30);
 
+/// Exit status of `arepl verify --wait` when chunks differed.
+const EXIT_MISMATCHES: u8 = 3;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("arepl: {message}");
             ExitCode::FAILURE
@@ -27,7 +30,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<ExitCode, String> {
     let dm = DeviceMapper::open()?;
     match cli.command {
         Command::Convert { lv, link, spill } => {
@@ -83,6 +86,12 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::SwitchLink { name } => message(&dm, &name, "switch-link")?,
         Command::Pause { name } => message(&dm, &name, "pause")?,
         Command::Resume { name } => message(&dm, &name, "resume")?,
+        Command::Verify { name, repair, wait } => {
+            message(&dm, &name, if repair { "verify repair" } else { "verify" })?;
+            if wait {
+                return verify_result(&dm, &name);
+            }
+        }
         Command::Up { config_dir, only } => {
             updown::up(&dm, &config_dir, only.as_deref(), Path::new(STATE_DIR))?;
         }
@@ -98,7 +107,32 @@ fn run(cli: Cli) -> Result<(), String> {
             Path::new(STATE_DIR),
         )?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for the verify just started on `name` to end, and says what it found.
+fn verify_result(dm: &DeviceMapper, name: &str) -> Result<ExitCode, String> {
+    let dev = dm_name_of(name)?;
+    loop {
+        let report = ops::reports(dm, Some(&dev))?
+            .pop()
+            .ok_or_else(|| format!("{name} is gone"))?;
+        let verify = report
+            .verify
+            .ok_or_else(|| format!("{name}: no verify runs"))?;
+        if !verify.running {
+            println!(
+                "{name}: verify of {} bytes done: {} chunks differ, {} sent again",
+                verify.total_bytes, verify.mismatches, verify.repaired
+            );
+            return Ok(if verify.mismatches == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_MISMATCHES)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 fn message(dm: &DeviceMapper, name: &str, text: &str) -> Result<(), String> {

@@ -46,6 +46,8 @@ pub struct DeviceReport {
     /// A replication digest check found that the replica's history differs from this
     /// volume's: it may lack or misplace writes and needs a resync.
     pub diverged: bool,
+    /// The online verify since the table was loaded, if one ran.
+    pub verify: Option<VerifyReport>,
     pub errors: Errors,
     pub io: Io,
 }
@@ -118,6 +120,20 @@ impl InitialSync {
     fn copying(&self) -> bool {
         self.copied_bytes < self.total_bytes
     }
+}
+
+/// An online verify: the replica checked chunk by chunk at the same point of the
+/// write order.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VerifyReport {
+    /// Checks are left to queue, or to be acknowledged.
+    pub running: bool,
+    pub checked_bytes: u64,
+    pub total_bytes: u64,
+    /// Chunks the replica had different.
+    pub mismatches: u64,
+    /// Of those, chunks sent again (`verify repair`).
+    pub repaired: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -200,6 +216,13 @@ impl DeviceReport {
                 c.sync_rate,
             ),
             diverged: c.diverged == 1,
+            verify: (c.verify_total_bytes > 0).then_some(VerifyReport {
+                running: c.verifying == 1,
+                checked_bytes: c.verify_bytes,
+                total_bytes: c.verify_total_bytes,
+                mismatches: c.verify_mismatches,
+                repaired: c.verify_repaired,
+            }),
             errors: Errors {
                 write: c.write_errors,
                 link: c.link_errors,
@@ -366,7 +389,8 @@ mod tests {
         paused=0 primary=connected primary_connects=1 primary_errors=1 primary_last_error=110 \
         backup=down backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
         spill_bytes=3145728 spill_capacity_bytes=67108864 sync_bytes=0 sync_total_bytes=0 \
-        consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0 generation=1 refused=0 resyncs=0 dirty_bytes=0";
+        consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0 generation=1 refused=0 resyncs=0 dirty_bytes=0 verifying=0 verify_bytes=0 \
+        verify_total_bytes=0 verify_mismatches=0 verify_repaired=0";
 
     #[test]
     fn report_from_table_and_status() {
@@ -454,6 +478,18 @@ mod tests {
         let d = DeviceReport::new("db", None, TABLE, &without_spill).unwrap();
         let value: serde_json::Value = serde_json::from_str(&render_json(vec![d])).unwrap();
         assert!(value["devices"][0]["spill"].is_null());
+        assert!(value["devices"][0]["verify"].is_null(), "no verify ran");
+        let verified = STATUS
+            .replace("verifying=0", "verifying=1")
+            .replace("verify_total_bytes=0", "verify_total_bytes=1048576")
+            .replace("verify_mismatches=0", "verify_mismatches=2");
+        let d = DeviceReport::new("db", None, TABLE, &verified).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&render_json(vec![d])).unwrap();
+        let verify = &value["devices"][0]["verify"];
+        assert_eq!(
+            (verify["running"].as_bool(), verify["mismatches"].as_u64()),
+            (Some(true), Some(2))
+        );
         assert!(value["devices"][0]["lv"].is_null());
     }
 

@@ -33,6 +33,13 @@
 //! out here: what a `Begin` records (a resync, after protecting the image) is durable
 //! before any entry after it is written, and each commit checks whether a resync is now
 //! complete.
+//!
+//! A `Verify` entry is an entry like the others (it counts in the digest and the durable
+//! sequence) that writes nothing: when the applier reaches it, every entry before it is
+//! written to the target and none after, so the chunk it names is hashed on the replica
+//! there ([`crate::verify`]). A chunk that differs is logged, counted, recorded and
+//! handed to the connection, which sends its `Mismatch` before any `Ack` that covers the
+//! entry: that `Ack` comes from a commit after it.
 
 use std::time::{Duration, Instant};
 
@@ -41,13 +48,14 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::consistency::Begin;
-use crate::entry::Entry;
+use crate::entry::{Entry, Operation};
 use crate::protection::{ProtectionError, ResyncProtection};
 use crate::replica::{Replica, ReplicaError};
 use crate::resync;
 use crate::sequencer::ProtocolError;
 use crate::state::{Divergence, StateError};
 use crate::stats::Stats;
+use crate::verify::ChunkMismatch;
 
 /// Longest time an applied entry waits for durability under continuous input.
 pub const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
@@ -123,6 +131,9 @@ pub struct Published {
     pub durable: watch::Sender<u64>,
     /// The first sequence that may differ from the primary, once a check failed.
     pub diverged_from: watch::Sender<Option<u64>>,
+    /// Chunks an online verify found different, in stream order. Each is sent before
+    /// the durable sequence that covers it is published.
+    pub mismatches: mpsc::UnboundedSender<ChunkMismatch>,
 }
 
 /// What one session's applier did.
@@ -136,6 +147,10 @@ pub struct ApplyReport {
     pub checks_matched: u64,
     /// Digest checks that did not.
     pub checks_failed: u64,
+    /// Chunks an online verify checked.
+    pub chunks_verified: u64,
+    /// Those that differed from the primary's.
+    pub chunk_mismatches: u64,
     /// The durable sequence at the end.
     pub durable_seq: u64,
 }
@@ -176,8 +191,19 @@ pub struct Outputs<'a> {
 /// once `reading_over` is cancelled, commits only at the end. Stops at the first target
 /// or state failure, leaving the entries applied since the last commit undurable (and
 /// unacknowledged), and at a `Begin` it cannot carry out, before writing anything after
-/// it.
+/// it. Either way the verify record is written at the end.
 pub fn run(
+    replica: &mut Replica,
+    queue: mpsc::Receiver<Queued>,
+    outputs: Outputs<'_>,
+    reading_over: &CancellationToken,
+) -> Result<ApplyReport, ApplyError> {
+    let ran = apply_all(replica, queue, outputs, reading_over);
+    replica.persist_verify(true);
+    ran
+}
+
+fn apply_all(
     replica: &mut Replica,
     mut queue: mpsc::Receiver<Queued>,
     outputs: Outputs<'_>,
@@ -189,6 +215,8 @@ pub fn run(
             commits: 0,
             checks_matched: 0,
             checks_failed: 0,
+            chunks_verified: 0,
+            chunk_mismatches: 0,
             durable_seq: replica.state().durable_seq,
         },
         replica,
@@ -201,6 +229,8 @@ pub fn run(
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) => {
                     applier.commit()?;
+                    // Idle: the figures on disk catch up with the checks made.
+                    applier.replica.persist_verify(true);
                     batch_started = None;
                     continue;
                 }
@@ -232,6 +262,7 @@ pub fn run(
         let due = entry.demands_durability() || started.elapsed() >= MAX_BATCH_AGE;
         if due && !reading_over.is_cancelled() {
             applier.commit()?;
+            applier.replica.persist_verify(false);
             batch_started = None;
         }
     }
@@ -255,9 +286,44 @@ impl Applier<'_> {
             self.replica.applied_seq() + 1,
             "the sequencer keeps order"
         );
+        if let Operation::Verify { offset, check } = entry.op {
+            self.check_chunk(entry.seq, offset, check)?;
+        }
         self.replica.apply(entry)?;
         self.outputs.stats.entry_applied(entry);
         self.report.applied += 1;
+        Ok(())
+    }
+
+    /// Checks the chunk of `Verify` entry `seq`, every entry before it applied.
+    fn check_chunk(
+        &mut self,
+        seq: u64,
+        offset: u64,
+        check: arepl_core::verify::ChunkCheck,
+    ) -> Result<(), ReplicaError> {
+        let mismatch = self.replica.check_chunk(seq, offset, check)?;
+        self.outputs
+            .stats
+            .chunk_verified(check.len, mismatch.is_none());
+        self.report.chunks_verified += 1;
+        let Some(mismatch) = mismatch else {
+            tracing::debug!(
+                "verify: bytes {offset}..{} match the primary (seq {seq})",
+                offset + u64::from(check.len)
+            );
+            return Ok(());
+        };
+        let volume = self.replica.state().identity.as_ref();
+        tracing::warn!(
+            "verify: bytes {}..{} of volume {} differ from the primary (seq {seq})",
+            mismatch.offset,
+            mismatch.end(),
+            volume.map_or("(unnamed)", |identity| identity.name.as_str()),
+        );
+        self.report.chunk_mismatches += 1;
+        // Fails only once the connection stopped sending: nobody hears the Ack either.
+        let _ = self.outputs.published.mismatches.send(mismatch);
         Ok(())
     }
 
@@ -457,6 +523,15 @@ mod tests {
 
     /// Runs the applier over `items`, all queued before it starts.
     fn run_items(replica: &mut Replica, items: Vec<Queued>) -> (ApplyReport, Published) {
+        run_with_mismatches(replica, items, mpsc::unbounded_channel().0)
+    }
+
+    /// [`run_items`], reporting differing chunks to `mismatches`.
+    fn run_with_mismatches(
+        replica: &mut Replica,
+        items: Vec<Queued>,
+        mismatches: mpsc::UnboundedSender<ChunkMismatch>,
+    ) -> (ApplyReport, Published) {
         let (tx, rx) = mpsc::channel(items.len().max(1));
         for item in items {
             tx.try_send(item).unwrap();
@@ -465,6 +540,7 @@ mod tests {
         let published = Published {
             durable: watch::channel(replica.state().durable_seq).0,
             diverged_from: watch::channel(None).0,
+            mismatches,
         };
         let stats = Stats::new(replica.state());
         let report = run(
@@ -530,6 +606,7 @@ mod tests {
         let published = Published {
             durable: watch::channel(0).0,
             diverged_from: watch::channel(None).0,
+            mismatches: mpsc::unbounded_channel().0,
         };
         let stats = Stats::new(replica.state());
         let over = CancellationToken::new();
@@ -567,6 +644,7 @@ mod tests {
         let published = Published {
             durable: durable_tx,
             diverged_from: watch::channel(None).0,
+            mismatches: mpsc::unbounded_channel().0,
         };
         let stats = Stats::new(replica.state());
         let applier = std::thread::spawn(move || {
@@ -724,6 +802,175 @@ mod tests {
                 found_at: 6
             })
         );
+    }
+
+    /// A `Verify` entry of the 4 KiB block [`write`] `of` writes, filled with `byte`.
+    fn verify_block(seq: u64, of: u64, byte: u8) -> Entry {
+        Entry::new(
+            seq,
+            Operation::Verify {
+                offset: (of % 64) * 4096,
+                check: arepl_core::verify::ChunkCheck::of(&[byte; 4096]),
+            },
+        )
+    }
+
+    /// Log lines written while `work` runs on this thread.
+    fn logged<T>(work: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone)]
+        struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture(Default::default());
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, work);
+        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[test]
+    fn a_verify_hashes_the_replica_after_every_earlier_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = replica(dir.path());
+        // 1 writes block 1, 2 checks it; 3 overwrites it, 4 checks it again; 5 checks
+        // the still empty block 5 and 6 writes it: a check sees no later entry.
+        let overwrite = Entry::new(
+            3,
+            Operation::Write {
+                offset: 4096,
+                data: Bytes::from(vec![0x33; 4096]),
+                fua: false,
+            },
+        );
+        let items = [
+            write(1),
+            verify_block(2, 1, 1),
+            overwrite,
+            verify_block(4, 1, 0x33),
+            verify_block(5, 6, 0),
+            write_of(6, 5),
+        ]
+        .into_iter()
+        .map(Queued::unbudgeted)
+        .collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (report, _) = run_with_mismatches(&mut replica, items, tx);
+        assert_eq!((report.applied, report.durable_seq), (6, 6));
+        assert_eq!((report.chunks_verified, report.chunk_mismatches), (3, 0));
+        assert!(rx.try_recv().is_err(), "a matching chunk was reported");
+        // Verify entries count in the digest like any entry.
+        assert_eq!(replica.state().digest, replica.applied_digest());
+        let record = crate::verify::load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (
+                record.chunks,
+                record.bytes,
+                record.mismatches,
+                record.last_seq
+            ),
+            (3, 3 * 4096, 0, 5)
+        );
+        assert_eq!(block(&replica, 6), 5);
+    }
+
+    #[test]
+    fn a_differing_chunk_is_logged_recorded_and_reported_before_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replica = replica(dir.path());
+        let items = vec![
+            Queued::unbudgeted(write(1)),
+            // The primary has 0x77 where the replica has 1s.
+            Queued::unbudgeted(verify_block(2, 1, 0x77)),
+            Queued::unbudgeted(flush(3)),
+        ];
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (durable_tx, mut durable_rx) = watch::channel(0);
+        let published = Published {
+            durable: durable_tx,
+            diverged_from: watch::channel(None).0,
+            mismatches: tx,
+        };
+        let stats = Stats::new(replica.state());
+        let (queue_tx, queue_rx) = mpsc::channel(items.len());
+        for item in items {
+            queue_tx.try_send(item).unwrap();
+        }
+        drop(queue_tx);
+        // Each durable sequence published must find the mismatches of the entries it
+        // covers already queued.
+        let watcher = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut seen = Vec::new();
+                while durable_rx.changed().await.is_ok() {
+                    let durable = *durable_rx.borrow_and_update();
+                    while let Ok(mismatch) = rx.try_recv() {
+                        seen.push(mismatch);
+                    }
+                    if durable >= 2 {
+                        assert_eq!(seen.len(), 1, "durable {durable} before its Mismatch");
+                    }
+                }
+                seen
+            })
+        });
+        let (report, log) = logged(|| {
+            run(
+                &mut replica,
+                queue_rx,
+                outputs(&published, &stats),
+                &CancellationToken::new(),
+            )
+            .unwrap()
+        });
+        drop(published);
+        let seen = watcher.join().unwrap();
+        assert_eq!(
+            seen,
+            [ChunkMismatch {
+                seq: 2,
+                offset: 4096,
+                len: 4096
+            }]
+        );
+        assert_eq!((report.chunks_verified, report.chunk_mismatches), (1, 1));
+        assert_eq!(report.durable_seq, 3);
+        assert!(
+            log.contains(" WARN ")
+                && log.contains(
+                    "verify: bytes 4096..8192 of volume vol differ from the primary (seq 2)"
+                ),
+            "{log}"
+        );
+        let figures = stats.snapshot();
+        assert_eq!(
+            (
+                figures.verify_chunks,
+                figures.verify_bytes,
+                figures.verify_mismatches
+            ),
+            (1, 4096, 1)
+        );
+        let record = crate::verify::load(dir.path()).unwrap().unwrap();
+        assert_eq!(record.mismatches, 1);
+        assert_eq!(record.recent.iter().copied().collect::<Vec<_>>(), seen);
+        // Nothing was written by the check, and a replica differing is no divergence
+        // of the stream.
+        assert_eq!(block(&replica, 1), 1);
+        assert_eq!(replica.state().diverged, None);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! `Begin` and `ResyncDone` go to the applier in stream order; while it protects the
 //! replica before a resync (a snapshot may take seconds) the ack task keeps sending its
 //! heartbeat, so the sender keeps the session.
+//!
+//! The ack task is the only writer of the socket once the session streams: it also
+//! sends the `Mismatch` frames of the online verify, each before any `Ack` that covers
+//! its `Verify` entry.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -31,6 +35,7 @@ use crate::sequencer::{Admitted, ProtocolError, Sequencer};
 use crate::state::VolumeIdentity;
 use crate::stats::{Failure, Stats};
 use crate::takeover::SessionSlot;
+use crate::verify::ChunkMismatch;
 
 /// How long a new connection may take to send its `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -321,6 +326,9 @@ async fn stream_entries(
     let (durable_tx, durable_rx) = watch::channel(durable_seq);
     let (diverged_tx, diverged_rx) = watch::channel(diverged_from);
     let (ping_tx, ping_rx) = mpsc::channel(PING_QUEUE);
+    // Unbounded: one small item per chunk found different, and an applier that waited
+    // for a sender that does not read could hold the session open.
+    let (mismatch_tx, mismatch_rx) = mpsc::unbounded_channel();
     let stats = shared.stats.clone();
     let protection = shared.protection.clone();
     let reading_over = CancellationToken::new();
@@ -330,6 +338,7 @@ async fn stream_entries(
         let published = Published {
             durable: durable_tx,
             diverged_from: diverged_tx,
+            mismatches: mismatch_tx,
         };
         let outputs = Outputs {
             published: &published,
@@ -338,7 +347,15 @@ async fn stream_entries(
         };
         applier::run(&mut replica, entry_rx, outputs, &applier_stops)
     });
-    let mut acks = tokio::spawn(send_acks(sink, durable_rx, diverged_rx, ping_rx));
+    let mut acks = tokio::spawn(send_acks(
+        sink,
+        AckInputs {
+            durable: durable_rx,
+            diverged_from: diverged_rx,
+            pings: ping_rx,
+            mismatches: mismatch_rx,
+        },
+    ));
     // The sender resumes after the welcomed sequence: nothing past it is on the target
     // (entries applied before a restart were made durable when the replica was opened).
     let sequencer = Sequencer::new(durable_seq, volume_size);
@@ -382,6 +399,13 @@ async fn stream_entries(
         report.checks_failed,
         report.durable_seq
     );
+    if report.chunks_verified > 0 {
+        tracing::info!(
+            "session verified {} chunks; {} differed from the primary",
+            report.chunks_verified,
+            report.chunk_mismatches
+        );
+    }
     reading
 }
 
@@ -481,24 +505,43 @@ async fn forward_entries(
     }
 }
 
+/// What the ack task hears from the reader and the applier.
+struct AckInputs {
+    /// Durable sequences published by the applier.
+    durable: watch::Receiver<u64>,
+    /// The divergence, once a digest check failed.
+    diverged_from: watch::Receiver<Option<u64>>,
+    /// One item per `Ping` to answer.
+    pings: mpsc::Receiver<()>,
+    /// Chunks the online verify found different, from the applier.
+    mismatches: mpsc::UnboundedReceiver<ChunkMismatch>,
+}
+
 /// Sends an `Ack` for every durable sequence published, coalescing those that come
 /// faster than the link takes them, and the last one before the applier stops. Answers
 /// each ping with an `Ack` of the durable sequence right away, repeating the last one if
 /// nothing new is durable, and repeats it every [`HEARTBEAT_INTERVAL`] as a heartbeat.
 /// Acks never go backwards: the durable sequence only grows. Once the replica is known
 /// to have diverged, every `Ack` says so.
-async fn send_acks(
-    mut sink: FrameWriter,
-    mut durable: watch::Receiver<u64>,
-    diverged_from: watch::Receiver<Option<u64>>,
-    mut pings: mpsc::Receiver<()>,
-) -> Result<(), CodecError> {
+///
+/// Sends each `Mismatch` the applier reports as it comes, and in any case before the
+/// next `Ack`: the applier reports it before it publishes the durable sequence that
+/// covers its entry, so taking every report queued after reading the durable sequence
+/// and before sending its `Ack` puts each `Mismatch` ahead of the `Ack` covering it.
+async fn send_acks(mut sink: FrameWriter, inputs: AckInputs) -> Result<(), CodecError> {
+    let AckInputs {
+        mut durable,
+        diverged_from,
+        mut pings,
+        mut mismatches,
+    } = inputs;
     let ack = |seq: u64| match *diverged_from.borrow() {
         Some(from) => Frame::bare(Header::ack_diverged(seq, from)),
         None => Frame::bare(Header::ack(seq)),
     };
     let mut acked = *durable.borrow_and_update();
     let mut pinging = true;
+    let mut mismatching = true;
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + HEARTBEAT_INTERVAL,
         HEARTBEAT_INTERVAL,
@@ -512,23 +555,33 @@ async fn send_acks(
             ping = pings.recv(), if pinging => match ping {
                 Some(()) => {
                     acked = acked.max(*durable.borrow_and_update());
+                    feed_mismatches(&mut sink, &mut mismatches).await?;
                     sink.send(ack(acked)).await?;
                     heartbeat.reset();
                 }
                 // The reader is done; the applier's last sequence is still to come.
                 None => pinging = false,
             },
+            mismatch = mismatches.recv(), if mismatching => match mismatch {
+                Some(mismatch) => sink.send(Frame::bare(mismatch.header())).await?,
+                // The applier is done; its last durable sequence is still to come.
+                None => mismatching = false,
+            },
             _ = heartbeat.tick() => {
                 acked = acked.max(*durable.borrow_and_update());
+                feed_mismatches(&mut sink, &mut mismatches).await?;
                 sink.send(ack(acked)).await?;
             }
             changed = durable.changed() => {
                 let closed = changed.is_err();
                 let seq = *durable.borrow_and_update();
+                feed_mismatches(&mut sink, &mut mismatches).await?;
                 if seq > acked {
                     sink.send(ack(seq)).await?;
                     acked = seq;
                     heartbeat.reset();
+                } else {
+                    sink.flush().await?;
                 }
                 if closed {
                     return Ok(());
@@ -536,6 +589,17 @@ async fn send_acks(
             }
         }
     }
+}
+
+/// Queues every `Mismatch` reported so far on `sink`, to leave with the next frame sent.
+async fn feed_mismatches(
+    sink: &mut FrameWriter,
+    mismatches: &mut mpsc::UnboundedReceiver<ChunkMismatch>,
+) -> Result<(), CodecError> {
+    while let Ok(mismatch) = mismatches.try_recv() {
+        sink.feed(Frame::bare(mismatch.header())).await?;
+    }
+    Ok(())
 }
 
 async fn refuse(sink: &mut FrameWriter, refusal: Refusal) -> Result<Handshake, ConnectionError> {
@@ -586,6 +650,7 @@ mod tests {
     use crate::state::{Consistency, VolumeIdentity};
     use arepl_core::history::History;
     use arepl_core::table::VolumeName;
+    use arepl_core::verify::ChunkCheck;
     use arepl_core::wire::FrameKind;
     use tokio::net::TcpListener;
 
@@ -766,6 +831,167 @@ mod tests {
         replica.volume().read(0, &mut bytes).unwrap();
         assert!(bytes[..4096].iter().all(|&b| b == 0x33));
         assert!(bytes[4096..].iter().all(|&b| b == 0x22));
+    }
+
+    /// `Verify` entry `seq` of the chunk at `offset`, as the primary has `bytes` there.
+    fn verify(seq: u64, offset: u64, bytes: &[u8]) -> Frame {
+        let check = ChunkCheck::of(bytes).encode();
+        Frame::with_payload(Header::verify(seq, offset, &check), check.to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_matching_verify_sends_no_mismatch_and_is_acknowledged() {
+        let server = one_shot(3).await;
+        let (mut conn, _) = server.peer.open_session().await.unwrap();
+        conn.feed(write(4, 0, 0x44, false)).await.unwrap();
+        // The chunk as entry 4 left it, and one nothing wrote.
+        conn.feed(verify(5, 0, &[0x44; 4096])).await.unwrap();
+        conn.feed(verify(6, 4096, &[0; 8192])).await.unwrap();
+        // The write after a check is not in it.
+        conn.send(write(7, 4096, 0x77, false)).await.unwrap();
+        // Only Acks come back.
+        wait_for_ack(&mut conn, 7).await;
+        drop(conn);
+        let (end, server) = ended(server).await;
+        assert_eq!(end.unwrap(), SessionEnd::PeerClosed);
+        let figures = server.shared.stats.snapshot();
+        assert_eq!(
+            (
+                figures.verify_chunks,
+                figures.verify_bytes,
+                figures.verify_mismatches
+            ),
+            (2, 3 * 4096, 0)
+        );
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state().durable_seq, 7);
+        let record = crate::verify::load(server.dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (record.chunks, record.mismatches, record.last_seq),
+            (2, 0, 6)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_differing_chunk_is_reported_before_the_ack_covering_it() {
+        let server = one_shot(3).await;
+        // Block 2 of the replica differs from the primary's, as if written behind
+        // replicad's back.
+        {
+            use std::os::unix::fs::FileExt;
+            let target = std::fs::OpenOptions::new()
+                .write(true)
+                .open(server.dir.path().join("target"))
+                .unwrap();
+            target.write_all_at(&[0xEE; 512], 2 * 4096 + 512).unwrap();
+        }
+        let (mut conn, _) = server.peer.open_session().await.unwrap();
+        for block in 0..4 {
+            conn.feed(verify(4 + block, block * 4096, &[0; 4096]))
+                .await
+                .unwrap();
+        }
+        // Written over by entry 8: a later check of it matches.
+        conn.feed(write(8, 2 * 4096, 0x88, false)).await.unwrap();
+        conn.feed(verify(9, 2 * 4096, &[0x88; 4096])).await.unwrap();
+        conn.send(Frame::bare(Header::flush(10))).await.unwrap();
+        let mut mismatches = Vec::new();
+        loop {
+            let frame = next_frame(&mut conn).await;
+            match frame.header.kind {
+                FrameKind::Mismatch => mismatches.push(frame.header),
+                FrameKind::Ack => {
+                    // Every Mismatch of an entry this Ack covers came before it.
+                    let acked = frame.header.seq;
+                    assert!(
+                        acked < 6 || !mismatches.is_empty(),
+                        "Ack {acked} before the Mismatch of seq 6"
+                    );
+                    if acked == 10 {
+                        break;
+                    }
+                }
+                kind => panic!("unexpected {kind:?} frame"),
+            }
+        }
+        assert_eq!(mismatches, [Header::mismatch(6, 2 * 4096, 4096)]);
+        drop(conn);
+        let (end, server) = ended(server).await;
+        assert_eq!(end.unwrap(), SessionEnd::PeerClosed);
+        let figures = server.shared.stats.snapshot();
+        assert_eq!((figures.verify_chunks, figures.verify_mismatches), (5, 1));
+        let metrics = crate::metrics::render(&figures);
+        assert!(
+            metrics.contains("\nreplicad_verify_mismatches_total{volume=\"vol\"} 1\n"),
+            "{metrics}"
+        );
+        let status = crate::status::persisted(server.dir.path()).unwrap();
+        assert!(
+            status.contains(
+                "\nverify: 5 chunks checked (20480 bytes), 1 mismatched; last check at seq 9\n\
+                 verify mismatch: bytes 8192..12288 differ from the primary (seq 6)\n"
+            ),
+            "{status}"
+        );
+        let replica = server.shared.replica().await;
+        assert_eq!(replica.state().durable_seq, 10);
+        assert_eq!(replica.state().diverged, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_malformed_verify_is_dropped_and_writes_nothing() {
+        let check = ChunkCheck::of(&[0; 4096]);
+        let mut reserved = check.encode();
+        reserved[12] = 1;
+        let past_end = verify(4, VOLUME_SIZE - 2048, &[0; 4096]);
+        let misaligned = verify(4, 4096 + 100, &[0; 4096]);
+        let bad_payload = Frame::with_payload(Header::verify(4, 0, &reserved), reserved.to_vec());
+        for (bad, reason) in [
+            (past_end, "past the end"),
+            (misaligned, "not sector-aligned"),
+            (bad_payload, "malformed Verify payload"),
+        ] {
+            let server = one_shot(3).await;
+            let (mut conn, _) = server.peer.open_session().await.unwrap();
+            conn.feed(bad).await.unwrap();
+            // Never applied, even though a valid entry follows it.
+            conn.send(write(5, 0, 0x55, true)).await.unwrap();
+            assert!(highest_ack_until_closed(&mut conn).await <= 3);
+            let (end, server) = ended(server).await;
+            let err = end.unwrap_err();
+            assert!(matches!(err, ConnectionError::Protocol(_)), "{err}");
+            assert_eq!(err.failure(), Failure::MalformedFrame);
+            assert!(err.to_string().contains(reason), "{err}");
+            let replica = server.shared.replica().await;
+            assert_eq!(replica.state().durable_seq, 3);
+            let mut bytes = vec![0u8; VOLUME_SIZE as usize];
+            replica.volume().read(0, &mut bytes).unwrap();
+            assert!(
+                bytes.iter().all(|&b| b == 0),
+                "{reason}: the target changed"
+            );
+            assert_eq!(crate::verify::load(server.dir.path()).unwrap(), None);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mismatch_from_the_sender_is_a_protocol_error() {
+        let server = one_shot(3).await;
+        let (mut conn, _) = server.peer.open_session().await.unwrap();
+        conn.send(Frame::bare(Header::mismatch(4, 0, 4096)))
+            .await
+            .unwrap();
+        assert!(highest_ack_until_closed(&mut conn).await <= 3);
+        let (end, _server) = ended(server).await;
+        let err = end.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnectionError::Protocol(ProtocolError::ReceiverFrame(FrameKind::Mismatch))
+            ),
+            "{err}"
+        );
+        assert_eq!(err.failure(), Failure::MalformedFrame);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

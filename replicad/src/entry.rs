@@ -1,6 +1,7 @@
 //! A replication log entry: a data frame that passed every check, ready to apply.
 
 use arepl_core::digest;
+use arepl_core::verify::ChunkCheck;
 use arepl_core::wire::Header;
 use bytes::Bytes;
 
@@ -32,6 +33,14 @@ pub enum Operation {
         /// Length in bytes.
         len: u64,
     },
+    /// Online verify: the chunk at `offset` hashes as `check` says on the primary at
+    /// this point of the stream. Changes nothing on the volume.
+    Verify {
+        /// Byte offset of the chunk on the volume.
+        offset: u64,
+        /// Its hash and length.
+        check: ChunkCheck,
+    },
 }
 
 /// One entry of the replication log, in sequence order.
@@ -57,6 +66,7 @@ impl Entry {
             Operation::WriteZeroes { offset, len } => {
                 Header::write_zeroes(seq, *offset, *len as u32)
             }
+            Operation::Verify { offset, check } => Header::verify(seq, *offset, &check.encode()),
         };
         Self::from_frame(&header, op)
     }

@@ -15,7 +15,8 @@
 //!   [`replica`]: target plus state;
 //!   [`volume`]: the target; [`state`]: the crash-safe durable sequence, digest,
 //!   identity, divergence record, history and consistency; [`applied_marker`]: what is applied past the
-//!   durable sequence in this boot, made durable at the next start;
+//!   durable sequence in this boot, made durable at the next start; [`verify`]: the
+//!   online verify's checks of chunks and their record;
 //! - [`cli`]: the command line; [`config`]: settings from it and a TOML file.
 //!
 //! Operations: [`stats`] holds the live figures the paths above update, [`metrics`]
@@ -46,4 +47,5 @@ pub mod state;
 pub mod stats;
 pub mod status;
 pub mod takeover;
+pub mod verify;
 pub mod volume;

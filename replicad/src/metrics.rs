@@ -109,6 +109,23 @@ pub fn render(snapshot: &Snapshot) -> String {
         s.diverged.map_or(0, |d| d.from_seq),
     );
     out.volume_counter(
+        "replicad_verify_chunks_total",
+        "Chunks an online verify checked: hashed on the replica once every entry before \
+         their Verify entry was applied, and compared with the primary's hash.",
+        s.verify_chunks,
+    );
+    out.volume_counter(
+        "replicad_verify_bytes_total",
+        "Bytes of the chunks an online verify checked.",
+        s.verify_bytes,
+    );
+    out.volume_counter(
+        "replicad_verify_mismatches_total",
+        "Chunks an online verify found different from the primary's; each is reported to \
+         the sender.",
+        s.verify_mismatches,
+    );
+    out.volume_counter(
         "replicad_target_io_errors_total",
         "Failed writes or syncs of the target; each ends its session.",
         s.target_io_errors,
@@ -258,6 +275,9 @@ mod tests {
             reapply_skipped: 6,
             digest_checks_matched: 40,
             digest_checks_failed: 1,
+            verify_chunks: 4096,
+            verify_bytes: 1 << 30,
+            verify_mismatches: 2,
             diverged: Some(crate::state::Divergence {
                 from_seq: 900,
                 found_at: 1000,
@@ -327,6 +347,15 @@ replicad_diverged{volume="db-01"} 1
 # HELP replicad_diverged_from_sequence First sequence whose write the replica may lack or hold wrongly (0: not diverged).
 # TYPE replicad_diverged_from_sequence gauge
 replicad_diverged_from_sequence{volume="db-01"} 900
+# HELP replicad_verify_chunks_total Chunks an online verify checked: hashed on the replica once every entry before their Verify entry was applied, and compared with the primary's hash.
+# TYPE replicad_verify_chunks_total counter
+replicad_verify_chunks_total{volume="db-01"} 4096
+# HELP replicad_verify_bytes_total Bytes of the chunks an online verify checked.
+# TYPE replicad_verify_bytes_total counter
+replicad_verify_bytes_total{volume="db-01"} 1073741824
+# HELP replicad_verify_mismatches_total Chunks an online verify found different from the primary's; each is reported to the sender.
+# TYPE replicad_verify_mismatches_total counter
+replicad_verify_mismatches_total{volume="db-01"} 2
 # HELP replicad_target_io_errors_total Failed writes or syncs of the target; each ends its session.
 # TYPE replicad_target_io_errors_total counter
 replicad_target_io_errors_total{volume="db-01"} 0

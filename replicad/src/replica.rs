@@ -1,5 +1,6 @@
-//! The replica: the target volume, the state that says how much of it is durable, and
-//! the marker that says how much of it is applied in this boot.
+//! The replica: the target volume, the state that says how much of it is durable, the
+//! marker that says how much of it is applied in this boot, and the record of the online
+//! verify's checks.
 //!
 //! Blocking; async code calls it from blocking threads.
 
@@ -7,10 +8,12 @@ use std::io;
 use std::path::Path;
 
 use arepl_core::digest::Digest;
+use arepl_core::verify::ChunkCheck;
 
 use crate::applied_marker::{Applied, AppliedMarker, BootId};
 use crate::entry::{Entry, Operation};
 use crate::state::{Divergence, ReplicaState, StateError, StateStore, VolumeIdentity};
+use crate::verify::{ChunkMismatch, VerifyLog};
 use crate::volume::Volume;
 
 /// Why the replica cannot be opened or updated.
@@ -39,6 +42,10 @@ pub struct Replica {
     verified_seq: u64,
     /// Entries a killed daemon applied that opening made durable.
     recovered: u64,
+    /// What the online verify's checks found.
+    verify: VerifyLog,
+    /// The bytes of the chunk being checked.
+    chunk: Vec<u8>,
 }
 
 impl Replica {
@@ -63,6 +70,7 @@ impl Replica {
         let volume = Volume::open(target)?;
         let store = StateStore::open(state_dir)?;
         let mut marker = AppliedMarker::open(state_dir, boot)?;
+        let verify = VerifyLog::open(state_dir);
         if store.state().identity.is_none() {
             // Fresh (or recreated) state has no history a marker could belong to.
             marker.reset()?;
@@ -76,6 +84,8 @@ impl Replica {
             applied_digest: state.digest,
             verified_seq: 0,
             recovered: 0,
+            verify,
+            chunk: Vec::new(),
         };
         if let Some(applied) = replica.marker.applied() {
             if applied.seq > state.durable_seq {
@@ -145,6 +155,8 @@ impl Replica {
             Operation::Flush => {}
             Operation::Discard { offset, len } => self.volume.discard(*offset, *len)?,
             Operation::WriteZeroes { offset, len } => self.volume.write_zeroes(*offset, *len)?,
+            // Checked by `check_chunk` before it is applied.
+            Operation::Verify { .. } => {}
         }
         self.applied_seq = entry.seq;
         self.applied_digest = self
@@ -160,6 +172,36 @@ impl Replica {
             None => self.marker.reset()?,
         }
         Ok(())
+    }
+
+    /// Hashes the `check.len` bytes at `offset` of the target as they are now and
+    /// compares them with `check`, for the `Verify` entry `seq`: the caller applied every
+    /// entry before it and none after (they are written through the page cache, so the
+    /// read sees exactly those). Counts the check in the verify record and returns the
+    /// mismatch, if the bytes differ. Writes nothing to the target.
+    pub fn check_chunk(
+        &mut self,
+        seq: u64,
+        offset: u64,
+        check: ChunkCheck,
+    ) -> Result<Option<ChunkMismatch>, ReplicaError> {
+        let len = check.len as usize;
+        self.chunk.resize(len, 0);
+        let chunk = &mut self.chunk[..len];
+        self.volume.read(offset, chunk)?;
+        let matched = ChunkCheck::of(chunk) == check;
+        self.verify.note(seq, offset, check.len, matched);
+        Ok((!matched).then_some(ChunkMismatch {
+            seq,
+            offset,
+            len: check.len,
+        }))
+    }
+
+    /// Writes the verify record if checks were counted since it was last written, and
+    /// `now` is set or the last write is a while ago (see [`VerifyLog::persist`]).
+    pub fn persist_verify(&mut self, now: bool) {
+        self.verify.persist(now);
     }
 
     /// Makes every applied entry durable: the target is synced first, and only then does

@@ -18,7 +18,8 @@
 //! notice with it got lost.
 
 use arepl_core::history::{History, HistoryBlock};
-use arepl_core::wire::FrameKind;
+use arepl_core::verify::ChunkCheck;
+use arepl_core::wire::{FrameKind, MAX_WRITE_PAYLOAD, SECTOR_SIZE};
 
 use crate::applier::DigestCheck;
 use crate::codec::Frame;
@@ -117,6 +118,20 @@ pub enum ProtocolError {
         /// The volume size agreed in the handshake.
         volume_size: u64,
     },
+    /// A `Verify` whose payload is no chunk check.
+    #[error("seq {seq}: malformed Verify payload (reserved bytes set, or a chunk length that is 0, not whole sectors or over {MAX_WRITE_PAYLOAD} bytes)")]
+    BadVerifyPayload {
+        /// The frame's sequence number.
+        seq: u64,
+    },
+    /// A `Verify` of a chunk that does not start on a sector.
+    #[error("seq {seq}: Verify of a chunk at offset {offset}, not sector-aligned")]
+    MisalignedVerify {
+        /// The frame's sequence number.
+        seq: u64,
+        /// The chunk's offset.
+        offset: u64,
+    },
 }
 
 /// What an admitted frame asks of the session.
@@ -175,7 +190,7 @@ impl Sequencer {
         let header = frame.header;
         match header.kind {
             FrameKind::Hello => return Err(ProtocolError::SecondHello),
-            FrameKind::Welcome | FrameKind::Ack | FrameKind::Refuse => {
+            FrameKind::Welcome | FrameKind::Ack | FrameKind::Refuse | FrameKind::Mismatch => {
                 return Err(ProtocolError::ReceiverFrame(header.kind))
             }
             FrameKind::Ping => return Ok(Admitted::Ping),
@@ -194,7 +209,11 @@ impl Sequencer {
                     digest: header.carried_digest(),
                 }));
             }
-            FrameKind::Write | FrameKind::Flush | FrameKind::Discard | FrameKind::WriteZeroes => {}
+            FrameKind::Write
+            | FrameKind::Flush
+            | FrameKind::Discard
+            | FrameKind::WriteZeroes
+            | FrameKind::Verify => {}
         }
         if self.begun.is_none() {
             // Without a Begin there is no telling which history an entry continues.
@@ -205,16 +224,27 @@ impl Sequencer {
         }
         // Every check a new entry gets, a duplicate gets too (the codec already checked the
         // header and payload checksums).
-        if let Some(end) = header.range_end() {
-            if end > self.volume_size {
-                return Err(ProtocolError::PastEnd {
-                    seq: header.seq,
-                    kind: header.kind,
-                    offset: header.offset,
-                    length: header.length,
-                    volume_size: self.volume_size,
-                });
-            }
+        let check = match header.kind {
+            FrameKind::Verify => Some(verify_check(&frame)?),
+            _ => None,
+        };
+        // A Verify's range is its chunk, which its payload states (one that overflows
+        // ends past any volume).
+        let (range_end, length) = match check {
+            Some(check) => (
+                Some(header.offset.saturating_add(u64::from(check.len))),
+                check.len,
+            ),
+            None => (header.range_end(), header.length),
+        };
+        if range_end.is_some_and(|end| end > self.volume_size) {
+            return Err(ProtocolError::PastEnd {
+                seq: header.seq,
+                kind: header.kind,
+                offset: header.offset,
+                length,
+                volume_size: self.volume_size,
+            });
         }
         let (expected, got) = (self.next_seq, header.seq);
         if got == 0 {
@@ -238,6 +268,10 @@ impl Sequencer {
             },
             FrameKind::Flush => Operation::Flush,
             FrameKind::Discard => Operation::Discard { offset, len },
+            FrameKind::Verify => Operation::Verify {
+                offset,
+                check: check.expect("decoded above"),
+            },
             _ => Operation::WriteZeroes { offset, len },
         };
         self.next_seq += 1;
@@ -292,6 +326,21 @@ impl Sequencer {
         self.resync_done = true;
         Ok(Admitted::ResyncDone(seq))
     }
+}
+
+/// The chunk check a `Verify` frame carries, if its payload is one and its chunk starts
+/// on a sector (its end is checked against the volume with the other ranges).
+fn verify_check(frame: &Frame) -> Result<ChunkCheck, ProtocolError> {
+    let header = &frame.header;
+    let check = ChunkCheck::decode(&frame.payload)
+        .ok_or(ProtocolError::BadVerifyPayload { seq: header.seq })?;
+    if !header.offset.is_multiple_of(u64::from(SECTOR_SIZE)) {
+        return Err(ProtocolError::MisalignedVerify {
+            seq: header.seq,
+            offset: header.offset,
+        });
+    }
+    Ok(check)
 }
 
 #[cfg(test)]
@@ -436,6 +485,114 @@ mod tests {
             })
         );
         assert_eq!(entry(sequencer.admit(write(12, 0, 512, false))).seq, 12);
+    }
+
+    fn verify(seq: u64, offset: u64, check: ChunkCheck) -> Frame {
+        let payload = check.encode();
+        Frame::with_payload(Header::verify(seq, offset, &payload), payload.to_vec())
+    }
+
+    #[test]
+    fn a_verify_is_an_entry_of_the_stream() {
+        let mut sequencer = begun(6, 1 << 20);
+        let check = ChunkCheck {
+            hash: 77,
+            len: 8192,
+        };
+        let entry = entry(sequencer.admit(verify(7, (1 << 20) - 8192, check)));
+        assert_eq!(entry.seq, 7);
+        assert_eq!(
+            entry.op,
+            Operation::Verify {
+                offset: (1 << 20) - 8192,
+                check
+            }
+        );
+        assert!(!entry.demands_durability());
+        // It enters the digest as the sender's header says.
+        assert_eq!(
+            entry.digest_term,
+            Entry::new(7, entry.op.clone()).digest_term
+        );
+        assert_ne!(entry.digest_term, 0);
+        assert_eq!(sequencer.next_seq(), 8);
+        assert_eq!(
+            sequencer.admit(verify(7, 0, check)),
+            Ok(Admitted::Duplicate { seq: 7, applied: 7 })
+        );
+    }
+
+    #[test]
+    fn malformed_verifies_and_mismatches_from_the_sender_are_refused() {
+        let mut sequencer = begun(6, 1 << 20);
+        let check = ChunkCheck {
+            hash: 77,
+            len: 8192,
+        };
+        let err = sequencer
+            .admit(verify(7, (1 << 20) - 4096, check))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ProtocolError::PastEnd {
+                seq: 7,
+                kind: FrameKind::Verify,
+                offset: (1 << 20) - 4096,
+                length: 8192,
+                volume_size: 1 << 20
+            }
+        );
+        assert!(err.to_string().contains("past the end"), "{err}");
+        assert_eq!(
+            sequencer.admit(verify(7, 4096 + 8, check)),
+            Err(ProtocolError::MisalignedVerify {
+                seq: 7,
+                offset: 4104
+            })
+        );
+        let mut reserved = check.encode();
+        reserved[15] = 1;
+        let bad = Frame::with_payload(Header::verify(7, 0, &reserved), reserved.to_vec());
+        let err = sequencer.admit(bad).unwrap_err();
+        assert_eq!(err, ProtocolError::BadVerifyPayload { seq: 7 });
+        assert!(
+            err.to_string().contains("malformed Verify payload"),
+            "{err}"
+        );
+        for len in [0, 1000] {
+            let bad = ChunkCheck { hash: 1, len }.encode();
+            let bad = Frame::with_payload(Header::verify(7, 0, &bad), bad.to_vec());
+            assert_eq!(
+                sequencer.admit(bad),
+                Err(ProtocolError::BadVerifyPayload { seq: 7 })
+            );
+        }
+        // A duplicate is checked as fully.
+        assert_eq!(
+            sequencer.admit(verify(3, 1 << 20, check)),
+            Err(ProtocolError::PastEnd {
+                seq: 3,
+                kind: FrameKind::Verify,
+                offset: 1 << 20,
+                length: 8192,
+                volume_size: 1 << 20
+            })
+        );
+        let err = sequencer
+            .admit(Frame::bare(Header::mismatch(7, 0, 8192)))
+            .unwrap_err();
+        assert_eq!(err, ProtocolError::ReceiverFrame(FrameKind::Mismatch));
+        assert_eq!(err.to_string(), "unexpected Mismatch frame from the sender");
+        assert_eq!(sequencer.next_seq(), 7);
+        // Like any entry, none before the Begin.
+        let mut unbegun = Sequencer::new(6, 1 << 20);
+        assert_eq!(
+            unbegun.admit(verify(7, 0, check)),
+            Err(ProtocolError::BeforeBegin {
+                kind: FrameKind::Verify,
+                seq: 7
+            })
+        );
     }
 
     #[test]

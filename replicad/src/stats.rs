@@ -26,6 +26,7 @@ pub struct Stats {
     reapply_skipped: AtomicU64,
     digest_checks_matched: AtomicU64,
     digest_checks_failed: AtomicU64,
+    verify: VerifyCounters,
     replica: Mutex<ReplicaFigures>,
     resyncs: AtomicU64,
     resync_protection_failures: AtomicU64,
@@ -56,6 +57,13 @@ impl ReplicaFigures {
             history_generation: state.history.map_or(0, |history| history.counter),
         }
     }
+}
+
+#[derive(Debug, Default)]
+struct VerifyCounters {
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+    mismatches: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +117,7 @@ impl Stats {
             reapply_skipped: AtomicU64::new(0),
             digest_checks_matched: AtomicU64::new(0),
             digest_checks_failed: AtomicU64::new(0),
+            verify: VerifyCounters::default(),
             replica: Mutex::new(ReplicaFigures::of(state)),
             resyncs: AtomicU64::new(0),
             resync_protection_failures: AtomicU64::new(0),
@@ -188,6 +197,17 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
+    /// A `Verify` entry's chunk of `len` bytes was checked: it `matched` the primary's,
+    /// or not.
+    pub fn chunk_verified(&self, len: u32, matched: bool) {
+        let verify = &self.verify;
+        verify.chunks.fetch_add(1, Relaxed);
+        verify.bytes.fetch_add(u64::from(len), Relaxed);
+        if !matched {
+            verify.mismatches.fetch_add(1, Relaxed);
+        }
+    }
+
     /// The state now recorded: divergence, history and consistency.
     pub fn state_changed(&self, state: &ReplicaState) {
         *self.replica_figures() = ReplicaFigures::of(state);
@@ -204,19 +224,23 @@ impl Stats {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `entry` was written to the target.
+    /// `entry` was applied to the target (a `Verify` is counted by
+    /// [`Self::chunk_verified`] instead).
     pub fn entry_applied(&self, entry: &Entry) {
         let applied = &self.applied;
         let counter = match &entry.op {
             Operation::Write { data, .. } => {
                 applied.bytes.fetch_add(data.len() as u64, Relaxed);
-                &applied.writes
+                Some(&applied.writes)
             }
-            Operation::Flush => &applied.flushes,
-            Operation::Discard { .. } => &applied.discards,
-            Operation::WriteZeroes { .. } => &applied.write_zeroes,
+            Operation::Flush => Some(&applied.flushes),
+            Operation::Discard { .. } => Some(&applied.discards),
+            Operation::WriteZeroes { .. } => Some(&applied.write_zeroes),
+            Operation::Verify { .. } => None,
         };
-        counter.fetch_add(1, Relaxed);
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Relaxed);
+        }
         self.applied_seq.fetch_max(entry.seq, Relaxed);
     }
 
@@ -261,6 +285,9 @@ impl Stats {
             reapply_skipped: self.reapply_skipped.load(Relaxed),
             digest_checks_matched: self.digest_checks_matched.load(Relaxed),
             digest_checks_failed: self.digest_checks_failed.load(Relaxed),
+            verify_chunks: self.verify.chunks.load(Relaxed),
+            verify_bytes: self.verify.bytes.load(Relaxed),
+            verify_mismatches: self.verify.mismatches.load(Relaxed),
             diverged: replica.diverged,
             consistent: replica.verdict == Verdict::Consistent,
             resyncing: replica.verdict == Verdict::Resyncing,
@@ -324,6 +351,12 @@ pub struct Snapshot {
     pub digest_checks_matched: u64,
     /// Digest checks that did not: each one found the replica diverged.
     pub digest_checks_failed: u64,
+    /// Chunks an online verify checked.
+    pub verify_chunks: u64,
+    /// Bytes of those chunks.
+    pub verify_bytes: u64,
+    /// Checked chunks that differed from the primary's.
+    pub verify_mismatches: u64,
     /// The divergence recorded in the state, if any.
     pub diverged: Option<Divergence>,
     /// The replica is a consistent image (`replicad status` says `consistent`).

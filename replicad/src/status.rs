@@ -7,9 +7,10 @@ use std::path::Path;
 use crate::consistency::{self, Verdict};
 use crate::scrape::Sample;
 use crate::state::{self, Consistency, ReplicaState, StateError};
+use crate::verify::{self, VerifyRecord};
 
 /// The persisted durable sequence, volume identity, history and consistency in `dir`,
-/// one fact per line.
+/// one fact per line, then what the online verify found (see [`verify_lines`]).
 pub fn persisted(dir: &Path) -> Result<String, StateError> {
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -19,6 +20,10 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
         let _ = writeln!(out, "volume: none recorded");
         let _ = writeln!(out, "history: none");
         let _ = writeln!(out, "consistency: {}", Verdict::Unknown);
+        // Nothing replicated, nothing verified; unless a record says otherwise.
+        if let Ok(Some(record)) = verify::load(dir) {
+            verify_lines(&mut out, Ok(Some(record)));
+        }
         return Ok(out);
     };
     let _ = writeln!(
@@ -54,7 +59,45 @@ pub fn persisted(dir: &Path) -> Result<String, StateError> {
             "warning: slot {slot} is corrupt; the other slot is in use"
         );
     }
+    verify_lines(&mut out, verify::load(dir));
     Ok(out)
+}
+
+/// What the online verify found, from its record ([`crate::verify`]):
+///
+/// ```text
+/// verify: 4096 chunks checked (1073741824 bytes), 1 mismatched; last check at seq 81234
+/// verify mismatch: bytes 268435456..268697600 differ from the primary (seq 80017)
+/// ```
+///
+/// one `verify mismatch` line for each of the last mismatched chunks, oldest first;
+/// `verify: none run` without a record.
+fn verify_lines(out: &mut String, record: Result<Option<VerifyRecord>, StateError>) {
+    let record = match record {
+        Ok(Some(record)) => record,
+        Ok(None) => {
+            let _ = writeln!(out, "verify: none run");
+            return;
+        }
+        Err(err) => {
+            let _ = writeln!(out, "verify: record unreadable ({err})");
+            return;
+        }
+    };
+    let _ = writeln!(
+        out,
+        "verify: {} chunks checked ({} bytes), {} mismatched; last check at seq {}",
+        record.chunks, record.bytes, record.mismatches, record.last_seq
+    );
+    for mismatch in &record.recent {
+        let _ = writeln!(
+            out,
+            "verify mismatch: bytes {}..{} differ from the primary (seq {})",
+            mismatch.offset,
+            mismatch.end(),
+            mismatch.seq
+        );
+    }
 }
 
 fn history_lines(out: &mut String, state: &ReplicaState) {
@@ -178,6 +221,9 @@ const ROWS: &[Row] = &[
     plain("malformed frames", "replicad_malformed_frames_total"),
     plain("target I/O errors", "replicad_target_io_errors_total"),
     plain("state I/O errors", "replicad_state_io_errors_total"),
+    plain("verify chunks", "replicad_verify_chunks_total"),
+    plain("verify bytes", "replicad_verify_bytes_total"),
+    plain("verify mismatches", "replicad_verify_mismatches_total"),
 ];
 
 /// The live figures scraped from `addr`, as an aligned table under a heading.
@@ -241,6 +287,9 @@ mod tests {
             history_generation: 2,
             resyncs: 1,
             since_last_frame: Some(Duration::from_millis(20)),
+            verify_chunks: 8,
+            verify_bytes: 32768,
+            verify_mismatches: 1,
             ..Snapshot::default()
         };
         let samples = scrape::parse(&metrics::render(&snapshot));
@@ -277,6 +326,9 @@ mod tests {
   malformed frames      1
   target I/O errors     0
   state I/O errors      0
+  verify chunks         8
+  verify bytes          32768
+  verify mismatches     1
 "
         );
         assert!(live(addr, &[]).contains("\n  durable seq           n/a\n"));
@@ -300,6 +352,41 @@ mod tests {
             why.starts_with("not known to be consistent: no state file"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn persisted_verify_figures_follow_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = state::StateStore::open(dir.path()).unwrap();
+        store
+            .persist(ReplicaState {
+                durable_seq: 12,
+                ..ReplicaState::fresh()
+            })
+            .unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(text.ends_with("\nverify: none run\n"), "{text}");
+        let mut record = VerifyRecord::default();
+        record.note(9, 0, 4096, true);
+        record.note(10, 4096, 4096, false);
+        record.note(12, 1 << 20, 8192, false);
+        verify::store(dir.path(), &record).unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(
+            text.contains("\ndurable seq: 12\n") && text.contains("\nconsistency: unknown"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\nverify: 3 chunks checked (16384 bytes), 2 mismatched; last check at seq 12\n\
+                 verify mismatch: bytes 4096..8192 differ from the primary (seq 10)\n\
+                 verify mismatch: bytes 1048576..1056768 differ from the primary (seq 12)\n"
+            ),
+            "{text}"
+        );
+        std::fs::write(dir.path().join(verify::VERIFY_FILE_NAME), "junk").unwrap();
+        let text = persisted(dir.path()).unwrap();
+        assert!(text.contains("\nverify: record unreadable ("), "{text}");
     }
 
     #[test]

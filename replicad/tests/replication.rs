@@ -427,3 +427,52 @@ fn a_digest_that_differs_is_flagged_on_every_ack_persisted_and_counted() {
         }
     }
 }
+
+#[test]
+fn verify_checks_in_a_stream_report_only_the_chunks_that_differ() {
+    run(async {
+        let server = TestServer::start(VOLUME_SIZE).await;
+        let peer = server.peer();
+        let mut image = vec![0u8; VOLUME_SIZE as usize];
+        stream(&peer, 5, 30, &mut image).await;
+        // A chunk of the replica changes behind replicad's back.
+        {
+            use std::os::unix::fs::FileExt;
+            let target = std::fs::OpenOptions::new()
+                .write(true)
+                .open(server.target_path())
+                .unwrap();
+            target.write_all_at(&[0x5A; 512], (1 << 20) + 4096).unwrap();
+        }
+        let chunk = 256 << 10;
+        let verifies = (0..VOLUME_SIZE / chunk).map(|n| {
+            let at = (n * chunk) as usize;
+            Op::Verify {
+                offset: n * chunk,
+                check: arepl_core::verify::ChunkCheck::of(&image[at..at + chunk as usize]),
+            }
+        });
+        let report = peer.stream(verifies).await.unwrap();
+        assert_eq!(report.verifies, VOLUME_SIZE / chunk);
+        assert_eq!(report.final_ack, report.last_seq);
+        let differing: Vec<_> = report
+            .mismatches
+            .iter()
+            .map(|m| (m.offset, m.len))
+            .collect();
+        assert_eq!(differing, [(1 << 20, chunk as u32)]);
+        // The checks wrote nothing.
+        let mut changed = image.clone();
+        changed[(1 << 20) + 4096..(1 << 20) + 4608].fill(0x5A);
+        assert_image(&server.target(), &changed);
+        let (dir, state) = server.stop().await;
+        assert_eq!(state.durable_seq, report.last_seq);
+        let record = replicad::verify::load(&dir.path().join("state"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (record.chunks, record.mismatches, record.last_seq),
+            (VOLUME_SIZE / chunk, 1, report.last_seq)
+        );
+    });
+}

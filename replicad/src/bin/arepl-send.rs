@@ -2,16 +2,21 @@
 //! resending entries the server holds, with pings in between, or as a resync), pings,
 //! or sends one kind of malformed input and checks that the server drops the connection.
 //!
-//! It speaks protocol version 3 without a history of its own: its `Hello` names none,
+//! It speaks protocol version 4 without a history of its own: its `Hello` names none,
 //! and its `Begin` continues the replica's history (a new random one on a replica
 //! without), or with `stream --resync` begins a resync under its next generation.
+//! `stream --verify-chunk` ends a stream with online verify checks of chunks of the
+//! image it expects.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arepl_core::verify::ChunkCheck;
+use arepl_core::wire::{MAX_WRITE_PAYLOAD, SECTOR_SIZE};
 use clap::{Parser, Subcommand};
 use replicad::sender::client::{BeginMode, Peer, StreamOptions};
 use replicad::sender::malformed::{self, MalformedKind};
@@ -74,6 +79,11 @@ enum Mode {
         /// entry.
         #[arg(long)]
         resync: bool,
+        /// After the stream's entries, send a Verify entry for LEN bytes at byte OFFSET
+        /// (whole sectors, LEN at most 8 MiB), hashed from the expected image; print the
+        /// chunks the server reports different. Repeatable.
+        #[arg(long, value_name = "OFFSET:LEN", value_parser = parse_chunk)]
+        verify_chunk: Vec<(u64, u32)>,
     },
     /// Send Pings one at a time; exit 0 only if each is answered by an Ack of the
     /// server's durable sequence.
@@ -119,6 +129,7 @@ fn main() -> ExitCode {
                 ping_every,
                 digest_every,
                 resync,
+                verify_chunk,
             } => {
                 if resync {
                     peer.begin = BeginMode::Resync;
@@ -128,7 +139,11 @@ fn main() -> ExitCode {
                     ping_every,
                     digest_every: Some(digest_every),
                 };
-                stream(&peer, seed, count, expect_image, base_image, options).await
+                let images = Images {
+                    expect: expect_image,
+                    base: base_image,
+                };
+                stream(&peer, seed, count, images, &verify_chunk, options).await
             }
             Mode::Ping { count } => {
                 let (durable_seq, longest) = peer.ping(count).await?;
@@ -155,17 +170,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--verify-chunk OFFSET:LEN`.
+fn parse_chunk(text: &str) -> Result<(u64, u32), String> {
+    let (offset, len) = text
+        .split_once(':')
+        .ok_or_else(|| "expected OFFSET:LEN".to_string())?;
+    let offset: u64 = offset.parse().map_err(|err| format!("offset: {err}"))?;
+    let len: u32 = len.parse().map_err(|err| format!("length: {err}"))?;
+    let sector = u64::from(SECTOR_SIZE);
+    if !offset.is_multiple_of(sector)
+        || !len.is_multiple_of(SECTOR_SIZE)
+        || len == 0
+        || len > MAX_WRITE_PAYLOAD
+    {
+        return Err(format!(
+            "a chunk is whole sectors at a sector boundary, 512 to {MAX_WRITE_PAYLOAD} bytes"
+        ));
+    }
+    Ok((offset, len))
+}
+
+/// Where the expected image goes and what the volume held before.
+struct Images {
+    expect: Option<PathBuf>,
+    base: Option<PathBuf>,
+}
+
 async fn stream(
     peer: &Peer,
     seed: u64,
     count: u64,
-    expect_image: Option<PathBuf>,
-    base_image: Option<PathBuf>,
+    images: Images,
+    verify_chunks: &[(u64, u32)],
     options: StreamOptions,
 ) -> anyhow::Result<bool> {
+    let Images {
+        expect: expect_image,
+        base: base_image,
+    } = images;
     let workload = Workload::new(seed, count, peer.volume_size)
         .context("--volume-size must be a positive multiple of 512")?;
-    let mut image = match &base_image {
+    for &(offset, len) in verify_chunks {
+        anyhow::ensure!(
+            offset + u64::from(len) <= peer.volume_size,
+            "--verify-chunk {offset}:{len} ends past the end of the volume"
+        );
+    }
+    let image = match &base_image {
         Some(path) => {
             let image = std::fs::read(path)
                 .with_context(|| format!("reading base image {}", path.display()))?;
@@ -180,8 +231,18 @@ async fn stream(
         }
         None => vec![0u8; peer.volume_size as usize],
     };
-    let ops = workload.inspect(|op: &Op| op.apply_to(&mut image));
-    let report = peer.stream_with(ops, options).await?;
+    let image = RefCell::new(image);
+    let ops = workload.inspect(|op: &Op| op.apply_to(&mut image.borrow_mut()));
+    // Hashed once every entry before them is applied to the image, as the server does.
+    let verifies = verify_chunks.iter().map(|&(offset, len)| {
+        let at = offset as usize;
+        Op::Verify {
+            offset,
+            check: ChunkCheck::of(&image.borrow()[at..at + len as usize]),
+        }
+    });
+    let report = peer.stream_with(ops.chain(verifies), options).await?;
+    let image = image.into_inner();
     if let Some((history, resync)) = report.begun {
         let how = if resync { "resync under" } else { "continuing" };
         println!("begin: {how} history {history}");
@@ -197,6 +258,20 @@ async fn stream(
         report.acks,
         report.final_ack
     );
+    if report.verifies > 0 {
+        let ranges: Vec<String> = report
+            .mismatches
+            .iter()
+            .map(|m| format!("bytes {}..{} (seq {})", m.offset, m.end(), m.seq))
+            .collect();
+        println!(
+            "verify: {} chunk checks sent, {} reported different{}{}",
+            report.verifies,
+            report.mismatches.len(),
+            if ranges.is_empty() { "" } else { ": " },
+            ranges.join(", ")
+        );
+    }
     println!("expected image sha256: {:x}", Sha256::digest(&image));
     if let Some(path) = expect_image {
         std::fs::write(&path, &image)

@@ -20,6 +20,7 @@ use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
 use super::workload::{Op, SplitMix64};
 use crate::codec::{Frame, FrameCodec};
+use crate::verify::ChunkMismatch;
 
 /// What the sender's `Begin` says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub struct StreamOptions {
 }
 
 /// What a completed stream did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamReport {
     /// The receiver's durable sequence at the handshake.
     pub welcome_seq: u64,
@@ -121,6 +122,10 @@ pub struct StreamReport {
     pub pings: u64,
     /// The history the stream ran under, and whether it was a resync.
     pub begun: Option<(History, bool)>,
+    /// `Verify` entries sent (resent ones included).
+    pub verifies: u64,
+    /// The chunks the receiver reported different (`Mismatch` frames), in order.
+    pub mismatches: Vec<ChunkMismatch>,
 }
 
 /// A framed connection to the server.
@@ -309,10 +314,14 @@ impl Peer {
         let mut frames = FramedRead::new(read, FrameCodec::new());
         let mut sink = FramedWrite::new(write, FrameCodec::new());
         let highest_sent = Cell::new(welcome_seq);
+        let verify_seqs = std::cell::RefCell::new(std::collections::BTreeSet::new());
         let (sent, resent, pings) = (Cell::new(0u64), Cell::new(0u64), Cell::new(0u64));
         let send_all = async {
             for (seq, op) in (first_seq..).zip(ops) {
                 let frame = frame_for(seq, op);
+                if frame.header.kind == FrameKind::Verify {
+                    verify_seqs.borrow_mut().insert(seq);
+                }
                 let fields = frame.header.entry_fields();
                 sink.send(frame).await?;
                 highest_sent.set(highest_sent.get().max(seq));
@@ -343,6 +352,7 @@ impl Peer {
         let mut last_seq = None;
         let mut final_ack = welcome_seq;
         let mut acks = 0;
+        let mut mismatches = Vec::new();
         while last_seq.is_none_or(|last| final_ack < last) {
             tokio::select! {
                 sent = &mut send_all, if last_seq.is_none() => last_seq = Some(sent?),
@@ -350,10 +360,25 @@ impl Peer {
                     let frame = frame
                         .with_context(|| format!("no Ack for {:?} after seq {final_ack}", self.timeout))?
                         .with_context(|| format!("server closed the connection; last Ack {final_ack}"))??;
+                    let seq = frame.header.seq;
+                    if frame.header.kind == FrameKind::Mismatch {
+                        // Before the Ack covering its Verify entry, and only for one.
+                        if seq <= final_ack || !verify_seqs.borrow().contains(&seq) {
+                            bail!(
+                                "Mismatch for seq {seq}, which is no Verify entry sent or was \
+                                 acknowledged before (last Ack {final_ack})"
+                            );
+                        }
+                        mismatches.push(ChunkMismatch {
+                            seq,
+                            offset: frame.header.offset,
+                            len: frame.header.length,
+                        });
+                        continue;
+                    }
                     if frame.header.kind != FrameKind::Ack {
                         bail!("unexpected {:?} frame from the server", frame.header.kind);
                     }
-                    let seq = frame.header.seq;
                     if seq < final_ack || seq > highest_sent.get() {
                         bail!("Ack {seq} out of order: previous {final_ack}, highest sent {}", highest_sent.get());
                     }
@@ -363,6 +388,7 @@ impl Peer {
             }
         }
         let last_seq = last_seq.unwrap_or(welcome_seq);
+        let verifies = verify_seqs.borrow().len() as u64;
         Ok(StreamReport {
             welcome_seq,
             sent: sent.get(),
@@ -372,6 +398,8 @@ impl Peer {
             acks,
             pings: pings.get(),
             begun,
+            verifies,
+            mismatches,
         })
     }
 
@@ -429,5 +457,9 @@ pub fn frame_for(seq: u64, op: Op) -> Frame {
         Op::Flush => Frame::bare(Header::flush(seq)),
         Op::Discard { offset, len } => Frame::bare(Header::discard(seq, offset, len)),
         Op::WriteZeroes { offset, len } => Frame::bare(Header::write_zeroes(seq, offset, len)),
+        Op::Verify { offset, check } => {
+            let payload = check.encode();
+            Frame::with_payload(Header::verify(seq, offset, &payload), payload.to_vec())
+        }
     }
 }

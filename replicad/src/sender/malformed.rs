@@ -4,6 +4,7 @@
 
 use anyhow::bail;
 use arepl_core::crc32c::crc32c;
+use arepl_core::verify::{ChunkCheck, VERIFY_PAYLOAD_LEN};
 use arepl_core::wire::{FrameKind, Header, HEADER_LEN, MAX_WRITE_PAYLOAD, SECTOR_SIZE, VERSION};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -41,11 +42,18 @@ pub enum MalformedKind {
     BadHistory,
     /// A write after the handshake but before any Begin.
     EntryBeforeBegin,
+    /// A Verify entry whose chunk (4 KiB from the volume's last sector) ends past the
+    /// end of the volume.
+    BadVerify,
+    /// A Verify entry whose payload has its reserved bytes set.
+    BadVerifyPayload,
+    /// A Mismatch frame, which only a receiver sends.
+    MismatchFromSender,
 }
 
 impl MalformedKind {
     /// Every kind.
-    pub const ALL: [MalformedKind; 13] = [
+    pub const ALL: [MalformedKind; 16] = [
         Self::BadMagic,
         Self::BadVersion,
         Self::BadHeaderCrc,
@@ -59,6 +67,9 @@ impl MalformedKind {
         Self::PingBeforeHello,
         Self::BadHistory,
         Self::EntryBeforeBegin,
+        Self::BadVerify,
+        Self::BadVerifyPayload,
+        Self::MismatchFromSender,
     ];
 }
 
@@ -151,6 +162,20 @@ fn bad_frame(peer: &Peer, kind: MalformedKind, seq: u64) -> ([u8; HEADER_LEN], V
             // `seq` is the next one; anything past it is a gap.
             let (gapped, payload) = valid_write(seq + 4, 0);
             (gapped.encode(), payload)
+        }
+        MalformedKind::BadVerify => {
+            let last_sector = (peer.volume_size / u64::from(SECTOR_SIZE)).saturating_sub(1);
+            let check = ChunkCheck::of(&[0; PAYLOAD_LEN]).encode();
+            let past_end = Header::verify(seq, last_sector * u64::from(SECTOR_SIZE), &check);
+            (past_end.encode(), check.to_vec())
+        }
+        MalformedKind::BadVerifyPayload => {
+            let mut check = ChunkCheck::of(&[0; PAYLOAD_LEN]).encode();
+            check[VERIFY_PAYLOAD_LEN - 1] = 1; // a reserved byte
+            (Header::verify(seq, 0, &check).encode(), check.to_vec())
+        }
+        MalformedKind::MismatchFromSender => {
+            header_only(Header::mismatch(seq, 0, PAYLOAD_LEN as u32).encode())
         }
         MalformedKind::WrongVolume
         | MalformedKind::DataBeforeHello

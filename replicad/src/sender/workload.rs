@@ -3,6 +3,7 @@
 //! The same seed, count and volume size always give the same entries, so a test can
 //! compare the target with the expected image computed here.
 
+use arepl_core::verify::ChunkCheck;
 use arepl_core::wire::SECTOR_SIZE;
 use bytes::Bytes;
 
@@ -77,6 +78,14 @@ pub enum Op {
         /// Length in bytes.
         len: u32,
     },
+    /// Online verify: the chunk at `offset` is as `check` says (the workload generates
+    /// none; `arepl-send stream --verify-chunk` adds them).
+    Verify {
+        /// Byte offset.
+        offset: u64,
+        /// The chunk's hash and length.
+        check: ChunkCheck,
+    },
 }
 
 impl Op {
@@ -87,7 +96,7 @@ impl Op {
                 let at = *offset as usize;
                 image[at..at + data.len()].copy_from_slice(data);
             }
-            Op::Flush => {}
+            Op::Flush | Op::Verify { .. } => {}
             Op::Discard { offset, len } | Op::WriteZeroes { offset, len } => {
                 let at = *offset as usize;
                 image[at..at + *len as usize].fill(0);
@@ -200,6 +209,7 @@ mod tests {
                         kinds[1] += 1;
                         continue;
                     }
+                    Op::Verify { .. } => panic!("the workload generates no verify"),
                 };
                 kinds[match op {
                     Op::Write { .. } => 0,

@@ -30,9 +30,13 @@ declare -A reason=(
     [wrong-volume]="volume"
     [data-before-hello]="Hello"
     [ping-before-hello]="Hello"
+    [bad-verify]="past the end"
+    [bad-verify-payload]="malformed Verify payload"
+    [mismatch-from-sender]="unexpected Mismatch frame"
 )
 for kind in bad-magic bad-version bad-header-crc unknown-kind past-end oversized ping-before-hello \
-    bad-payload-crc sequence-gap wrong-volume data-before-hello; do
+    bad-payload-crc sequence-gap wrong-volume data-before-hello bad-verify bad-verify-payload \
+    mismatch-from-sender; do
     before=$(target_sha)
     lines=$(wc -l <"$state/replicad.log")
     send malformed "$kind" || fail "$kind: replicad did not drop the connection"
