@@ -41,7 +41,7 @@ int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
 u64 arepl_bdev_bytes(struct block_device *bdev);
 
 /* volumes of this module's targets: claimed while live, remembered once removed */
-#define AREPL_REMEMBERED_LEN 40
+#define AREPL_REMEMBERED_LEN 48
 int arepl_volume_claim(const char *name, u8 *remembered, bool *found);
 void arepl_volume_release(const char *name, const u8 *remembered);
 void arepl_volumes_forget(void);

@@ -9,7 +9,8 @@
 //!
 //! A target removed with nothing unsent leaves its history behind, so a target created
 //! again for the volume while the module stays loaded continues it (without a spill
-//! device there is no other record of it).
+//! device there is no other record of it), and an unfinished copy of the whole volume
+//! resumes where it stood.
 
 use kernel::prelude::*;
 
@@ -25,7 +26,13 @@ pub(crate) struct Remembered {
     pub(crate) history: History,
     /// Wire sequence of the last entry, acknowledged by the replica.
     pub(crate) last_wire_seq: u64,
+    /// An unfinished copy of the whole volume had queued (and the replica holds) every
+    /// byte before this offset, and none after.
+    pub(crate) copy_from: Option<u64>,
 }
+
+/// `copy_from` on record when there is none.
+const NO_COPY: u64 = u64::MAX;
 
 impl Remembered {
     fn encode(&self) -> [u8; REMEMBERED_LEN] {
@@ -35,17 +42,25 @@ impl Remembered {
             flags: 0,
         };
         out[..HISTORY_BLOCK_LEN].copy_from_slice(&block.encode());
-        out[HISTORY_BLOCK_LEN..].copy_from_slice(&self.last_wire_seq.to_be_bytes());
+        out[HISTORY_BLOCK_LEN..HISTORY_BLOCK_LEN + 8]
+            .copy_from_slice(&self.last_wire_seq.to_be_bytes());
+        out[HISTORY_BLOCK_LEN + 8..]
+            .copy_from_slice(&self.copy_from.unwrap_or(NO_COPY).to_be_bytes());
         out
     }
 
     fn decode(bytes: &[u8; REMEMBERED_LEN]) -> Option<Self> {
         let history = HistoryBlock::decode(&bytes[..HISTORY_BLOCK_LEN])?.history?;
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&bytes[HISTORY_BLOCK_LEN..]);
+        let be64 = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_be_bytes(word)
+        };
+        let copy_from = be64(HISTORY_BLOCK_LEN + 8);
         Some(Self {
             history,
-            last_wire_seq: u64::from_be_bytes(seq),
+            last_wire_seq: be64(HISTORY_BLOCK_LEN),
+            copy_from: (copy_from != NO_COPY).then_some(copy_from),
         })
     }
 }

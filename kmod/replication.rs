@@ -118,6 +118,9 @@ pub(crate) struct HistoryState {
     pub(crate) refused: bool,
     /// Resyncs begun.
     pub(crate) resyncs: u64,
+    /// The dirty regions are what the volume's previous table left of its copy: all the
+    /// replica lacks, as an activity log's marks would say.
+    pub(crate) regions_remembered: bool,
 }
 
 /// The copy thread's plan (initial copy or resync) and how fast it goes.
@@ -283,6 +286,7 @@ impl Replication {
             (None, Some(r)) => (Some(r.history), false, Some(r.last_wire_seq)),
             (None, None) => (None, false, None),
         };
+        let copy_from = remembered.filter(|_| resume.is_none()).and_then(|r| r.copy_from);
         let region_kb = match repl_spill_al(&spill) {
             Some(al) => al.region_kb,
             None => config.region_kb,
@@ -305,9 +309,15 @@ impl Replication {
             }
             None => (new_set()?, None, false),
         };
+        // What the previous table's copy had left (whatever this table asks for: the
+        // replica lacks it).
+        if let Some(from) = copy_from {
+            dirty.mark_range(from, volume_size.saturating_sub(from));
+        }
         // A copy interrupted under the history on record resumes from its regions.
-        let copy_requested =
-            config.initial_sync == InitialSync::Full && !(copy_pending && history.is_some());
+        let copy_requested = config.initial_sync == InitialSync::Full
+            && !(copy_pending && history.is_some())
+            && copy_from.is_none();
         let mut plan = CopyPlan::idle();
         if copy_requested && al.is_some() {
             dirty.mark_all();
@@ -368,6 +378,7 @@ impl Replication {
                             current: history,
                             lost_entries,
                             copy_requested,
+                            regions_remembered: copy_from.is_some(),
                             ..HistoryState::default()
                         },
                     },

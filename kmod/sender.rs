@@ -457,7 +457,7 @@ fn plan_session(
         holds_next,
         copy_requested: queue.history.copy_requested,
         may_resync_itself: repl.spill.is_some(),
-        regions_known: queue.al.is_some(),
+        regions_known: queue.al.is_some() || queue.history.regions_remembered,
         resync_running: queue.history.resync_running,
         // Marks a running copy has still to reach are its own work list, not news.
         dirty_regions: queue.tracking || (queue.dirty.marked() > 0 && queue.copy.plan.finished()),

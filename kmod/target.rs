@@ -515,7 +515,8 @@ impl Arepl {
     }
 
     /// What the next target of this volume may continue from without a spill device
-    /// (while the module stays loaded): the history, if no entry of it was lost.
+    /// (while the module stays loaded): the history, if no entry of it was lost, and
+    /// where an unfinished copy of the whole volume stood.
     fn history_left(&self) -> Option<Remembered> {
         let queue = self.replication.queue.lock();
         let history = queue.history.current?;
@@ -523,6 +524,7 @@ impl Arepl {
         Some(Remembered {
             history,
             last_wire_seq: base + queue.fifo.next_seq() - 1,
+            copy_from: queue.copy.plan.whole_copy_cursor(),
         })
     }
 }
@@ -554,8 +556,10 @@ impl Drop for Arepl {
             .is_some_and(|log| log.activity_log_complete());
         let clean = {
             let queue = self.replication.queue.lock();
-            // Tracked regions are lost with the device unless its activity log keeps them.
-            let regions_kept = al_complete || (!queue.tracking && queue.dirty.marked() == 0);
+            // Tracked regions, and what a copy of regions has left, are lost with the
+            // device unless its activity log keeps them.
+            let regions_kept = al_complete
+                || (!queue.tracking && queue.dirty.marked() == 0 && !queue.copy.plan.copying_regions());
             count == 0 && spilled_all && !queue.history.lost_entries && regions_kept
         };
         if let Some(log) = self.replication.spill.as_deref() {

@@ -101,6 +101,17 @@ impl CopyPlan {
         self.finished && acked_local >= self.last_seq
     }
 
+    /// Where an unfinished copy of the whole volume stands: every byte before it is
+    /// queued, none after; `None` when no such copy runs.
+    pub fn whole_copy_cursor(&self) -> Option<u64> {
+        (!self.finished && !self.regions_only).then_some(self.cursor)
+    }
+
+    /// Whether a copy of regions is under way.
+    pub fn copying_regions(&self) -> bool {
+        !self.finished && self.regions_only
+    }
+
     /// Whether the copy has still to read bytes before `end` (a region ending there
     /// must stay marked until it has).
     pub fn still_to_copy(&self, end: u64) -> bool {
@@ -219,6 +230,26 @@ mod tests {
             (volume, volume, 5)
         );
         assert!(!plan.acknowledged(4) && plan.acknowledged(5));
+    }
+
+    #[test]
+    fn an_unfinished_whole_copy_says_where_it_stands() {
+        let volume = 4 * MIB;
+        let mut regions = dirty(volume);
+        let mut plan = CopyPlan::default();
+        assert_eq!(plan.whole_copy_cursor(), None);
+        plan.start_whole(volume, "initial copy");
+        assert_eq!(plan.whole_copy_cursor(), Some(0));
+        let chunk = plan.next_chunk(&mut regions, volume, MIB).unwrap();
+        assert_eq!(plan.whole_copy_cursor(), Some(0), "read, not yet queued");
+        assert!(plan.chunk_queued(&chunk, 1));
+        assert_eq!(plan.whole_copy_cursor(), Some(MIB));
+        assert!(!plan.copying_regions());
+        run(&mut plan, &mut regions, volume);
+        assert_eq!(plan.whole_copy_cursor(), None);
+        regions.mark(2);
+        plan.start_regions(&regions, "resync");
+        assert!(plan.copying_regions() && plan.whole_copy_cursor().is_none());
     }
 
     #[test]
