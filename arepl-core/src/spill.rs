@@ -877,4 +877,22 @@ mod tests {
         assert_eq!(record_len(1), 1024);
         assert_eq!(record_len(512), 1024);
     }
+
+    #[test]
+    fn a_verify_check_is_a_record_with_its_payload() {
+        let check = crate::verify::ChunkCheck { hash: 5, len: 4096 }.encode();
+        let header = RecordHeader {
+            seq: 3,
+            kind: RecordKind::Verify,
+            fua: false,
+            offset: 1 << 20,
+            length: check.len() as u32,
+            payload_crc: crc32c(&check),
+        };
+        let bytes = header.encode();
+        assert_eq!(bytes[16], 5);
+        assert_eq!(RecordHeader::decode(&bytes), Ok(header));
+        assert_eq!(header.payload_len(), 16);
+        assert_eq!(header.check_payload(&check), Ok(()));
+    }
 }

@@ -3,9 +3,14 @@
 # faults. A stamped workload (arepl-stamp) writes through arepl in rounds; during each
 # round a schedule drawn from SEED injects faults (link cuts and flaps, netem loss and
 # delay, replicad kill -9 and restart, forced link switches, both links down so the
-# queue overflows into the spill log) and freezes the replica at random moments to copy
-# its image. After each round every copy is checked against the write log: it must be
-# the primary's state after some prefix of the completed writes.
+# queue overflows into the spill log, and on until the small spill log is full and
+# writes are tracked by region instead) and freezes the replica at random moments to
+# copy its image. Some rounds end with a power loss of both hosts (the primary's disks
+# stop taking writes, its memory queue is lost, replicad is killed), after which the
+# device is created again with the same table line and resyncs. After each round every
+# copy is checked against the write log: it must be the primary's state after some
+# prefix of the completed writes. While a resync runs the replica is no such state (it
+# says so itself); the image replicad's before-resync hook copied is checked instead.
 #
 #   torture.sh SEED ROUNDS
 #
@@ -22,9 +27,14 @@ DEV=arepl-torture
 STATE=/tmp/state-torture
 BLOCKS=4096                    # 16 MiB of 4 KiB blocks
 SLICE_SECTORS=$((BLOCKS * 8))
+# A small spill log: both links down for long fills it, and writes are tracked.
+SPILL_SECTORS=12288            # 6 MiB
+TABLE="$PRIMARY_ADDR $BACKUP_ADDR 3 queue_mb:2 volume:torture spill:/dev/mapper/torture-s"
 MAX_SNAPSHOTS_PER_ROUND=6
 LOG=/tmp/torture-stamp.log
 WORK=/tmp/torture
+# The image a resync would overwrite, kept by replicad's hook before its first write.
+REPLICAD_ARGS="--before-resync $WORK/protect.sh"
 # The schedule's own generator (a 64-bit LCG, Knuth's MMIX constants), not bash's
 # RANDOM: that one is reseeded in every subshell and differs between bash versions.
 # Results come back in variables, never through $(...), so no draw is lost to a subshell.
@@ -58,6 +68,9 @@ trap dump_on_failure EXIT
 
 declare -A injected=()
 snapshots=0
+resync_snapshots=0
+protected=0
+tracked_rounds=0
 checked=0
 intermediate=0
 violations=0
@@ -75,8 +88,9 @@ room=$(((replica_sectors - SLICE_SECTORS) / SLICE_SECTORS))
 setup() {
     load_module
     net_setup
-    remove_if_present "$DEV" torture-p torture-r torture-snap
+    remove_if_present "$DEV" torture-p torture-r torture-snap torture-s
     dmsetup create torture-p --table "0 $SLICE_SECTORS linear $primary_disk 0"
+    dmsetup create torture-s --table "0 $SPILL_SECTORS linear $spill 0"
     dmsetup create torture-r --table "0 $SLICE_SECTORS linear $replica_disk 0"
     dmsetup create torture-snap --table \
         "0 $((MAX_SNAPSHOTS_PER_ROUND * SLICE_SECTORS)) linear $replica_disk $SLICE_SECTORS"
@@ -84,13 +98,15 @@ setup() {
     for dev in /dev/mapper/torture-p /dev/mapper/torture-r; do
         dd if=/dev/zero of="$dev" bs=1M count=$((SLICE_SECTORS / 2048)) oflag=direct status=none
     done
-    spill_blank "$spill"
+    spill_blank /dev/mapper/torture-s
     rm -rf "$STATE" "$WORK" "$LOG"
     mkdir -p "$WORK"
+    printf '#!/bin/sh\nexec dd if="$AREPL_TARGET" of="%s/protected-$(date +%%s%%N).img" bs=1M count=%d iflag=direct status=none\n' \
+        "$WORK" $((SLICE_SECTORS / 2048)) >"$WORK/protect.sh"
+    chmod +x "$WORK/protect.sh"
     replicad_start /dev/mapper/torture-r "$STATE"
     # A 2 MiB queue overflows into the spill log within a second of both links down.
-    arepl_create "$DEV" /dev/mapper/torture-p \
-        "$PRIMARY_ADDR $BACKUP_ADDR 3 queue_mb:2 volume:torture spill:$spill"
+    arepl_create "$DEV" /dev/mapper/torture-p "$TABLE"
     wait_status "$DEV" active_link primary >/dev/null
 }
 
@@ -100,6 +116,7 @@ teardown_and_final_check() {
     LINK_RATE=""
     heal
     wait_drained "$DEV" 300
+    wait_status "$DEV" consistent 1 300 >/dev/null
     # The end state: the replica holds every write.
     local verdict last
     verdict=$("$STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
@@ -121,7 +138,7 @@ teardown_and_final_check() {
     echo "    final replica: ${verdict%% (*} (log ends at write $last)"
     dmsetup remove "$DEV"
     replicad_stop "$STATE"
-    dmsetup remove torture-p torture-r torture-snap
+    dmsetup remove torture-p torture-r torture-snap torture-s
 }
 
 # --- Faults. Each one starts now; `heal` ends every fault still active.
@@ -169,6 +186,23 @@ fault_start() {
         switch-link)
             dmsetup message "$DEV" 0 switch-link
             ;;
+        spill-full) # both links down and, once the round's workload (run_round's
+            # stamp_pid) is done, 12 MiB more than the queue and the spill log hold
+            # together: writes go on, tracked by region
+            links_restore_both
+            links_cut_both
+            wait_status "$DEV" active_link none 30 >/dev/null
+            local i seed
+            for i in $(seq 600); do
+                kill -0 "$stamp_pid" 2>/dev/null || break
+                sleep 0.5
+            done
+            draw seed 1 1000000
+            "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 3000 --seed "$seed" \
+                --jobs 4 --fsync-every 8 --log "$LOG" >/dev/null || fail "the writes filling the spill log failed"
+            [[ $(status_field "$DEV" mode) == tracking ]] ||
+                fail "the spill log never filled: $(dmsetup status "$DEV")"
+            ;;
         *) fail "unknown fault $kind" ;;
     esac
 }
@@ -193,6 +227,48 @@ heal() {
     replicad_running || replicad_start /dev/mapper/torture-r "$STATE"
 }
 
+# A power loss of both hosts, with the workload done: both links go down, a last burst
+# of fsynced writes fills the memory queue, and the loss takes it; the primary's disks
+# stop taking writes and the device goes. "Rebooted", it is created again with the same
+# table line on the same disks and resyncs what its activity log marks.
+power_loss() {
+    injected[power-loss]=$((${injected[power-loss]:-0} + 1))
+    local seed
+    draw seed 1 1000000
+    links_restore_both
+    links_cut_both
+    wait_status "$DEV" active_link none 30 >/dev/null
+    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 300 --seed "$seed" \
+        --jobs 2 --fsync-every 4 --log "$LOG" >/dev/null || fail "the writes before the power loss failed"
+    read_status
+    echo "      power loss with queued=${STATUS[queued]} spill_entries=${STATUS[spill_entries]}"
+    replicad_running && replicad_stop "$STATE" KILL
+    local dev
+    for dev in torture-p torture-s; do
+        dmsetup suspend --noflush "$dev"
+        dmsetup load "$dev" --table "0 $(sectors_of "/dev/mapper/$dev") error"
+        dmsetup resume "$dev"
+    done
+    dmsetup remove "$DEV"
+    for dev in torture-p torture-s; do dmsetup suspend "$dev"; done
+    dmsetup load torture-p --table "0 $SLICE_SECTORS linear $primary_disk 0"
+    dmsetup load torture-s --table "0 $SPILL_SECTORS linear $spill 0"
+    for dev in torture-p torture-s; do dmsetup resume "$dev"; done
+    heal
+    arepl_create "$DEV" /dev/mapper/torture-p "$TABLE"
+    wait_status "$DEV" consistent 1 300 >/dev/null
+    read_status
+    ((STATUS[resyncs] >= 1)) || fail "no resync after the power loss"
+    echo "      rebooted: resynced ${STATUS[sync_total_bytes]} bytes, consistent again"
+}
+
+# Whether replicad's state says its replica is resyncing (no prefix state then).
+replica_resyncing() {
+    local rc=0
+    ip netns exec dr "$REPLICAD" status --state-dir "$STATE" --check-consistent >/dev/null 2>&1 || rc=$?
+    ((rc == 3))
+}
+
 # --- Snapshots: the replica frozen (replicad stopped, every thread of it off the CPU and
 # out of the kernel, so no write of its is half done) and its image copied.
 wait_frozen() {
@@ -209,12 +285,17 @@ wait_frozen() {
     fail "replicad $pid did not stop within 5 s"
 }
 
-snapshot() { # round-local index
+snapshot() { # round-local index; returns 1 if no copy was taken (a resync runs)
     local index=$1 pid=""
     if replicad_running; then
         pid=$(cat "$STATE/replicad.pid")
         kill -STOP "$pid"
         wait_frozen "$pid"
+    fi
+    if replica_resyncing; then
+        [[ -n $pid ]] && kill -CONT "$pid"
+        resync_snapshots=$((resync_snapshots + 1))
+        return 1
     fi
     dd if=/dev/mapper/torture-r of=/dev/mapper/torture-snap bs=1M count=$((SLICE_SECTORS / 2048)) \
         seek=$((index * SLICE_SECTORS / 2048)) oflag=direct status=none
@@ -243,12 +324,29 @@ check_snapshots() { # round, count
         fi
     done
     rm -f "$WORK/snap.img"
+    # What replicad's hook kept before each resync's first write.
+    local image
+    for image in "$WORK"/protected-*.img; do
+        [[ -e $image ]] || continue
+        checked=$((checked + 1))
+        protected=$((protected + 1))
+        if verdict=$("$STAMP" check --image "$image" --log "$LOG" --blocks "$BLOCKS"); then
+            echo "    round $round image kept before a resync: ${verdict%% (*}"
+            rm -f "$image"
+        else
+            violations=$((violations + 1))
+            echo "VIOLATION round $round image kept before a resync:"
+            sed 's/^/    /' <<<"$verdict"
+            mv "$image" "$WORK/violation-$round-${image##*/}"
+        fi
+    done
 }
 
 # --- One round: a workload of W writes with J submitters, and a schedule of steps run
 # while it writes. Every draw happens before the round starts, so the schedule printed
 # is the whole of it.
-FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad kill-burst switch-link)
+FAULT_KINDS=(cut-primary cut-backup cut-both flap-primary netem kill-replicad kill-burst switch-link
+    spill-full)
 
 # Fault kinds are dealt from a shuffled deck, refilled when empty, so every kind comes
 # up once in each run of ${#FAULT_KINDS[@]} faults.
@@ -316,8 +414,9 @@ read_status() {
 }
 
 # After each step: one line saying when, what, and where the device stands; a spill log
-# lost or full (never one of the faults; with on_spill_full:bitmap a full one shows as
-# mode=tracking) ends the run.
+# failing (never one of the faults) ends the run. A full one shows as mode=tracking
+# while no link is up (on_spill_full:bitmap, the default), and as spill_full for a while
+# once a link drains it (writers wait for the queue then, as the log goes first).
 after_step() {
     read_status
     local key fields="" tenths=$(((${EPOCHREALTIME/./} - ROUND_START) / 100000))
@@ -325,11 +424,12 @@ after_step() {
         fields+=" $key=${STATUS[$key]:-?}"
     done
     printf '      %4d.%ds %-22s%s\n' $((tenths / 10)) $((tenths % 10)) "$1" "$fields"
-    if [[ ${STATUS[mode]} =~ ^(spill_failed|spill_full|tracking)$ ]]; then
+    if [[ ${STATUS[mode]} == spill_failed ]]; then
         dmesg | grep dm_arepl | tail -n 5 >&2
         fail "mode=${STATUS[mode]} after '$1'"
     fi
     if ((${STATUS[spill_entries]:-0} > 0)); then spilled=1; fi
+    if [[ ${STATUS[mode]} == tracking ]]; then tracked=1; fi
 }
 
 # Every other round (drawn) is database-like: writes rewrite a hot set of a few dozen
@@ -352,14 +452,18 @@ run_round() {
     fi
     draw seed 1 1000000
     draw rate 8 24
+    local crash
+    draw crash 0 2
     LINK_RATE=${rate}mbit
     shape_links
     plan_round
     local IFS_SAVED=$IFS
     IFS=';'
-    echo "round $round: $writes writes ($profile), $jobs submitters, stamp seed $seed, links at $LINK_RATE; schedule: ${PLAN[*]}"
+    local ending=""
+    ((crash == 0)) && ending="; then a power loss"
+    echo "round $round: $writes writes ($profile), $jobs submitters, stamp seed $seed, links at $LINK_RATE; schedule: ${PLAN[*]}$ending"
     IFS=$IFS_SAVED
-    local spilled=0
+    local spilled=0 tracked=0
     ROUND_START=${EPOCHREALTIME/./}
     "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$blocks" --count "$writes" --seed "$seed" \
         --jobs "$jobs" ${fsync_every:+--fsync-every "$fsync_every"} --log "$LOG" \
@@ -370,8 +474,7 @@ run_round() {
             sleep*) sleep "${step#sleep }" ;;
             heal) heal ;;
             snapshot)
-                snapshot "$index"
-                index=$((index + 1))
+                snapshot "$index" && index=$((index + 1))
                 ;;
             fault*)
                 read -r _ kind arg <<<"$step"
@@ -382,10 +485,14 @@ run_round() {
     done
     wait "$stamp_pid" || { cat "$WORK/stamp.out" >&2; fail "round $round: the stamped workload failed"; }
     after_step "workload done"
+    if ((crash == 0)); then
+        power_loss
+        after_step "rebooted"
+    fi
     spilled_rounds=$((spilled_rounds + spilled))
+    tracked_rounds=$((tracked_rounds + tracked))
     # The round's last snapshot: after the workload, before healing.
-    snapshot "$index"
-    index=$((index + 1))
+    snapshot "$index" && index=$((index + 1))
     heal
     check_snapshots "$round" "$index"
 }
@@ -396,7 +503,9 @@ summary() {
         kinds+=" $kind=${injected[$kind]:-0}"
         total=$((total + ${injected[$kind]:-0}))
     done
-    echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked mid_stream=$intermediate violations=$violations spilled_rounds=$spilled_rounds"
+    kinds+=" power-loss=${injected[power-loss]:-0}"
+    total=$((total + ${injected[power-loss]:-0}))
+    echo "TORTURE-SUMMARY seed=$SEED rounds=$ROUNDS faults=$total snapshots=$snapshots checked=$checked mid_stream=$intermediate violations=$violations spilled_rounds=$spilled_rounds tracked_rounds=$tracked_rounds resync_snapshots_skipped=$resync_snapshots protected_images=$protected"
     echo "  faults by kind:$kinds"
     # Restarts after a kill -9 that found entries applied but not yet durable.
     echo "  replicad restarts that found entries applied before a kill: $(grep -c 'were applied before a restart' "$STATE/replicad.log" || true)"
