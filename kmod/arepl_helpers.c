@@ -398,12 +398,12 @@ void arepl_io_client_destroy(struct dm_io_client *client)
 }
 
 /*
- * Reads or writes len bytes (a multiple of 512) at byte offset on bdev. A durable
- * write is preceded by a cache flush and written with FUA, so it reaches stable
- * storage after everything written before it.
+ * Reads or writes len bytes (a multiple of 512) at byte offset on bdev. A write with
+ * AREPL_IO_FUA is on stable storage when this returns; with AREPL_IO_PREFLUSH too,
+ * after everything written before it.
  */
 int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
-		  u64 offset, void *buf, size_t len, bool write, bool durable)
+		  u64 offset, void *buf, size_t len, bool write, u32 durability)
 {
 	struct dm_io_region region = {
 		.bdev = bdev,
@@ -421,8 +421,10 @@ int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
 
 	if ((offset | len) & (SECTOR_SIZE - 1))
 		return -EINVAL;
-	if (write && durable)
-		req.bi_opf |= REQ_PREFLUSH | REQ_FUA;
+	if (write && (durability & AREPL_IO_FUA))
+		req.bi_opf |= REQ_FUA;
+	if (write && (durability & AREPL_IO_PREFLUSH))
+		req.bi_opf |= REQ_PREFLUSH;
 	ret = dm_io(&req, 1, &region, &error_bits, IOPRIO_DEFAULT);
 	if (!ret && error_bits)
 		ret = -EIO;

@@ -36,8 +36,10 @@ void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors);
 /* synchronous I/O on a held device */
 struct dm_io_client *arepl_io_client_create(void);
 void arepl_io_client_destroy(struct dm_io_client *client);
+#define AREPL_IO_FUA 1
+#define AREPL_IO_PREFLUSH 2
 int arepl_sync_io(struct dm_io_client *client, struct block_device *bdev,
-		  u64 offset, void *buf, size_t len, bool write, bool durable);
+		  u64 offset, void *buf, size_t len, bool write, u32 durability);
 u64 arepl_bdev_bytes(struct block_device *bdev);
 
 /* volumes of this module's targets: claimed while live, remembered once removed */

@@ -45,18 +45,30 @@ impl BlockIo {
     /// Reads `buf.len()` bytes (a multiple of 512) at byte `offset`. `buf` must be heap
     /// memory (kmalloc or vmalloc), never the stack: it is the target of DMA.
     pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) -> Result {
-        self.io(offset, buf.as_mut_ptr(), buf.len(), false, false)
+        self.io(offset, buf.as_mut_ptr(), buf.len(), false, 0)
     }
 
     /// Writes `buf` (a multiple of 512 bytes of heap memory) at byte `offset`. A durable
     /// write flushes the device cache first and is written through (FUA), so it and
     /// everything written before it are on stable storage when this returns.
     pub(crate) fn write(&self, offset: u64, buf: &[u8], durable: bool) -> Result {
+        let durability = if durable {
+            bindings::AREPL_IO_PREFLUSH | bindings::AREPL_IO_FUA
+        } else {
+            0
+        };
         // dm-io only reads the buffer for a write.
-        self.io(offset, buf.as_ptr().cast_mut(), buf.len(), true, durable)
+        self.io(offset, buf.as_ptr().cast_mut(), buf.len(), true, durability)
     }
 
-    fn io(&self, offset: u64, buf: *mut u8, len: usize, write: bool, durable: bool) -> Result {
+    /// Writes `buf` like [`Self::write`], written through (FUA) but without the cache
+    /// flush: it alone is on stable storage when this returns, in no order with what
+    /// was written before (an activity log block needs no more).
+    pub(crate) fn write_through(&self, offset: u64, buf: &[u8]) -> Result {
+        self.io(offset, buf.as_ptr().cast_mut(), buf.len(), true, bindings::AREPL_IO_FUA)
+    }
+
+    fn io(&self, offset: u64, buf: *mut u8, len: usize, write: bool, durability: u32) -> Result {
         // SAFETY: `client` is live until drop; the block device is held by `self.dev`;
         // `buf` is valid for `len` bytes for the whole (synchronous) call, borrowed
         // mutably for reads, and is heap memory as the callers' contracts require.
@@ -68,7 +80,7 @@ impl BlockIo {
                 buf.cast(),
                 len,
                 write,
-                durable,
+                durability,
             )
         };
         kernel::error::to_result(ret)

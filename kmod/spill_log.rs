@@ -200,7 +200,7 @@ fn load_activity_log(
             let at = index as usize * AL_BLOCK as usize;
             area[at..at + AL_BLOCK as usize].copy_from_slice(&encode_block(index, &marks));
         }
-        io.write(geometry.block_offset(0), &area, true)?;
+        io.write_through(geometry.block_offset(0), &area)?;
         return Ok(marks);
     }
     io.read(geometry.block_offset(0), &mut area)?;
@@ -521,7 +521,7 @@ impl SpillLog {
                 None => return Ok(()),
             };
             buffer.copy_from_slice(&encode_words(index, &words));
-            self.io.write(geometry.block_offset(index), &buffer, true)?;
+            self.io.write_through(geometry.block_offset(index), &buffer)?;
             if let Some(al) = repl.queue.lock().al.as_mut() {
                 al.written(index, &words);
             }

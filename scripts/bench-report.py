@@ -23,6 +23,10 @@ The input holds one JSON object per line (blank lines are skipped):
   kind "apply" (one per replicad apply case, optional):
       case (string), bs (size string), entries (integer), mib, seconds,
       replicad_cpu_s, target_mib_s (numbers), started (string: when that run began).
+  kind "activity_log" (optional; 4 KiB random writes at QD1 without and with the
+      activity log): system ("arepl" or "arepl-al"), case ("hot" or "cold"),
+      repetition (integer), iops, lat_mean_us, lat_p99_us (numbers), started
+      (string: when that run began).
 
 Unknown extra fields are ignored. A malformed line ends the script with exit status 2
 and a message naming the line. Output depends only on the input and the output paths:
@@ -219,6 +223,16 @@ def parse_apply(obj):
     return apply
 
 
+def parse_activity_log(obj):
+    run = {"system": get_str(obj, "system", choices=("arepl", "arepl-al")),
+           "case": get_str(obj, "case", choices=("hot", "cold")),
+           "repetition": get_num(obj, "repetition", integer=True),
+           "started": get_str(obj, "started")}
+    for name in ("iops", "lat_mean_us", "lat_p99_us"):
+        run[name] = get_num(obj, name)
+    return run
+
+
 def parse_unavailable(obj):
     return {
         "system": get_str(obj, "system", choices=ALL_SYSTEMS),
@@ -235,6 +249,7 @@ def load(path):
     where = {}  # same key / ("link", network) -> line number
     unavailable = []
     applies = []
+    activity = []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
@@ -253,7 +268,8 @@ def load(path):
             if not isinstance(obj, dict):
                 raise Malformed(f"expected a JSON object, got {_type_name(obj)}")
             kind = get_str(obj, "kind",
-                           choices=("meta", "link", "case", "unavailable", "apply"))
+                           choices=("meta", "link", "case", "unavailable", "apply",
+                                    "activity_log"))
             if first and kind != "meta":
                 raise Malformed(f"the first line must be kind 'meta', got {kind!r}")
             first = False
@@ -283,13 +299,15 @@ def load(path):
                 cases[key] = case
             elif kind == "apply":
                 applies.append(parse_apply(obj))
+            elif kind == "activity_log":
+                activity.append(parse_activity_log(obj))
             else:
                 unavailable.append(parse_unavailable(obj))
         except Malformed as e:
             raise Malformed(f"{path}:{lineno}: malformed line: {e}") from None
     if meta is None:
         raise Malformed(f"{path}: no 'meta' line (the first line must be kind 'meta')")
-    return meta, links, cases, unavailable, applies
+    return meta, links, cases, unavailable, applies, activity
 
 
 # ---------------------------------------------------------------------------
@@ -303,9 +321,10 @@ def geomean(values):
 
 
 class Data:
-    def __init__(self, meta, links, cases, unavailable, applies):
+    def __init__(self, meta, links, cases, unavailable, applies, activity):
         self.meta = meta
         self.applies = sorted(applies, key=lambda a: (a["started"], a["case"]))
+        self.activity = activity
         self.links = links
         self.cases = cases
         self.unavailable = sorted(
@@ -560,6 +579,9 @@ def render_md(d, png_ref, note_missing_link):
     if d.applies:
         out += apply_section(d.applies)
 
+    if d.activity:
+        out += activity_log_section(d.activity)
+
     if d.unavailable:
         out += ["## Unavailable", ""]
         for u in d.unavailable:
@@ -600,6 +622,39 @@ def apply_section(applies):
     out += md_table(["case", "bs", "MiB", "entries", "applied MiB/s", "target MiB/s",
                      "ratio", "replicad CPU ms per MiB"], rows,
                     ["l", "r", "r", "r", "r", "r", "r", "r"])
+    out.append("")
+    return out
+
+
+def activity_log_section(runs):
+    out = ["## Activity log cost per write", ""]
+    out.append(
+        "4 KiB random writes at queue depth 1 through arepl without a spill device and "
+        "with one (`arepl-al`: the activity log lives on it), on the 0 ms link, each "
+        "case run alternately without and with, twice; medians of the runs. `hot`: 16 "
+        "MiB written in 4 MiB regions (the default), which stay marked while written, "
+        "so hardly a write waits for the log. `cold`: the whole volume in 64 KiB "
+        "regions, so nearly every write waits for one 512-byte FUA write of the log "
+        "first: the worst case. Cost per write is the difference of mean latencies "
+        "(fio `lat`, submission to completion). Measured in the run(s) started "
+        + ", ".join(sorted({r["started"] for r in runs})) + ".")
+    out.append("")
+    rows = []
+    for case in ("hot", "cold"):
+        def median(system, field):
+            values = [r[field] for r in runs if r["system"] == system and r["case"] == case]
+            return statistics.median(values) if values else None
+        base, al = median("arepl", "iops"), median("arepl-al", "iops")
+        lat, lat_al = median("arepl", "lat_mean_us"), median("arepl-al", "lat_mean_us")
+        p99, p99_al = median("arepl", "lat_p99_us"), median("arepl-al", "lat_p99_us")
+        if None in (base, al, lat, lat_al, p99, p99_al):
+            continue
+        rows.append([f"`{case}`", fmt_num(base), fmt_num(al),
+                     fmt_ratio(al / base) if base else DASH, fmt_num(lat), fmt_num(lat_al),
+                     fmt_num(lat_al - lat), fmt_num(p99), fmt_num(p99_al)])
+    out += md_table(["case", "IOPS without", "IOPS with", "ratio", "mean µs without",
+                     "mean µs with", "cost µs per write", "p99 µs without", "p99 µs with"],
+                    rows, ["l"] + ["r"] * 8)
     out.append("")
     return out
 

@@ -25,7 +25,7 @@ knobs=()
 for var in $(compgen -v BENCH_); do knobs+=("$var=${!var}"); done
 # Bounded like the VM suite, so a hung guest ends the run.
 timeout --kill-after=30 10800 "$REPO_ROOT/scripts/vm-run.sh" \
-    --disk-mb 1024 --disk-mb 1024 --rwdir "$out_dir" -- \
+    --disk-mb 1024 --disk-mb 1024 --disk-mb 64 --rwdir "$out_dir" -- \
     env "${knobs[@]}" "$REPO_ROOT/tests/vm/bench-guest.sh" "$results"
 [[ -s $results ]] || die "the guest wrote no results to $results"
 

@@ -6,7 +6,8 @@
 # Knobs (environment): BENCH_RUNTIME seconds per fio run (5), BENCH_RAMP seconds of
 # warm-up before it (1), BENCH_NETWORKS, BENCH_SYSTEMS, BENCH_PATTERNS, BENCH_BS,
 # BENCH_QD (space-separated lists; defaults below). The system replicad-apply measures
-# replicad alone (once, on the 0 ms link).
+# replicad alone (once, on the 0 ms link); arepl-al the activity log's cost per write
+# (once, on the 0 ms link).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -14,7 +15,7 @@ OUT=${1:?usage: bench-guest.sh RESULTS.jsonl}
 RUNTIME=${BENCH_RUNTIME:-5}
 RAMP=${BENCH_RAMP:-1}
 NETWORKS=${BENCH_NETWORKS:-0ms 10ms 50ms 100mbit}
-SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd replicad-apply}
+SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd replicad-apply arepl-al}
 PATTERNS=${BENCH_PATTERNS:-write randwrite}
 BLOCK_SIZES=${BENCH_BS:-4k 64k 256k 1m}
 DEPTHS=${BENCH_QD:-1 16}
@@ -27,6 +28,7 @@ DRBD_SECONDARY_IP=127.0.0.2
 
 primary=$(disk_by_serial arepl0)
 replica=$(disk_by_serial arepl1)
+spill=$(disk_by_serial arepl2)
 sectors=$(sectors_of "$primary")
 : >"$OUT"
 emit() { echo "$1" >>"$OUT"; }
@@ -284,11 +286,60 @@ bench_apply() {
     replicad_stop "$state"
 }
 
+# --- The activity log's cost per write: arepl without and with a spill device (the log
+# lives on it), 4 KiB random writes at QD1, in the order without, with, without, with.
+# `hot`: 16 MiB in 4 MiB regions (the default), which stay marked while written, so
+# hardly any write waits for a mark; `cold`: the whole volume in 64 KiB regions, so
+# nearly every write waits for one 512-byte FUA write of the log first.
+al_case() { # system, case, repetition
+    local system=$1 name=$2 rep=$3 state=/tmp/bench-al-state features size json
+    case $name in
+        hot) features="region_kb:4096" size=16M ;;
+        cold) features="region_kb:64" size=768M ;;
+    esac
+    rm -rf "$state"
+    replicad_start "$replica" "$state"
+    if [[ $system == arepl-al ]]; then
+        spill_blank "$spill"
+        arepl_create bench-al "$primary" "$PRIMARY_ADDR 3 volume:bench $features spill:$spill"
+    else
+        arepl_create bench-al "$primary" "$PRIMARY_ADDR 2 volume:bench $features"
+    fi
+    wait_connected bench-al
+    json=$(fio --name=al --filename=/dev/mapper/bench-al --rw=randwrite --bs=4k --iodepth=1 \
+        --size="$size" --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --direct=1 \
+        --ioengine=psync --refill_buffers --randrepeat=0 --norandommap --output-format=json)
+    wait_drained bench-al 900
+    dmsetup remove bench-al
+    replicad_stop "$state"
+    emit "$(python3 -c '
+import json, sys
+write = json.load(sys.stdin)["jobs"][0]["write"]
+pct = write["clat_ns"].get("percentile", {})
+print(json.dumps({"kind": "activity_log", "system": sys.argv[1], "case": sys.argv[2],
+                  "repetition": int(sys.argv[3]), "started": sys.argv[4],
+                  "iops": round(write["iops"], 1),
+                  "lat_mean_us": round(write["lat_ns"]["mean"] / 1000, 1),
+                  "lat_p99_us": round(pct.get("99.000000", 0) / 1000, 1)}, sort_keys=True))' \
+        "$system" "$name" "$rep" "$STARTED" <<<"$json")"
+}
+bench_activity_log() {
+    local rep name system
+    for rep in 1 2; do
+        for name in hot cold; do
+            for system in arepl arepl-al; do
+                al_case "$system" "$name" "$rep"
+            done
+        done
+    done
+}
+
 has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 STARTED=$(date -u +%FT%TZ)
 has_system dm-linear && { note "dm-linear"; bench_linear; }
 has_system replicad-apply && { shape 0ms; note "replicad applying"; bench_apply; }
+has_system arepl-al && { shape 0ms; note "activity log cost"; bench_activity_log; }
 for NETWORK in $NETWORKS; do
     shape "$NETWORK"
     measure_link "$NETWORK"
