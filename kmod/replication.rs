@@ -665,25 +665,9 @@ impl Replication {
     /// Appends a verify's check of `[offset, offset + len)`; false if it could not be
     /// queued (its budget is returned).
     pub(crate) fn enqueue_verify(&self, entry: Arc<Entry>, offset: u64, len: u64) -> bool {
-        let now = Ktime::ktime_get().to_ns();
-        let mut queue = self.queue.lock();
-        match queue.fifo.push(Queued {
-            entry,
-            queued_ns: now,
-        }) {
-            Ok(seq) => {
-                queue.verify.chunk_queued(offset, len, seq);
-                drop(queue);
-                self.work.notify_all();
-                true
-            }
-            Err((_, rejected)) => {
-                queue.budget.release(rejected.entry.cost());
-                drop(queue);
-                self.space_freed.notify_all();
-                false
-            }
-        }
+        self.enqueue_read(entry, |queue, seq, _| {
+            queue.verify.chunk_queued(offset, len, seq);
+        })
     }
 
     /// Sleeps about `ms` milliseconds, or less when woken (thread stop, new work).
@@ -699,6 +683,28 @@ impl Replication {
     /// queued all the same (it holds the volume's bytes, in order) but does not count
     /// for the copy that replaced it.
     pub(crate) fn enqueue_copy(&self, entry: Arc<Entry>, chunk: Option<&Chunk>) -> bool {
+        self.enqueue_read(entry, |queue, seq, now| match chunk {
+            Some(chunk) => {
+                let copy = &mut queue.copy;
+                if copy.plan.chunk_queued(chunk, seq) {
+                    copy.rate.record(now / 1_000_000, copy.plan.queued);
+                }
+            }
+            None => {
+                queue.repairs.pop();
+                queue.verify.repaired += 1;
+            }
+        })
+    }
+
+    /// Appends an entry the copy thread read, and lets `queued` account for it (with
+    /// its local sequence and the time in ns) under the lock; false if it could not be
+    /// queued (its budget is returned).
+    fn enqueue_read(
+        &self,
+        entry: Arc<Entry>,
+        queued: impl FnOnce(&mut QueueState, u64, i64),
+    ) -> bool {
         let now = Ktime::ktime_get().to_ns();
         let mut queue = self.queue.lock();
         match queue.fifo.push(Queued {
@@ -706,24 +712,13 @@ impl Replication {
             queued_ns: now,
         }) {
             Ok(seq) => {
-                match chunk {
-                    Some(chunk) => {
-                        let copy = &mut queue.copy;
-                        if copy.plan.chunk_queued(chunk, seq) {
-                            copy.rate.record(now / 1_000_000, copy.plan.queued);
-                        }
-                    }
-                    None => {
-                        queue.repairs.pop();
-                        queue.verify.repaired += 1;
-                    }
-                }
+                queued(&mut queue, seq, now);
                 drop(queue);
                 self.work.notify_all();
                 true
             }
             // The reserved budget guarantees a slot, so this does not happen; if it
-            // did, the copy tries the range again.
+            // did, the copy thread tries the range again.
             Err((_, rejected)) => {
                 queue.budget.release(rejected.entry.cost());
                 queue.release_activity(&rejected.entry);

@@ -962,19 +962,19 @@ fn take_mismatch(session: &Session, header: &Header) -> bool {
         return false;
     }
     let repaired = repl.verify_mismatch(header.offset, length);
+    let repair_asked = repl.queue.lock().verify.repair;
+    let then = match (repaired, repair_asked) {
+        (true, _) => "; sending them again",
+        (false, true) => "; too many to repair at once: verify again",
+        (false, false) => "",
+    };
     pr_warn!(
         "volume {}: verify: bytes {}..{} differ on the replica (sequence {}){}\n",
         repl.volume,
         header.offset,
         header.offset + length,
         header.seq,
-        if repaired {
-            "; sending them again"
-        } else if repl.queue.lock().verify.repair {
-            "; too many to repair at once: verify again"
-        } else {
-            ""
-        }
+        then
     );
     true
 }

@@ -314,6 +314,27 @@ lvm_teardown() {
 }
 
 # A blank spill device: arepl formats one whose first 4 KiB are zeroes.
+# A power loss of the primary: from one instant on, the wrapper devices $2... (its disks)
+# take no more writes (each becomes an error target of its size), and the arepl device
+# $1 is removed, losing what it held in memory.
+power_cut() { # arepl device, wrapper devices...
+    local dev=$1 wrapper
+    shift
+    for wrapper in "$@"; do dmsetup suspend --noflush "$wrapper"; done
+    for wrapper in "$@"; do
+        dmsetup load "$wrapper" --table "0 $(sectors_of "/dev/mapper/$wrapper") error"
+    done
+    for wrapper in "$@"; do dmsetup resume "$wrapper"; done
+    dmsetup remove "$dev"
+}
+
+# Gives wrapper device $1 the table $2, live (after power_cut: the "reboot").
+swap_table() { # wrapper device, table
+    dmsetup suspend "$1"
+    dmsetup load "$1" --table "$2"
+    dmsetup resume "$1"
+}
+
 spill_blank() {
     dd if=/dev/zero of="$1" bs=4k count=1 oflag=direct status=none
 }

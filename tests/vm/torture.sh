@@ -243,17 +243,9 @@ power_loss() {
     read_status
     echo "      power loss with queued=${STATUS[queued]} spill_entries=${STATUS[spill_entries]}"
     replicad_running && replicad_stop "$STATE" KILL
-    local dev
-    for dev in torture-p torture-s; do
-        dmsetup suspend --noflush "$dev"
-        dmsetup load "$dev" --table "0 $(sectors_of "/dev/mapper/$dev") error"
-        dmsetup resume "$dev"
-    done
-    dmsetup remove "$DEV"
-    for dev in torture-p torture-s; do dmsetup suspend "$dev"; done
-    dmsetup load torture-p --table "0 $SLICE_SECTORS linear $primary_disk 0"
-    dmsetup load torture-s --table "0 $SPILL_SECTORS linear $spill 0"
-    for dev in torture-p torture-s; do dmsetup resume "$dev"; done
+    power_cut "$DEV" torture-p torture-s
+    swap_table torture-p "0 $SLICE_SECTORS linear $primary_disk 0"
+    swap_table torture-s "0 $SPILL_SECTORS linear $spill 0"
     heal
     arepl_create "$DEV" /dev/mapper/torture-p "$TABLE"
     wait_status "$DEV" consistent 1 300 >/dev/null

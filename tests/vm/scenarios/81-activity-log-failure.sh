@@ -27,14 +27,8 @@ table="$PRIMARY_ADDR $BACKUP_ADDR 3 queue_mb:16 volume:alf spill:/dev/mapper/alf
 arepl_create arepl-alf /dev/mapper/alf-p "$table"
 wait_connected arepl-alf
 
-reload() { # device, table
-    dmsetup suspend --noflush "$1"
-    dmsetup load "$1" --table "$2"
-    dmsetup resume "$1"
-}
-
 note "the activity log's sectors (bytes 4096..8191 of the spill device) fail from now on"
-reload alf-s "0 8 linear $spare 0
+swap_table alf-s "0 8 linear $spare 0
 8 8 error
 16 $((spill_sectors - 16)) linear $spare 16"
 links_cut_both
@@ -51,15 +45,11 @@ in_memory=$(status_field arepl-alf queued)
 
 note "power cut with $in_memory entries in memory"
 replicad_stop "$state" KILL
-for dev in alf-p alf-s; do dmsetup suspend --noflush "$dev"; done
-dmsetup load alf-p --table "0 $sectors error"
-dmsetup load alf-s --table "0 $spill_sectors error"
-for dev in alf-p alf-s; do dmsetup resume "$dev"; done
-dmsetup remove arepl-alf
+power_cut arepl-alf alf-p alf-s
 
 note "reboot: the same disks, all sectors working again, the same table line"
-reload alf-p "0 $sectors linear $disk 0"
-reload alf-s "0 $spill_sectors linear $spare 0"
+swap_table alf-p "0 $sectors linear $disk 0"
+swap_table alf-s "0 $spill_sectors linear $spare 0"
 links_restore_both
 replicad_start /dev/mapper/alf-r "$state"
 mark=$(dmesg_mark)

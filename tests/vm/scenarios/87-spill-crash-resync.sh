@@ -47,20 +47,11 @@ in_memory=$(status_field arepl-crash queued)
 ((spilled > 0 && in_memory > 0)) || fail "expected entries in both the spill log ($spilled) and memory ($in_memory)"
 note "power cut with $spilled entries spilled and $in_memory in memory; the DR host dies too"
 replicad_stop "$state" KILL
-# From this instant on, the primary's disks take no more writes, as if it lost power.
-dmsetup suspend --noflush crash-p
-dmsetup suspend --noflush crash-s
-dmsetup load crash-p --table "0 $sectors error"
-dmsetup load crash-s --table "0 $spill_sectors error"
-dmsetup resume crash-p
-dmsetup resume crash-s
-dmsetup remove arepl-crash
+power_cut arepl-crash crash-p crash-s
 
 note "reboot: the same disks, the same table line"
-for dev in crash-p crash-s; do dmsetup suspend "$dev"; done
-dmsetup load crash-p --table "0 $sectors linear $disk 0"
-dmsetup load crash-s --table "0 $spill_sectors linear $spare 0"
-for dev in crash-p crash-s; do dmsetup resume "$dev"; done
+swap_table crash-p "0 $sectors linear $disk 0"
+swap_table crash-s "0 $spill_sectors linear $spare 0"
 links_restore_both
 replicad_start /dev/mapper/crash-r "$state"
 mark=$(dmesg_mark)
