@@ -510,6 +510,8 @@ fn plan_session(
         history_state.resyncs += 1;
         history_state.resync_running = true;
         history_state.lost_entries = false;
+        // Taken into this resync's plan: what it leaves is in `dirty` as tracked.
+        history_state.regions_remembered = false;
         let copy_running = core::mem::take(&mut history_state.copy_requested);
         // New writes are queued again from here on; those tracked are in the regions.
         queue.tracking = false;
