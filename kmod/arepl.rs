@@ -17,12 +17,14 @@ mod dm;
 mod entry;
 mod kthread;
 mod net;
+mod noio;
 mod replication;
 mod sender;
 mod spill_log;
 mod spiller;
 mod sync;
 mod target;
+mod write_path;
 
 // Logic shared with userspace: the `arepl-core` crate's own source files, compiled here
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
@@ -38,8 +40,8 @@ pub mod digest;
 pub mod fifo;
 #[path = "../arepl-core/src/history.rs"]
 pub mod history;
-#[path = "../arepl-core/src/inflight.rs"]
-pub mod inflight;
+#[path = "../arepl-core/src/range_table.rs"]
+pub mod range_table;
 #[path = "../arepl-core/src/liveness.rs"]
 pub mod liveness;
 #[path = "../arepl-core/src/rate.rs"]

@@ -64,16 +64,21 @@ void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev)
 }
 
 /* Copies the bio's whole payload (bi_size bytes) to dst. */
-void arepl_bio_copy_data(struct bio *bio, void *dst)
+/* Bios the target defers from map to its copy-on-write thread (see bio.rs). */
+void arepl_bio_list_add(struct bio_list *list, struct bio *bio)
 {
-	struct bio_vec bv;
-	struct bvec_iter iter;
-	char *out = dst;
+	bio_list_add(list, bio);
+}
 
-	bio_for_each_segment(bv, bio, iter) {
-		memcpy_from_bvec(out, &bv);
-		out += bv.bv_len;
-	}
+struct bio *arepl_bio_list_pop(struct bio_list *list)
+{
+	return bio_list_pop(list);
+}
+
+/* Submits a bio the target took over with DM_MAPIO_SUBMITTED and remapped. */
+void arepl_dm_submit_bio(struct bio *bio)
+{
+	dm_submit_bio_remap(bio, NULL);
 }
 
 void *arepl_bio_per_bio_data(struct bio *bio, size_t size)
@@ -439,4 +444,10 @@ u64 arepl_bdev_bytes(struct block_device *bdev)
 void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors)
 {
 	ti->max_io_len = sectors;
+}
+
+/* Deferred bios are accounted when submitted (dm_submit_bio_remap), not at map. */
+void arepl_dm_set_accounts_remapped_io(struct dm_target *ti)
+{
+	ti->accounts_remapped_io = true;
 }

@@ -10,6 +10,7 @@
 #include <linux/blk_types.h>
 #include <linux/spinlock_types.h>
 
+struct bio_list;
 struct block_device;
 struct dm_io_client;
 struct dm_target;
@@ -25,13 +26,16 @@ sector_t arepl_bio_sector(const struct bio *bio);
 void arepl_bio_set_sector(struct bio *bio, sector_t sector);
 unsigned int arepl_bio_size(const struct bio *bio);
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev);
-void arepl_bio_copy_data(struct bio *bio, void *dst);
+void arepl_bio_list_add(struct bio_list *list, struct bio *bio);
+struct bio *arepl_bio_list_pop(struct bio_list *list);
+void arepl_dm_submit_bio(struct bio *bio);
 void *arepl_bio_per_bio_data(struct bio *bio, size_t size);
 
 /* device-mapper */
 int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
 
 void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors);
+void arepl_dm_set_accounts_remapped_io(struct dm_target *ti);
 
 /* synchronous I/O on a held device */
 struct dm_io_client *arepl_io_client_create(void);

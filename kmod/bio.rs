@@ -2,7 +2,9 @@
 
 //! A safe view of one `struct bio` handed to a target's map callback.
 
-use kernel::prelude::*;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
 
 use crate::bindings;
 use crate::dm::DmDevice;
@@ -32,6 +34,8 @@ pub(crate) struct Bio<'a> {
     raw: *mut bindings::bio,
     /// First sector of the target within the mapped device (`ti->begin`).
     target_begin: u64,
+    /// Handed over by [`Self::defer`]: device-mapper must not submit it.
+    deferred: bool,
     _callback: core::marker::PhantomData<&'a mut bindings::bio>,
 }
 
@@ -47,8 +51,27 @@ impl<'a> Bio<'a> {
         Self {
             raw,
             target_begin,
+            deferred: false,
             _callback: core::marker::PhantomData,
         }
+    }
+
+    /// Takes the bio over from device-mapper, to be submitted later from a thread
+    /// that may wait for I/O (a map callback may not: its own bios are held back by
+    /// the block layer until it returns). It must have been remapped first; `P` must
+    /// be the target's per-bio type.
+    pub(crate) fn defer<P>(&mut self) -> DeferredBio<P> {
+        self.deferred = true;
+        DeferredBio {
+            // SAFETY: `self.raw` is a live bio (type invariant), never NULL.
+            raw: unsafe { NonNull::new_unchecked(self.raw) },
+            _per_bio: PhantomData,
+        }
+    }
+
+    /// Whether [`Self::defer`] took the bio over.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// The operation this bio requests.
@@ -84,19 +107,6 @@ impl<'a> Bio<'a> {
         unsafe { bindings::arepl_bio_size(self.raw) }
     }
 
-    /// Appends a copy of the payload to `dst`, which must be empty with room for
-    /// [`Self::size`] bytes (so nothing is zeroed just to be overwritten).
-    pub(crate) fn copy_data_into(&self, dst: &mut KVVec<u8>) {
-        let len = self.size() as usize;
-        assert!(dst.is_empty() && dst.capacity() >= len);
-        let spare = dst.spare_capacity_mut();
-        // SAFETY: `self.raw` is a live bio whose payload is `len` bytes, and `spare` is
-        // writable memory of at least `len` bytes owned by `dst`.
-        unsafe { bindings::arepl_bio_copy_data(self.raw, spare.as_mut_ptr().cast()) };
-        // SAFETY: the helper initialised exactly the first `len` bytes.
-        unsafe { dst.set_len(len) };
-    }
-
     /// Start of the bio within the target, in bytes.
     pub(crate) fn target_offset_bytes(&self) -> u64 {
         // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
@@ -129,5 +139,77 @@ impl<'a> Bio<'a> {
                 bindings::arepl_bio_set_sector(self.raw, sector - self.target_begin);
             }
         }
+    }
+}
+
+/// A bio a map callback took over ([`Bio::defer`]); device-mapper completes it only
+/// after [`Self::submit`].
+///
+/// Invariant: `raw` is a remapped bio that a map callback of a target with per-bio
+/// data `P` took over and that nothing has submitted since. Device-mapper keeps the
+/// mapped device from being destroyed until it completes, so a target's threads always
+/// find a submitter for it.
+pub(crate) struct DeferredBio<P> {
+    raw: NonNull<bindings::bio>,
+    _per_bio: PhantomData<P>,
+}
+
+// SAFETY: nothing else touches the bio until it is submitted, from any thread; the
+// per-bio value it will carry is `Send`.
+unsafe impl<P: Send> Send for DeferredBio<P> {}
+
+impl<P> DeferredBio<P> {
+    /// A view of the bio. It was remapped before it was deferred: its sectors are the
+    /// local device's, which maps the target one to one (a target beginning at 0).
+    pub(crate) fn bio(&self) -> Bio<'_> {
+        // SAFETY: the bio is live and owned by this value (type invariant); the view
+        // borrows `self`, so it ends before the bio is submitted.
+        unsafe { Bio::from_raw(self.raw.as_ptr(), 0) }
+    }
+
+    /// Hands the bio to its device with `per_bio` for the target's `end_io`.
+    pub(crate) fn submit(self, per_bio: P) {
+        // SAFETY: the target's per-bio area holds a `P` (type invariant) that nothing
+        // reads before this submission completes; then device-mapper owns the bio.
+        unsafe {
+            self.bio().per_bio_data::<P>().write(per_bio);
+            bindings::arepl_dm_submit_bio(self.raw.as_ptr());
+        }
+    }
+}
+
+/// Deferred bios in arrival order, linked through the bios themselves (no allocation).
+pub(crate) struct DeferredBios<P> {
+    list: bindings::bio_list,
+    _per_bio: PhantomData<P>,
+}
+
+// SAFETY: the list only links bios owned by `DeferredBio<P>` values, which are `Send`.
+unsafe impl<P: Send> Send for DeferredBios<P> {}
+
+impl<P> DeferredBios<P> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            list: bindings::bio_list {
+                head: core::ptr::null_mut(),
+                tail: core::ptr::null_mut(),
+            },
+            _per_bio: PhantomData,
+        }
+    }
+
+    pub(crate) fn push(&mut self, bio: DeferredBio<P>) {
+        // SAFETY: the list is a valid (possibly empty) bio list; the bio belongs to no
+        // list and its ownership moves into this one.
+        unsafe { bindings::arepl_bio_list_add(&mut self.list, bio.raw.as_ptr()) };
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<DeferredBio<P>> {
+        // SAFETY: the list is valid and holds only bios pushed as `DeferredBio<P>`.
+        let raw = NonNull::new(unsafe { bindings::arepl_bio_list_pop(&mut self.list) })?;
+        Some(DeferredBio {
+            raw,
+            _per_bio: PhantomData,
+        })
     }
 }

@@ -48,6 +48,17 @@ impl BlockIo {
         self.io(offset, buf.as_mut_ptr(), buf.len(), false, 0)
     }
 
+    /// Reads `len` bytes (a multiple of 512) at byte `offset` into a new buffer, which
+    /// nothing zeroes first.
+    pub(crate) fn read_new(&self, offset: u64, len: usize) -> Result<KVVec<u8>> {
+        let mut buf = KVVec::with_capacity(len, GFP_KERNEL)?;
+        let spare = buf.spare_capacity_mut();
+        self.io(offset, spare.as_mut_ptr().cast(), len, false, 0)?;
+        // SAFETY: the read filled exactly the first `len` bytes of the spare capacity.
+        unsafe { buf.set_len(len) };
+        Ok(buf)
+    }
+
     /// Writes `buf` (a multiple of 512 bytes of heap memory) at byte `offset`. A durable
     /// write flushes the device cache first and is written through (FUA), so it and
     /// everything written before it are on stable storage when this returns.

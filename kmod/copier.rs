@@ -17,7 +17,8 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::Ktime;
 
-use crate::entry::{Entry, NoIoScope};
+use crate::entry::Entry;
+use crate::noio::NoIoScope;
 use crate::fifo::Budget;
 use crate::kthread;
 use crate::copy_plan::Chunk;
@@ -118,22 +119,20 @@ fn report(
 /// space yet).
 fn copy_chunk(repl: &Replication, offset: u64, len: u64, chunk: Option<&Chunk>) -> Result<bool> {
     let cost = Budget::cost(len);
-    let slot = repl.begin_range(offset, offset + len);
+    let range = repl.hold_range(offset, offset + len);
     if !repl.reserve_for_copy(cost) {
         // Not while holding the range: writers to it would wait on a full queue.
-        repl.end_range(slot);
+        repl.release_range(range);
         return Ok(false);
     }
     // The chunk's regions stay marked in the activity log until it is acknowledged.
     let held = repl.hold_activity(offset, offset + len);
-    let copied = KVVec::from_elem(0u8, len as usize, GFP_KERNEL)
-        .map_err(|_| ENOMEM)
-        .and_then(|mut data| {
-            repl.copy_source.read(offset, &mut data)?;
-            Entry::copied(offset, data)
-        })
+    let copied = repl
+        .copy_source
+        .read_new(offset, len as usize)
+        .and_then(|data| Entry::copied(offset, data))
         .map(|entry| repl.enqueue_copy(entry, chunk));
-    repl.end_range(slot);
+    repl.release_range(range);
     if copied.is_err() {
         repl.release(cost);
         if held {
@@ -147,21 +146,19 @@ fn copy_chunk(repl: &Replication, offset: u64, len: u64, chunk: Option<&Chunk>) 
 /// must be tried again (no queue space yet).
 fn verify_chunk(repl: &Replication, offset: u64, len: u64) -> Result<bool> {
     let cost = Budget::cost(VERIFY_PAYLOAD_LEN as u64);
-    let slot = repl.begin_range(offset, offset + len);
+    let range = repl.hold_range(offset, offset + len);
     if !repl.reserve_for_copy(cost) {
-        repl.end_range(slot);
+        repl.release_range(range);
         return Ok(false);
     }
     // Hashed while the range is claimed: the check is of the bytes at its place in
     // the stream.
-    let checked = KVVec::from_elem(0u8, len as usize, GFP_KERNEL)
-        .map_err(|_| ENOMEM)
-        .and_then(|mut data| {
-            repl.copy_source.read(offset, &mut data)?;
-            Entry::verify(offset, &ChunkCheck::of(&data))
-        })
+    let checked = repl
+        .copy_source
+        .read_new(offset, len as usize)
+        .and_then(|data| Entry::verify(offset, &ChunkCheck::of(&data)))
         .map(|entry| repl.enqueue_verify(entry, offset, len));
-    repl.end_range(slot);
+    repl.release_range(range);
     if checked.is_err() {
         repl.release(cost);
     }

@@ -31,8 +31,9 @@ pub(crate) trait Target: Sized + Send + Sync {
     /// Builds a target instance from the table line's arguments.
     fn construct(ctx: &mut ConstructCtx<'_>, args: &[&str]) -> Result<KBox<Self>, ConstructError>;
 
-    /// Maps one bio; the target redirects it and keeps what it needs for `end_io`.
-    fn map(&self, bio: &mut Bio<'_>) -> (MapResult, Self::PerBio);
+    /// Maps one bio: the target redirects it and returns what it needs for `end_io`,
+    /// or takes it over ([`Bio::defer`]) and returns `None`.
+    fn map(&self, bio: &mut Bio<'_>) -> Option<Self::PerBio>;
 
     /// Runs when the mapped bio completed, possibly in interrupt context; `failed` says
     /// whether the lower device returned an error.
@@ -72,12 +73,6 @@ impl ConstructError {
             code: EINVAL,
         }
     }
-}
-
-/// What a map callback did with a bio.
-pub(crate) enum MapResult {
-    /// The bio was redirected; device-mapper submits it.
-    Remapped,
 }
 
 /// A registered target type; unregistered on drop.
@@ -318,10 +313,13 @@ unsafe extern "C" fn construct_callback<T: Target>(
     };
     match T::construct(&mut ctx, &args[..argc]) {
         Ok(target) => {
-            // SAFETY: `ti` is valid; `private` and `per_io_data_size` belong to the target.
+            // SAFETY: `ti` is valid; `private` and `per_io_data_size` belong to the target,
+            // and accounting at submission suits deferred bios (`DeferredBio::submit`)
+            // as much as remapped ones.
             unsafe {
                 (*ti).private = KBox::into_raw(target).cast::<c_void>();
                 (*ti).per_io_data_size = core::mem::size_of::<T::PerBio>() as c_uint;
+                bindings::arepl_dm_set_accounts_remapped_io(ti);
             }
             0
         }
@@ -365,13 +363,19 @@ unsafe extern "C" fn map_callback<T: Target>(
     // SAFETY: `bio` is the bio being mapped and the wrapper dies with this callback;
     // `ti` is valid, so reading `begin` is sound.
     let mut bio = unsafe { Bio::from_raw(bio, (*ti).begin) };
-    let (result, per_bio) = target.map(&mut bio);
+    let per_bio = target.map(&mut bio);
+    if bio.is_deferred() {
+        // The target submits it later, with its per-bio value.
+        return bindings::DM_MAPIO_SUBMITTED as c_int;
+    }
+    let Some(per_bio) = per_bio else {
+        // Neither mapped nor taken over: a target bug; the bio fails rather than hangs.
+        return bindings::DM_MAPIO_KILL as c_int;
+    };
     // SAFETY: device-mapper reserved `per_io_data_size` = size_of::<T::PerBio>() bytes,
     // suitably aligned, for this bio; `end_io_callback` moves the value out again.
     unsafe { bio.per_bio_data::<T::PerBio>().write(per_bio) };
-    match result {
-        MapResult::Remapped => bindings::DM_MAPIO_REMAPPED as c_int,
-    }
+    bindings::DM_MAPIO_REMAPPED as c_int
 }
 
 /// Device-mapper's `end_io`: hands the per-bio value back to the target.

@@ -7,9 +7,9 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::bio::Bio;
-use crate::bindings;
 use crate::crc32c::crc32c;
 use crate::fifo::{Budget, Slots};
+use crate::range_table::RangeId;
 use crate::spill::{RecordHeader, RecordKind};
 use crate::verify::{ChunkCheck, VERIFY_PAYLOAD_LEN};
 use crate::wire::Header;
@@ -34,44 +34,47 @@ pub(crate) struct Entry {
     offset: u64,
     /// Payload bytes for writes and checks, range bytes for discards and write-zeroes.
     length: u32,
-    /// Payload of a write or check (its first `length` bytes); empty otherwise.
+    /// Payload of a write or check (its first `length` bytes); empty otherwise, and
+    /// for a write whose payload is still only on the local device (see
+    /// [`Self::payload_on_disk`]).
     data: KVVec<u8>,
 }
 
-/// Memory allocations of the write path must not recurse into block I/O, or a write
-/// waiting for memory could wait on itself: everything allocated while this scope
-/// lives behaves as GFP_NOIO.
-pub(crate) struct NoIoScope(u32);
-
-impl NoIoScope {
-    pub(crate) fn enter() -> Self {
-        // SAFETY: process context; the saved flags are restored on drop.
-        Self(unsafe { bindings::arepl_memalloc_noio_save() })
-    }
-}
-
-impl Drop for NoIoScope {
-    fn drop(&mut self) {
-        // SAFETY: restores exactly the flags saved by `enter` in the same task.
-        unsafe { bindings::arepl_memalloc_noio_restore(self.0) };
-    }
-}
-
 impl Entry {
-    /// A write entry holding a copy of the bio's payload.
+    /// A write entry for a bio, without its payload: until the entry is sent or
+    /// spilled, the payload is read back from the local device, whose range the write
+    /// path keeps from being overwritten meanwhile (`range_table`).
     pub(crate) fn write(bio: &Bio<'_>) -> Result<Arc<Self>> {
-        let len = bio.size() as usize;
-        let mut data = KVVec::with_capacity(len, GFP_KERNEL)?;
-        bio.copy_data_into(&mut data);
         Ok(Arc::new(
             Self {
                 kind: EntryKind::Write { fua: bio.is_fua() },
                 offset: bio.target_offset_bytes(),
-                length: len as u32,
+                length: bio.size(),
+                data: KVVec::new(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// This write entry with its payload `data`, read back from the local device.
+    pub(crate) fn with_payload(&self, data: KVVec<u8>) -> Result<Arc<Self>> {
+        if !self.payload_on_disk() || data.len() != self.length as usize {
+            return Err(EINVAL);
+        }
+        Ok(Arc::new(
+            Self {
+                kind: self.kind,
+                offset: self.offset,
+                length: self.length,
                 data,
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// Whether the payload is not in memory but on the local device.
+    pub(crate) fn payload_on_disk(&self) -> bool {
+        matches!(self.kind, EntryKind::Write { .. }) && self.data.len() < self.length as usize
     }
 
     /// A write entry of `data`, read from the volume at byte `offset` (initial copy).
@@ -169,9 +172,22 @@ impl Entry {
         }
     }
 
+    /// Byte offset on the volume (0 for flushes).
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes of payload the entry carries, in memory or (still) on the local device.
+    pub(crate) fn payload_len(&self) -> u64 {
+        match self.kind {
+            EntryKind::Write { .. } | EntryKind::Verify => u64::from(self.length),
+            _ => 0,
+        }
+    }
+
     /// What the entry costs against the queue's byte budget.
     pub(crate) fn cost(&self) -> u64 {
-        Budget::cost(self.payload().len() as u64)
+        Budget::cost(self.payload_len())
     }
 
     /// The frame header for this entry at wire sequence `seq`.
@@ -204,6 +220,8 @@ impl Entry {
 pub(crate) struct Queued {
     pub(crate) entry: Arc<Entry>,
     pub(crate) queued_ns: i64,
+    /// The range held for the payload while it is only on the local device.
+    pub(crate) range: Option<RangeId>,
 }
 
 /// FIFO storage: a fixed array of slots sized from the queue's byte budget.

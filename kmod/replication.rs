@@ -6,12 +6,13 @@
 use core::net::SocketAddr;
 use core::pin::Pin;
 
-use kernel::new_condvar;
+use kernel::{new_condvar, new_spinlock};
 use kernel::prelude::*;
 use kernel::str::CString;
-use kernel::sync::{Arc, CondVar};
+use kernel::sync::{Arc, CondVar, SpinLock};
 use kernel::time::Ktime;
 
+use crate::bio::DeferredBios;
 use crate::blockio::BlockIo;
 use crate::claim::Remembered;
 use crate::copy_plan::{Chunk, CopyPlan};
@@ -19,7 +20,7 @@ use crate::digest::SentDigests;
 use crate::history::History;
 use crate::entry::{Entry, EntrySlots, Queued};
 use crate::fifo::{slots_for_budget, Budget, Fifo};
-use crate::inflight::{InFlight, RangeSlot};
+use crate::range_table::{Blocked, Hold, RangeId, RangeNode, RangeTable};
 use crate::net::NetNamespace;
 use crate::new_irq_spinlock;
 use crate::rate::RecentRate;
@@ -30,6 +31,7 @@ use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
 use crate::table::{InitialSync, ReplicationConfig, SpillFullPolicy, VolumeName};
 use crate::verify::{RepairQueue, VerifyPlan};
+use crate::write_path::PendingEntries;
 
 /// Writers waiting for queue space with no link up and no spill device go on after
 /// this long, their regions tracked for a resync: production must not stall on an
@@ -37,6 +39,8 @@ use crate::verify::{RepairQueue, VerifyPlan};
 const STRANDED_WRITERS_MS: i64 = 10_000;
 /// Local writes in flight at once, at most; more wait (block queues hold far fewer).
 const MAX_WRITES_IN_FLIGHT: usize = 1024;
+/// How long a thread waits before reading back a payload again after a read failed.
+const READ_BACK_RETRY_MS: u32 = 100;
 /// Sent-entry digests kept: twice the send window, so the receiver's durable sequence,
 /// never older than the oldest unacknowledged entry, is always among them.
 const DIGESTS_KEPT: usize = 2 * crate::spill_log::READ_WINDOW;
@@ -44,6 +48,8 @@ const DIGESTS_KEPT: usize = 2 * crate::spill_log::READ_WINDOW;
 /// Everything under the queue lock.
 pub(crate) struct QueueState {
     pub(crate) fifo: Fifo<EntrySlots>,
+    /// Ranges of writes in flight and of queued payloads still on the local device.
+    pub(crate) ranges: RangeTable<KVVec<RangeNode>>,
     pub(crate) budget: Budget,
     /// Wire sequence = `wire_base` + local sequence; learned at the first handshake, when
     /// the receiver says how far it is durable.
@@ -173,6 +179,14 @@ impl QueueState {
         self.verify.running(self.acked_local) || !self.repairs.is_empty()
     }
 
+    /// An entry leaves the FIFO: its payload, if still on the local device, no longer
+    /// keeps writes from its range (notify `range_freed`).
+    pub(crate) fn release_payload_range(&mut self, queued: &Queued) {
+        if let Some(id) = queued.range {
+            self.ranges.release(id);
+        }
+    }
+
     /// An entry leaves memory (acknowledged, or committed to the spill log): it no
     /// longer holds its regions in the activity log.
     pub(crate) fn release_activity(&mut self, entry: &Entry) {
@@ -236,12 +250,16 @@ pub(crate) struct Replication {
     /// Signalled when the spill thread wrote activity log marks; writers wait on it.
     #[pin]
     pub(crate) activity_written: CondVar,
-    /// Ranges of writes in flight on the local device.
-    #[pin]
-    inflight: IrqSpinLock<InFlight<KVVec<RangeSlot>>>,
-    /// Signalled when a range leaves `inflight`.
+    /// Signalled when a range leaves `QueueState::ranges` or stops being read.
     #[pin]
     range_freed: CondVar,
+    /// Writes that would overwrite a queued payload still on the local device, waiting
+    /// for the copy-on-write thread (`write_path`).
+    #[pin]
+    pub(crate) deferred: SpinLock<DeferredBios<PendingEntries>>,
+    /// Signalled when a write is deferred.
+    #[pin]
+    pub(crate) deferred_added: CondVar,
     pub(crate) net: NetNamespace,
     /// The spill log, if the table names a spill device.
     pub(crate) spill: Option<Pin<KBox<SpillLog>>>,
@@ -328,13 +346,17 @@ impl Replication {
         let capacity = u64::from(config.queue_mb) << 20;
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
-        let ranges = KVVec::from_elem(None, MAX_WRITES_IN_FLIGHT, GFP_KERNEL)?;
+        // One range per queued write at most (each costs at least a sector), one per
+        // write in flight, and the copy's.
+        let range_count = capacity / Budget::cost(512) + MAX_WRITES_IN_FLIGHT as u64 + 1;
+        let ranges = KVVec::from_elem(RangeNode::FREE, range_count as usize, GFP_KERNEL)?;
         let digests = KVVec::from_elem(0u64, DIGESTS_KEPT, GFP_KERNEL)?;
         Arc::pin_init(
             pin_init!(Self {
                 queue <- new_irq_spinlock!(
                     QueueState {
                         fifo: Fifo::starting_at(slots, first_seq),
+                        ranges: RangeTable::new(ranges),
                         budget: Budget::new(capacity),
                         wire_base,
                         acked_local: 0,
@@ -387,8 +409,9 @@ impl Replication {
                 space_freed <- new_condvar!("arepl_space"),
                 work <- new_condvar!("arepl_work"),
                 activity_written <- new_condvar!("arepl_activity"),
-                inflight <- new_irq_spinlock!(InFlight::new(ranges), "arepl_inflight"),
                 range_freed <- new_condvar!("arepl_range"),
+                deferred <- new_spinlock!(DeferredBios::new(), "arepl_deferred"),
+                deferred_added <- new_condvar!("arepl_deferred"),
                 net: NetNamespace::current(),
                 spill,
                 copy_source,
@@ -404,22 +427,131 @@ impl Replication {
         )
     }
 
-    /// Claims the byte range `[start, end)` for a write about to be issued, waiting while
-    /// an overlapping write is in flight.
-    pub(crate) fn begin_range(&self, start: u64, end: u64) -> usize {
-        let mut inflight = self.inflight.lock();
-        loop {
-            if let Some(slot) = inflight.try_insert(start, end) {
-                return slot;
+    /// Reads back the payloads still only on the local device among the oldest queued
+    /// entries, as far as `max_entries` entries or `max_bytes` of payload go (the spill
+    /// log writes them).
+    pub(crate) fn read_back_oldest(&self, max_entries: usize, max_bytes: u64) -> Result {
+        let mut bytes = 0;
+        for index in 0..max_entries {
+            let on_disk = {
+                let mut queue = self.queue.lock();
+                let head_seq = queue.fifo.head_seq();
+                let Some(queued) = queue.fifo.get(index) else {
+                    break;
+                };
+                bytes += queued.entry.payload_len();
+                if bytes > max_bytes {
+                    break;
+                }
+                queued.range.map(|_| head_seq + index as u64)
+            };
+            if let Some(seq) = on_disk {
+                self.read_back(seq)?;
             }
-            self.range_freed.wait(&mut inflight);
+        }
+        Ok(())
+    }
+
+    /// Holds the byte range `[start, end)` for a write about to be issued (or a copy's
+    /// read), waiting while overlapping I/O is in flight. `Err(seq)`: the payload of
+    /// queued write `seq`, still on the local device, is in the way; it must be read
+    /// back first (see [`Self::hold_range`]).
+    pub(crate) fn try_hold_range(&self, start: u64, end: u64) -> Result<RangeId, u64> {
+        let mut queue = self.queue.lock();
+        loop {
+            match queue.ranges.try_hold(start, end, Hold::Busy) {
+                Ok(id) => return Ok(id),
+                Err(Blocked::OnDisk(seq)) => return Err(seq),
+                Err(Blocked::Wait) => self.range_freed.wait(&mut queue),
+            }
         }
     }
 
-    /// Releases a range claimed by `begin_range`; may run in interrupt context.
-    pub(crate) fn end_range(&self, slot: usize) {
-        self.inflight.lock().remove(slot);
+    /// [`Self::try_hold_range`] for a thread that may do I/O: payloads in the way are
+    /// read back (copy-on-write) until the range is free.
+    pub(crate) fn hold_range(&self, start: u64, end: u64) -> RangeId {
+        loop {
+            match self.try_hold_range(start, end) {
+                Ok(id) => return id,
+                Err(seq) => {
+                    if self.read_back(seq).is_err() {
+                        self.nap(READ_BACK_RETRY_MS);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases a range held for I/O; may run in interrupt context.
+    pub(crate) fn release_range(&self, id: RangeId) {
+        self.queue.lock().ranges.release(id);
         self.range_freed.notify_all();
+    }
+
+    /// Reads back the payload of queued write `seq` if it is still only on the local
+    /// device, so that it can be sent or spilled, or a later write overwrite its range.
+    /// Errors are logged.
+    pub(crate) fn read_back(&self, seq: u64) -> Result {
+        let (id, entry) = {
+            let mut queue = self.queue.lock();
+            loop {
+                let index = seq.checked_sub(queue.fifo.head_seq()).ok_or(EINVAL);
+                let Some(queued) = index.ok().and_then(|i| queue.fifo.get(i as usize)) else {
+                    return Ok(()); // Gone from memory: nothing to keep.
+                };
+                let Some(id) = queued.range else {
+                    return Ok(()); // Read back already.
+                };
+                let entry = queued.entry.clone();
+                match queue.ranges.hold(id) {
+                    Hold::OnDisk(_) => {
+                        queue.ranges.set_hold(id, Hold::Reading(seq));
+                        break (id, entry);
+                    }
+                    // Another thread reads it: wait for that.
+                    _ => self.range_freed.wait(&mut queue),
+                }
+            }
+        };
+        let read = self
+            .copy_source
+            .read_new(entry.offset(), entry.payload_len() as usize)
+            .and_then(|data| entry.with_payload(data));
+        let mut guard = self.queue.lock();
+        let queue = &mut *guard;
+        let index = (seq - queue.fifo.head_seq()) as usize;
+        let replaced = match (read, queue.fifo.get_mut(index)) {
+            (Ok(with_payload), Some(queued)) => {
+                queued.range = None;
+                queue.ranges.release(id);
+                Ok(core::mem::replace(&mut queued.entry, with_payload))
+            }
+            (Err(err), _) => {
+                queue.ranges.set_hold(id, Hold::OnDisk(seq));
+                Err(err)
+            }
+            // Only a read-back moves an entry with its range out of the FIFO.
+            (Ok(_), None) => Err(EINVAL),
+        };
+        drop(guard);
+        self.range_freed.notify_all();
+        match replaced {
+            Ok(on_disk) => {
+                drop(on_disk);
+                Ok(())
+            }
+            Err(err) => {
+                pr_err!(
+                    "volume {}: cannot read back the payload of queued write {} at bytes                      {}..{} of the local device (error {}); retrying\n",
+                    self.volume,
+                    seq,
+                    entry.offset(),
+                    entry.offset() + entry.payload_len(),
+                    err.to_errno()
+                );
+                Err(err)
+            }
+        }
     }
 
     /// Reserves budget for an entry costing `cost` bytes, waiting while the queue is
@@ -539,23 +671,35 @@ impl Replication {
             .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(10));
     }
 
-    /// Appends entries whose local I/O completed; may run in interrupt context.
-    pub(crate) fn enqueue(&self, entries: [Option<Arc<Entry>>; 2]) {
+    /// Appends the entry of a write, flush or write-zeroes whose local I/O completed;
+    /// may run in interrupt context. A write's payload stays on the local device: its
+    /// range `range` stays held for it. Returns whether it does.
+    pub(crate) fn enqueue(&self, entry: Arc<Entry>, range: Option<RangeId>) -> bool {
         let now = Ktime::ktime_get().to_ns();
+        let range = range.filter(|_| entry.payload_on_disk());
         let mut queue = self.queue.lock();
-        for entry in entries.into_iter().flatten() {
-            // The budget reserved for this entry guarantees a free slot.
-            if let Err((_, rejected)) = queue.fifo.push(Queued {
-                entry,
-                queued_ns: now,
-            }) {
+        // The budget reserved for this entry guarantees a free slot.
+        let kept = match queue.fifo.push(Queued {
+            entry,
+            queued_ns: now,
+            range,
+        }) {
+            Ok(seq) => {
+                if let Some(id) = range {
+                    queue.ranges.set_hold(id, Hold::OnDisk(seq));
+                }
+                range.is_some()
+            }
+            Err((_, rejected)) => {
                 queue.budget.release(rejected.entry.cost());
                 queue.release_activity(&rejected.entry);
                 queue.write_errors += 1;
+                false
             }
-        }
+        };
         drop(queue);
         self.work.notify_all();
+        kept
     }
 
     /// Reserves budget for a copy entry costing `cost` bytes if the queue stays at most
@@ -710,6 +854,7 @@ impl Replication {
         match queue.fifo.push(Queued {
             entry,
             queued_ns: now,
+            range: None,
         }) {
             Ok(seq) => {
                 queued(&mut queue, seq, now);
@@ -754,10 +899,12 @@ impl Replication {
             };
             queue.budget.release(done.entry.cost());
             queue.release_activity(&done.entry);
+            queue.release_payload_range(&done);
             drop(queue);
             // The entry (and its payload) is freed here, outside the spinlock.
             drop(done);
             self.space_freed.notify_all();
+            self.range_freed.notify_all();
         }
         // The sender frees acknowledged spill records and may send more.
         self.work.notify_all();
@@ -867,9 +1014,10 @@ impl Replication {
                 break;
             };
             queue.budget.release(dropped.entry.cost());
+            queue.release_payload_range(&dropped);
             drop(queue);
             count += 1;
-            bytes += dropped.entry.payload().len() as u64;
+            bytes += dropped.entry.payload_len();
         }
         (count, bytes)
     }

@@ -28,7 +28,8 @@ use crate::history::{
     decide, Decision, History, HistoryBlock, ReplicaView, ResyncScope, SenderView,
     HISTORY_BLOCK_LEN, RESYNCING,
 };
-use crate::entry::{Entry, NoIoScope};
+use crate::entry::Entry;
+use crate::noio::NoIoScope;
 use crate::kthread::{self, KThread};
 use crate::liveness::{Liveness, Observation, Verdict};
 use crate::net::TcpStream;
@@ -604,6 +605,8 @@ fn recv_header(stream: &TcpStream) -> Result<Header> {
 /// What the sender loop does next.
 enum Step {
     Send(u64, Arc<Entry>),
+    /// Read the payload of the queued write at this local sequence back first.
+    ReadBack(u64),
     Idle,
     End(SessionEnd),
 }
@@ -636,6 +639,10 @@ fn next_step(repl: &Replication) -> Step {
     }
     let mut queue = repl.queue.lock();
     let expected = queue.sent_local + 1;
+    let unsent = queue.fifo.in_flight();
+    if queue.fifo.get(unsent).is_some_and(|queued| queued.range.is_some()) {
+        return Step::ReadBack(queue.fifo.head_seq() + unsent as u64);
+    }
     let Some((seq, queued)) = queue.fifo.next_to_send() else {
         return Step::Idle;
     };
@@ -726,6 +733,12 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
         let step = next_step(repl);
         match step {
             Step::End(end) => break end,
+            Step::ReadBack(seq) => {
+                // The error is logged; the link is fine, the local device is not.
+                if repl.read_back(seq).is_err() {
+                    repl.nap(1_000);
+                }
+            }
             Step::Send(seq, entry) => {
                 let header = entry.header(session.wire_base + seq);
                 if let Err(end) = watch.send(&header.encode(), entry.payload()) {

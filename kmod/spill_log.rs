@@ -616,6 +616,8 @@ impl SpillLog {
     /// Moves the oldest entries of the FIFO, if none of them is being sent, to the end
     /// of the log, as one contiguous batch.
     pub(crate) fn spill_batch(&self, repl: &Replication) -> Result<BatchOutcome> {
+        // Records carry payloads: those still only on the local device are read first.
+        repl.read_back_oldest(BATCH_ENTRIES, BATCH_BYTES as u64)?;
         let mut st = self.state.lock();
         let wire_base = repl.queue.lock().wire_base;
         if st.ring.head_seq != st.persisted.head_seq {
@@ -657,7 +659,7 @@ impl SpillLog {
                 return Err(EINVAL);
             }
             while count < BATCH_ENTRIES {
-                let Some(queued) = queue.fifo.get(count) else {
+                let Some(queued) = queue.fifo.get(count).filter(|q| q.range.is_none()) else {
                     break;
                 };
                 let len = record_len(queued.entry.payload().len() as u64);
@@ -696,17 +698,13 @@ impl SpillLog {
         let result = result.and_then(|()| self.persist(&mut st, ring, wire_base));
         if result.is_ok() {
             let mut queue = repl.queue.lock();
-            for expected in st.batch_entries[..count].iter() {
+            for seq in first_seq..first_seq + count as u64 {
                 // While the batch was written, an acknowledgement (a new session's
                 // `Welcome` covering entries an earlier session sent) may have taken
                 // some of its entries off the FIFO's head. Those are on the replica and
                 // gone; what is left of the batch is at the head. Popping blindly would
                 // take newer entries that are not in the log.
-                let at_head = matches!(
-                    (queue.fifo.oldest(), expected),
-                    (Some(head), Some(e)) if Arc::ptr_eq(&head.entry, e)
-                );
-                if !at_head {
+                if queue.fifo.head_seq() != seq {
                     continue;
                 }
                 if let Some(moved) = queue.fifo.pop_oldest() {

@@ -9,7 +9,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::{msecs_to_jiffies, Ktime};
 
-use crate::entry::NoIoScope;
+use crate::noio::NoIoScope;
 use crate::kthread;
 use crate::replication::Replication;
 use crate::table::SpillFullPolicy;

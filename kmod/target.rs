@@ -15,8 +15,7 @@ use crate::bio::{Bio, BioKind};
 use crate::copier::copier_main;
 use crate::blockio::BlockIo;
 use crate::claim::VolumeClaim;
-use crate::dm::{ConstructCtx, ConstructError, DmDevice, MapResult, StatusWriter, Target};
-use crate::entry::{Entry, EntryKind, NoIoScope};
+use crate::dm::{ConstructCtx, ConstructError, DmDevice, StatusWriter, Target};
 use crate::kthread::KThread;
 use crate::replication::Replication;
 use crate::sender::sender_main;
@@ -24,9 +23,8 @@ use crate::spill_log::{BatchOutcome, SpillLog, MAX_IO_BYTES};
 use crate::spiller::spiller_main;
 use crate::claim::Remembered;
 use crate::table::{ReplicationConfig, TableArgs, VolumeName};
+use crate::write_path::{cow_main, PendingEntries};
 
-/// How long a writer retries allocating its entry before its region is tracked instead.
-const MEMORY_WAIT_MS: i64 = 1_000;
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
 const DRAIN_TIMEOUT_MS: i64 = 30_000;
 
@@ -40,6 +38,7 @@ pub(crate) struct Arepl {
     sender: Option<KThread>,
     spiller: Option<KThread>,
     copier: Option<KThread>,
+    cow: Option<KThread>,
     /// Released last, once nothing of this target streams any more; it passes the
     /// history on to the volume's next target.
     claim: VolumeClaim,
@@ -64,101 +63,6 @@ impl BioCounters {
             BioKind::Other => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Entries of one bio, waiting for its local completion. A write with REQ_PREFLUSH
-/// becomes a flush entry followed by the write entry.
-pub(crate) struct PendingEntries {
-    entries: [Option<Arc<Entry>>; 2],
-    cost: u64,
-    /// Slot of the bio's byte range in the in-flight table.
-    range: Option<usize>,
-    /// The byte range held in the activity log; released when the entry leaves
-    /// memory, or at completion when nothing is queued.
-    activity: Option<(u64, u64)>,
-}
-
-impl PendingEntries {
-    const NONE: Self = Self {
-        entries: [None, None],
-        cost: 0,
-        range: None,
-        activity: None,
-    };
-}
-
-impl Arepl {
-    /// Builds the entries for a bio that changes the volume, reserving queue space first:
-    /// this is where writers wait when the queue is full, and where they wait, rather
-    /// than fail, when memory is short. Neither wait is unbounded: when nothing can
-    /// make room, or memory stays short, the write's region is tracked instead.
-    fn prepare_entries(&self, bio: &Bio<'_>, kind: BioKind) -> PendingEntries {
-        let _noio = NoIoScope::enter();
-        let bytes = match kind {
-            BioKind::Write | BioKind::WriteZeroes if bio.size() > 0 => {
-                let start = bio.target_offset_bytes();
-                Some((start, start + u64::from(bio.size())))
-            }
-            _ => None,
-        };
-        let range = bytes.map(|(start, end)| self.replication.begin_range(start, end));
-        // Marked on disk before the write reaches the local device: after a crash, the
-        // activity log names every region the replica may lack.
-        let activity = bytes.filter(|&(start, end)| self.replication.hold_activity(start, end));
-        let flush_cost = crate::fifo::Budget::cost(0);
-        let cost = match kind {
-            BioKind::Write => {
-                let preflush = if bio.is_preflush() { flush_cost } else { 0 };
-                crate::fifo::Budget::cost(u64::from(bio.size())) + preflush
-            }
-            _ => flush_cost,
-        };
-        if !self.replication.reserve(cost, bytes) {
-            return PendingEntries {
-                range,
-                activity,
-                ..PendingEntries::NONE
-            };
-        }
-
-        let build = || -> Result<PendingEntries> {
-            let offset = bio.target_offset_bytes();
-            let entries = match kind {
-                BioKind::Write if bio.is_preflush() => [
-                    Some(Entry::metadata(EntryKind::Flush, 0, 0)?),
-                    Some(Entry::write(bio)?),
-                ],
-                BioKind::Write => [Some(Entry::write(bio)?), None],
-                BioKind::Flush => [Some(Entry::metadata(EntryKind::Flush, 0, 0)?), None],
-                BioKind::WriteZeroes => [
-                    Some(Entry::metadata(EntryKind::WriteZeroes, offset, bio.size())?),
-                    None,
-                ],
-                BioKind::Read | BioKind::Other => [None, None],
-            };
-            Ok(PendingEntries {
-                entries,
-                cost,
-                range,
-                activity,
-            })
-        };
-        let first_failure_ms = Ktime::ktime_get().to_ms();
-        loop {
-            match build() {
-                Ok(pending) => return pending,
-                Err(_) if Ktime::ktime_get().to_ms() - first_failure_ms >= MEMORY_WAIT_MS => {
-                    self.replication.track_instead(cost, bytes);
-                    return PendingEntries {
-                        range,
-                        activity,
-                        ..PendingEntries::NONE
-                    };
-                }
-                Err(_) => self.replication.wait_for_memory(),
-            }
-        }
     }
 }
 
@@ -263,6 +167,7 @@ impl Target for Arepl {
             None => None,
         };
         let copier = spawn(c_str!("arepl_copy"), &replication, copier_main, c_str!("copy"))?;
+        let cow = spawn(c_str!("arepl_cow"), &replication, cow_main, c_str!("copy-on-write"))?;
 
         let target = KBox::new(
             Arepl {
@@ -273,6 +178,7 @@ impl Target for Arepl {
                 sender: Some(sender),
                 spiller,
                 copier: Some(copier),
+                cow: Some(cow),
                 claim,
             },
             GFP_KERNEL,
@@ -292,33 +198,22 @@ impl Target for Arepl {
         Ok(target)
     }
 
-    fn map(&self, bio: &mut Bio<'_>) -> (MapResult, PendingEntries) {
+    fn map(&self, bio: &mut Bio<'_>) -> Option<PendingEntries> {
         let kind = bio.kind();
         self.counters.count(kind);
         let pending = match kind {
-            BioKind::Read | BioKind::Other => PendingEntries::NONE,
-            _ => self.prepare_entries(bio, kind),
+            BioKind::Read | BioKind::Other => Some(PendingEntries::NONE),
+            _ => self.replication.map_write(bio, kind),
         };
         bio.remap_to(&self.local);
-        (MapResult::Remapped, pending)
+        if pending.is_none() {
+            self.replication.defer(bio.defer());
+        }
+        pending
     }
 
     fn end_io(&self, pending: PendingEntries, failed: bool) {
-        let queued = pending.cost > 0 && !failed;
-        if pending.cost > 0 && failed {
-            // A write that failed locally completes with its error and is not replicated.
-            self.replication.local_write_failed(pending.cost);
-            drop(pending.entries);
-        } else if queued {
-            self.replication.enqueue(pending.entries);
-        }
-        if let Some((start, end)) = pending.activity.filter(|_| !queued) {
-            self.replication.release_activity(start, end);
-        }
-        // Only now may an overlapping write start: its entry must queue after this one.
-        if let Some(slot) = pending.range {
-            self.replication.end_range(slot);
-        }
+        self.replication.complete(pending, failed);
     }
 
     fn status(&self, out: &mut StatusWriter<'_>) {
@@ -542,6 +437,7 @@ impl Drop for Arepl {
             }
         }
         self.wait_for_drain();
+        drop(self.cow.take());
         drop(self.sender.take());
         drop(self.spiller.take());
         let spilled_all = match self.replication.spill.as_deref() {

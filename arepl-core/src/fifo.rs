@@ -118,6 +118,15 @@ impl<S: Slots> Fifo<S> {
         self.slots.slot(at).as_ref()
     }
 
+    /// The entry `index` places after the oldest, to change in place.
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut S::Item> {
+        if index >= self.len {
+            return None;
+        }
+        let at = (self.head + index).checked_rem(self.slots.capacity())?;
+        self.slots.slot(at).as_mut()
+    }
+
     /// Removes the oldest entry, sent or not (it moves to the spill log).
     pub fn pop_oldest(&mut self) -> Option<S::Item> {
         self.pop_acked(self.head_seq)

@@ -12,7 +12,7 @@ pub mod crc32c;
 pub mod digest;
 pub mod fifo;
 pub mod history;
-pub mod inflight;
+pub mod range_table;
 pub mod liveness;
 pub mod rate;
 pub mod regions;
