@@ -27,7 +27,7 @@ UNITS := $(wildcard packaging/systemd/*.service packaging/systemd/*.socket packa
 DOCS_DIR := target/docs
 AREPL_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
 
-.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench torture clean
+.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench bench-quick torture clean
 
 all: module userspace
 
@@ -66,6 +66,12 @@ demo: module userspace
 # Rewrites docs/benchmarks.{md,png,jsonl}; BENCH_NO_DOCS=1 keeps them in target/bench.
 bench: module userspace
 	scripts/bench.sh $(if $(BENCH_NO_DOCS),--no-docs)
+
+# The write-path regime in a few minutes, printed as ratios to dm-linear; BASELINE=path
+# of a dm-arepl.ko from another commit measures it alongside.
+BASELINE ?=
+bench-quick: module userspace
+	scripts/bench-quick.sh $(BASELINE)
 
 # Fault injection with write-order checks: `make torture SEED=7 N=20` reproduces a run.
 SEED ?= $(shell date +%s)

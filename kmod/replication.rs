@@ -45,6 +45,14 @@ const READ_BACK_RETRY_MS: u32 = 100;
 /// never older than the oldest unacknowledged entry, is always among them.
 const DIGESTS_KEPT: usize = 2 * crate::spill_log::READ_WINDOW;
 
+/// Why a range cannot be held before a payload on the local device is read back.
+pub(crate) enum ReadFirst {
+    /// The payload of queued write `seq` overlaps the range.
+    Overlapping(u64),
+    /// The range table is full: any payload read back frees a node.
+    Any,
+}
+
 /// Everything under the queue lock.
 pub(crate) struct QueueState {
     pub(crate) fifo: Fifo<EntrySlots>,
@@ -250,9 +258,10 @@ pub(crate) struct Replication {
     /// Signalled when the spill thread wrote activity log marks; writers wait on it.
     #[pin]
     pub(crate) activity_written: CondVar,
-    /// Signalled when a range leaves `QueueState::ranges` or stops being read.
+    /// Signalled when a range leaves `QueueState::ranges` or changes from I/O in
+    /// flight to a payload on disk.
     #[pin]
-    range_freed: CondVar,
+    pub(crate) range_freed: CondVar,
     /// Writes that would overwrite a queued payload still on the local device, waiting
     /// for the copy-on-write thread (`write_path`).
     #[pin]
@@ -346,9 +355,10 @@ impl Replication {
         let capacity = u64::from(config.queue_mb) << 20;
         let thread_name = CString::try_from_fmt(format_args!("{}", volume))?;
         let slots = EntrySlots::new(slots_for_budget(capacity))?;
-        // One range per queued write at most (each costs at least a sector), one per
-        // write in flight, and the copy's.
-        let range_count = capacity / Budget::cost(512) + MAX_WRITES_IN_FLIGHT as u64 + 1;
+        // Payloads left on the local device: one per 4 KiB write of a full queue (more,
+        // smaller ones are read back early), plus a range per write in flight and the
+        // copy's.
+        let range_count = capacity / Budget::cost(4096) + MAX_WRITES_IN_FLIGHT as u64 + 1;
         let ranges = KVVec::from_elem(RangeNode::FREE, range_count as usize, GFP_KERNEL)?;
         let digests = KVVec::from_elem(0u64, DIGESTS_KEPT, GFP_KERNEL)?;
         Arc::pin_init(
@@ -453,32 +463,64 @@ impl Replication {
     }
 
     /// Holds the byte range `[start, end)` for a write about to be issued (or a copy's
-    /// read), waiting while overlapping I/O is in flight. `Err(seq)`: the payload of
-    /// queued write `seq`, still on the local device, is in the way; it must be read
-    /// back first (see [`Self::hold_range`]).
-    pub(crate) fn try_hold_range(&self, start: u64, end: u64) -> Result<RangeId, u64> {
+    /// read), waiting while overlapping I/O is in flight. `Err`: a payload still on the
+    /// local device must be read back first (see [`Self::hold_range`]).
+    pub(crate) fn try_hold_range(&self, start: u64, end: u64) -> Result<RangeId, ReadFirst> {
         let mut queue = self.queue.lock();
         loop {
             match queue.ranges.try_hold(start, end, Hold::Busy) {
                 Ok(id) => return Ok(id),
-                Err(Blocked::OnDisk(seq)) => return Err(seq),
+                Err(Blocked::OnDisk(seq)) => return Err(ReadFirst::Overlapping(seq)),
+                Err(Blocked::Full) => return Err(ReadFirst::Any),
                 Err(Blocked::Wait) => self.range_freed.wait(&mut queue),
             }
         }
     }
 
     /// [`Self::try_hold_range`] for a thread that may do I/O: payloads in the way are
-    /// read back (copy-on-write) until the range is free.
+    /// read back (copy-on-write) until the range can be held.
     pub(crate) fn hold_range(&self, start: u64, end: u64) -> RangeId {
         loop {
-            match self.try_hold_range(start, end) {
+            let read = match self.try_hold_range(start, end) {
                 Ok(id) => return id,
-                Err(seq) => {
-                    if self.read_back(seq).is_err() {
-                        self.nap(READ_BACK_RETRY_MS);
+                Err(ReadFirst::Overlapping(seq)) => self.read_back(seq),
+                Err(ReadFirst::Any) => match self.read_back_next_unsent() {
+                    // Every node holds I/O in flight: wait for one to end.
+                    Ok(false) => {
+                        let mut queue = self.queue.lock();
+                        let _ = self.range_freed.wait_interruptible_timeout(
+                            &mut queue,
+                            kernel::time::msecs_to_jiffies(READ_BACK_RETRY_MS),
+                        );
+                        Ok(())
                     }
-                }
+                    read => read.map(|_| ()),
+                },
+            };
+            if read.is_err() {
+                self.nap(READ_BACK_RETRY_MS);
             }
+        }
+    }
+
+    /// Reads back the first unsent payload still on the local device (the sender
+    /// needs it next), freeing its range; false if there is none.
+    fn read_back_next_unsent(&self) -> Result<bool> {
+        let mut index = self.queue.lock().fifo.in_flight();
+        loop {
+            // One entry per lock hold: no scan with interrupts off.
+            let on_disk = {
+                let mut queue = self.queue.lock();
+                let head_seq = queue.fifo.head_seq();
+                match queue.fifo.get(index) {
+                    Some(queued) => queued.range.map(|_| head_seq + index as u64),
+                    None => return Ok(false),
+                }
+            };
+            if let Some(seq) = on_disk {
+                return self.read_back(seq).map(|()| true);
+            }
+            index += 1;
         }
     }
 

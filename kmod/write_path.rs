@@ -161,8 +161,11 @@ impl Replication {
             self.release_activity(start, end);
         }
         // Only now may an overlapping write start: its entry must queue after this one.
-        if let Some(id) = range.filter(|_| !range_kept) {
-            self.release_range(id);
+        match range {
+            Some(id) if !range_kept => self.release_range(id),
+            // Writers waiting for this write now have its payload to read back first.
+            Some(_) => self.range_freed.notify_all(),
+            None => {}
         }
     }
 }

@@ -34,9 +34,11 @@ pub enum Hold {
 /// Why a range cannot be held now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blocked {
-    /// An overlapping write or read is in flight (or the table is full): wait for a
-    /// range to be released.
+    /// An overlapping write or read is in flight: wait for a range to be released.
     Wait,
+    /// Every node holds a range: some payload on disk must be read back to free one
+    /// (the table bounds how many payloads may stay on the local device).
+    Full,
     /// The queued write at this local sequence overlaps and its payload is still only
     /// on the local device: read it back first.
     OnDisk(u64),
@@ -132,8 +134,11 @@ impl<S: DerefMut<Target = [RangeNode]>> RangeTable<S> {
             }
             below = node.start;
         }
-        if waits || self.free == NIL {
+        if waits {
             return Err(Blocked::Wait);
+        }
+        if self.free == NIL {
+            return Err(Blocked::Full);
         }
         let id = self.free;
         self.free = self.nodes[id as usize].left;
@@ -322,11 +327,12 @@ mod tests {
     }
 
     #[test]
-    fn full_table_waits_and_freed_nodes_are_reused() {
+    fn full_table_says_so_and_freed_nodes_are_reused() {
         let mut t = table(2);
         let a = t.try_hold(0, 1, Hold::Busy).unwrap();
         t.try_hold(10, 11, Hold::Busy).unwrap();
-        assert_eq!(t.try_hold(20, 21, Hold::Busy), Err(Blocked::Wait));
+        assert_eq!(t.try_hold(20, 21, Hold::Busy), Err(Blocked::Full));
+        assert_eq!(t.try_hold(0, 1, Hold::Busy), Err(Blocked::Wait), "overlap comes first");
         t.release(a);
         assert_eq!(t.try_hold(20, 21, Hold::Busy), Ok(a));
         assert_eq!(t.try_hold(5, 5, Hold::Busy), Err(Blocked::Wait), "empty range");
@@ -359,8 +365,10 @@ mod tests {
                 overlapping.iter().find(|(_, _, _, h)| matches!(h, Hold::OnDisk(_)))
             {
                 Err(Blocked::OnDisk(*seq))
-            } else if !overlapping.is_empty() || model.len() == 4096 {
+            } else if !overlapping.is_empty() {
                 Err(Blocked::Wait)
+            } else if model.len() == 4096 {
+                Err(Blocked::Full)
             } else {
                 Ok(())
             };

@@ -3,8 +3,9 @@
 
 Reads fio's JSON output on stdin and prints one JSON object (a "case" line of
 target/bench/results.jsonl, read by scripts/bench-report.py): the case's identity from
-the arguments, throughput, IOPS and completion-latency percentiles from fio, and any
-extra fields given as KEY=NUMBER.
+the arguments, throughput, IOPS and latency percentiles from fio (total latency,
+submission included, when fio ran with --lat_percentiles=1: arepl's writers wait at
+submission; completion latency otherwise), and any extra fields given as KEY=NUMBER.
 
     bench_case.py SYSTEM NETWORK PATTERN BS IODEPTH [KEY=NUMBER]... < fio.json
 """
@@ -19,7 +20,8 @@ def main(argv):
     system, network, pattern, bs, iodepth = argv[1:6]
     job = json.load(sys.stdin)["jobs"][0]
     write = job["write"]
-    percentiles = write["clat_ns"].get("percentile", {})
+    latency = "lat_ns" if "percentile" in write["lat_ns"] else "clat_ns"
+    percentiles = write[latency].get("percentile", {})
     case = {
         "kind": "case",
         "system": system,
@@ -31,6 +33,7 @@ def main(argv):
         "iops": round(write["iops"], 1),
         "lat_p50_us": round(percentiles.get("50.000000", 0) / 1000, 1),
         "lat_p99_us": round(percentiles.get("99.000000", 0) / 1000, 1),
+        "latency": latency,
         "written_mib": round(write["io_bytes"] / 2**20, 3),
         "runtime_s": round(write["runtime"] / 1000, 3),
     }
