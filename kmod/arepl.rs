@@ -2,9 +2,14 @@
 
 //! dm-arepl: asynchronous remote replication for device-mapper.
 //!
-//! The crate is split in two layers. `bindings`, `dm` and `bio` are the thin unsafe
-//! layer over device-mapper's C interface; everything above it is safe Rust, much of
-//! it shared word for word with userspace (`status`, `table`: the `arepl-core` crate).
+//! The crate is split in two layers. The thin unsafe layer wraps the C interfaces:
+//! `bindings` (generated) and `arepl_helpers.c`; `dm` (target registration and
+//! callbacks), `bio` (bios, deferred bios), `blockio` (synchronous block I/O), `net`
+//! (kernel sockets), `kthread`, `sync` (interrupt-safe locks), `noio` (allocation
+//! scope) and `claim` (the module-wide volume registry). Everything above it is safe
+//! Rust: the write path (`target`, `write_path`), the queue (`replication`), its
+//! threads (`sender`, `read_ahead`, `spiller`, `copier`) and the spill log, much of it
+//! shared word for word with userspace (the `arepl-core` crate).
 
 use kernel::prelude::*;
 
@@ -18,6 +23,7 @@ mod entry;
 mod kthread;
 mod net;
 mod noio;
+mod read_ahead;
 mod replication;
 mod sender;
 mod spill_log;

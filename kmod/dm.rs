@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Safe device-mapper target abstraction: registration, the C callbacks, table devices
-//! and the status buffer. All of the module's device-mapper `unsafe` lives here.
+//! and the status buffer. All of the module's device-mapper `unsafe` lives here and
+//! in `bio` (the bios the callbacks pass).
 
 use kernel::ffi::{c_char, c_int, c_uint, c_void};
 

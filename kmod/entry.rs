@@ -37,7 +37,10 @@ pub(crate) struct Entry {
     /// Payload of a write or check (its first `length` bytes); empty otherwise, and
     /// for a write whose payload is still only on the local device (see
     /// [`Self::payload_on_disk`]).
-    data: KVVec<u8>,
+    data: Option<KVVec<u8>>,
+    /// The payload's CRC-32C when already known (a spill record's, checked as it was
+    /// read back), so it is not computed again for the frame.
+    payload_crc: Option<u32>,
 }
 
 impl Entry {
@@ -50,7 +53,8 @@ impl Entry {
                 kind: EntryKind::Write { fua: bio.is_fua() },
                 offset: bio.target_offset_bytes(),
                 length: bio.size(),
-                data: KVVec::new(),
+                data: None,
+                payload_crc: None,
             },
             GFP_KERNEL,
         )?)
@@ -66,7 +70,8 @@ impl Entry {
                 kind: self.kind,
                 offset: self.offset,
                 length: self.length,
-                data,
+                data: Some(data),
+                payload_crc: None,
             },
             GFP_KERNEL,
         )?)
@@ -74,7 +79,7 @@ impl Entry {
 
     /// Whether the payload is not in memory but on the local device.
     pub(crate) fn payload_on_disk(&self) -> bool {
-        matches!(self.kind, EntryKind::Write { .. }) && self.data.len() < self.length as usize
+        matches!(self.kind, EntryKind::Write { .. }) && self.length > 0 && self.data.is_none()
     }
 
     /// A write entry of `data`, read from the volume at byte `offset` (initial copy).
@@ -85,7 +90,8 @@ impl Entry {
                 kind: EntryKind::Write { fua: false },
                 offset,
                 length,
-                data,
+                data: Some(data),
+                payload_crc: None,
             },
             GFP_KERNEL,
         )?)
@@ -100,7 +106,8 @@ impl Entry {
                 kind: EntryKind::Verify,
                 offset,
                 length: VERIFY_PAYLOAD_LEN as u32,
-                data,
+                data: Some(data),
+                payload_crc: None,
             },
             GFP_KERNEL,
         )?)
@@ -113,14 +120,16 @@ impl Entry {
                 kind,
                 offset,
                 length,
-                data: KVVec::new(),
+                data: None,
+                payload_crc: None,
             },
             GFP_KERNEL,
         )?)
     }
 
-    /// An entry read back from the spill log; `data` holds at least the payload.
-    pub(crate) fn from_record(header: &RecordHeader, data: KVVec<u8>) -> Result<Arc<Self>> {
+    /// An entry read back from the spill log; `data` holds at least the payload,
+    /// already checked against the header's CRC.
+    pub(crate) fn from_record(header: &RecordHeader, data: Option<KVVec<u8>>) -> Result<Arc<Self>> {
         let kind = match header.kind {
             RecordKind::Write => EntryKind::Write { fua: header.fua },
             RecordKind::Flush => EntryKind::Flush,
@@ -130,7 +139,8 @@ impl Entry {
             RecordKind::Wrap => return Err(EINVAL),
         };
         let bad_check = kind == EntryKind::Verify && header.length as usize != VERIFY_PAYLOAD_LEN;
-        if bad_check || header.payload_len() > data.len() as u64 {
+        let held = data.as_ref().map_or(0, |d| d.len() as u64);
+        if bad_check || header.payload_len() > held {
             return Err(EINVAL);
         }
         Ok(Arc::new(
@@ -139,6 +149,7 @@ impl Entry {
                 offset: header.offset,
                 length: header.length,
                 data,
+                payload_crc: Some(header.payload_crc),
             },
             GFP_KERNEL,
         )?)
@@ -159,7 +170,7 @@ impl Entry {
             fua,
             offset: self.offset,
             length: self.length,
-            payload_crc: crc32c(self.payload()),
+            payload_crc: self.payload_crc.unwrap_or_else(|| crc32c(self.payload())),
         }
     }
 
@@ -193,7 +204,10 @@ impl Entry {
     /// The frame header for this entry at wire sequence `seq`.
     pub(crate) fn header(&self, seq: u64) -> Header {
         match self.kind {
-            EntryKind::Write { fua } => Header::write(seq, self.offset, self.payload(), fua),
+            EntryKind::Write { fua } => match self.payload_crc {
+                Some(crc) => Header::write_with_crc(seq, self.offset, self.length, crc, fua),
+                None => Header::write(seq, self.offset, self.payload(), fua),
+            },
             EntryKind::Flush => Header::flush(seq),
             EntryKind::Discard => Header::discard(seq, self.offset, self.length),
             EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),
@@ -209,7 +223,8 @@ impl Entry {
     pub(crate) fn payload(&self) -> &[u8] {
         match self.kind {
             EntryKind::Write { .. } | EntryKind::Verify => {
-                self.data.get(..self.length as usize).unwrap_or(&[])
+                let data = self.data.as_deref().unwrap_or(&[]);
+                data.get(..self.length as usize).unwrap_or(&[])
             }
             _ => &[],
         }

@@ -78,12 +78,14 @@ impl TcpStream {
         Ok(Self { sock })
     }
 
-    /// Sends `head` followed by `body`, completely. Each time the send buffer stays full
-    /// for the send wait, `stalled` decides: `Ok` waits on, an error gives up with it.
+    /// Sends `head` followed by `body`, completely; `more`: another frame follows at
+    /// once. Each time the send buffer stays full for the send wait, `stalled`
+    /// decides: `Ok` waits on, an error gives up with it.
     pub(crate) fn send(
         &self,
         head: &[u8],
         body: &[u8],
+        more: bool,
         mut stalled: impl FnMut() -> Result,
     ) -> Result {
         let mut done = 0usize;
@@ -98,6 +100,7 @@ impl TcpStream {
                     head.len(),
                     body.as_ptr().cast(),
                     body.len(),
+                    more,
                     &mut done,
                 )
             };

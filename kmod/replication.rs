@@ -68,6 +68,9 @@ pub(crate) struct QueueState {
     pub(crate) sent_local: u64,
     /// Writers waiting for queue space; the spill thread acts on them.
     pub(crate) writers_waiting: u32,
+    /// The sender waits for entries: a queued write wakes it (else writers wake no
+    /// thread, which is dear for small writes).
+    pub(crate) sender_idle: bool,
     /// The spill log's figures, kept here for status and policy.
     pub(crate) spill: SpillFigures,
     pub(crate) has_spill: bool,
@@ -372,6 +375,7 @@ impl Replication {
                         acked_local: 0,
                         sent_local: 0,
                         writers_waiting: 0,
+                        sender_idle: false,
                         spill: resume.as_ref().map(|r| r.figures).unwrap_or_default(),
                         has_spill: resume.is_some(),
                         spill_full: false,
@@ -503,6 +507,30 @@ impl Replication {
         }
     }
 
+    /// The next payload to read back ahead of the sender, looking on from local
+    /// sequence `cursor` (advanced past what it looked at) to at most `ahead` entries
+    /// past the send cursor; `None` when there is none, or no session streams.
+    pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64, ahead: u64) -> Option<u64> {
+        loop {
+            // One entry per lock hold: no scan with interrupts off.
+            let mut queue = self.queue.lock();
+            queue.active_link?;
+            let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
+            *cursor = (*cursor).max(unsent);
+            if *cursor >= unsent + ahead {
+                return None;
+            }
+            let seq = *cursor;
+            // `cursor` >= the unsent entry, which is at or past the head.
+            let index = (seq - queue.fifo.head_seq()) as usize;
+            let on_disk = queue.fifo.get(index)?.range.is_some();
+            *cursor += 1;
+            if on_disk {
+                return Some(seq);
+            }
+        }
+    }
+
     /// Reads back the first unsent payload still on the local device (the sender
     /// needs it next), freeing its range; false if there is none.
     fn read_back_next_unsent(&self) -> Result<bool> {
@@ -561,8 +589,11 @@ impl Replication {
             .and_then(|data| entry.with_payload(data));
         let mut guard = self.queue.lock();
         let queue = &mut *guard;
-        let index = (seq - queue.fifo.head_seq()) as usize;
-        let replaced = match (read, queue.fifo.get_mut(index)) {
+        let slot = match seq.checked_sub(queue.fifo.head_seq()) {
+            Some(index) => queue.fifo.get_mut(index as usize),
+            None => None,
+        };
+        let replaced = match (read, slot) {
             (Ok(with_payload), Some(queued)) => {
                 queued.range = None;
                 queue.ranges.release(id);
@@ -739,8 +770,11 @@ impl Replication {
                 false
             }
         };
+        let wake = queue.sender_idle || queue.wants_spill();
         drop(queue);
-        self.work.notify_all();
+        if wake {
+            self.work.notify_all();
+        }
         kept
     }
 
@@ -910,6 +944,8 @@ impl Replication {
                 queue.budget.release(rejected.entry.cost());
                 queue.release_activity(&rejected.entry);
                 drop(queue);
+                // Freed outside the spinlock (vfree may sleep).
+                drop(rejected);
                 self.space_freed.notify_all();
                 false
             }

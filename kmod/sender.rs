@@ -243,10 +243,7 @@ fn pause(repl: &Replication, ms: u32) {
         if left <= 0 || kthread::should_stop() {
             return;
         }
-        let mut queue = repl.queue.lock();
-        let _ = repl
-            .work
-            .wait_interruptible_timeout(&mut queue, msecs_to_jiffies(left.min(500) as u32));
+        repl.nap(left.min(500) as u32);
     }
 }
 
@@ -270,7 +267,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         &repl.volume,
     );
     let hello = Header::hello(oldest_wire, repl.volume_size, payload.as_bytes());
-    stream.send(&hello.encode(), payload.as_bytes(), handshake_stall)?;
+    stream.send(&hello.encode(), payload.as_bytes(), false, handshake_stall)?;
 
     let (durable_wire, replica) = recv_welcome(repl, &stream, addr)?;
     let theirs = recv_header(&stream)?;
@@ -310,6 +307,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     stream.send(
         &Header::digest(durable_wire, Some(plan.anchor.digest())).encode(),
         &[],
+        false,
         handshake_stall,
     )?;
     let block = HistoryBlock {
@@ -320,6 +318,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     stream.send(
         &Header::begin(plan.stream_from, plan.resync_bytes, &block).encode(),
         &block,
+        false,
         handshake_stall,
     )?;
     {
@@ -604,7 +603,12 @@ fn recv_header(stream: &TcpStream) -> Result<Header> {
 
 /// What the sender loop does next.
 enum Step {
-    Send(u64, Arc<Entry>),
+    /// Send the entry at this local sequence; another follows at once if `more`.
+    Send {
+        seq: u64,
+        entry: Arc<Entry>,
+        more: bool,
+    },
     /// Read the payload of the queued write at this local sequence back first.
     ReadBack(u64),
     Idle,
@@ -660,7 +664,11 @@ fn next_step(repl: &Replication) -> Step {
     }
     let entry = queued.entry.clone();
     queue.sent_local = seq;
-    Step::Send(seq, entry)
+    Step::Send {
+        seq,
+        entry,
+        more: queue.has_unsent(SEND_WINDOW),
+    }
 }
 
 /// The spill log's part of [`next_step`]: `None` when the log has nothing more.
@@ -670,7 +678,11 @@ fn next_spilled(repl: &Replication, log: &SpillLog, st: &mut SpillState) -> Opti
             let mut queue = repl.queue.lock();
             queue.spill_failed = false;
             queue.sent_local = seq;
-            Some(Step::Send(seq, entry))
+            Some(Step::Send {
+                seq,
+                entry,
+                more: queue.has_unsent(SEND_WINDOW),
+            })
         }
         Ok(NextRecord::WindowFull) => Some(Step::Idle),
         Ok(NextRecord::Exhausted) => None,
@@ -739,9 +751,9 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
                     repl.nap(1_000);
                 }
             }
-            Step::Send(seq, entry) => {
+            Step::Send { seq, entry, more } => {
                 let header = entry.header(session.wire_base + seq);
-                if let Err(end) = watch.send(&header.encode(), entry.payload()) {
+                if let Err(end) = watch.send_frame(&header.encode(), entry.payload(), more) {
                     break end;
                 }
                 let sent = header
@@ -776,9 +788,12 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
                     && !queue.switch_requested
                     && !session.broken.load(Ordering::Acquire)
                 {
+                    // Writers wake the sender only while it waits for them.
+                    queue.sender_idle = true;
                     let _ = repl
                         .work
                         .wait_interruptible_timeout(&mut queue, msecs_to_jiffies(100));
+                    queue.sender_idle = false;
                 }
             }
         }
@@ -887,9 +902,14 @@ impl<'a> ReceiverWatch<'a> {
 
     /// Sends one frame, judging the receiver whenever the send buffer stays full.
     fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), SessionEnd> {
+        self.send_frame(head, body, false)
+    }
+
+    /// [`Self::send`], saying whether another frame follows at once (`more`).
+    fn send_frame(&mut self, head: &[u8], body: &[u8], more: bool) -> Result<(), SessionEnd> {
         let mut end = None;
         let session = self.session;
-        let sent = session.stream.send(head, body, || {
+        let sent = session.stream.send(head, body, more, || {
             self.judge().map_err(|stop| {
                 end = Some(stop);
                 timed_out()

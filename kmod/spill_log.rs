@@ -852,12 +852,12 @@ impl SpillLog {
             }
             let payload_len = header.payload_len();
             let padded = payload_len.div_ceil(BLOCK) * BLOCK;
-            let mut data = KVVec::from_elem(0u8, padded as usize, GFP_KERNEL)?;
-            if padded > 0 {
-                self.io.read(at + BLOCK, &mut data)?;
-            }
+            let data = match padded {
+                0 => None,
+                _ => Some(self.io.read_new(at + BLOCK, padded as usize)?),
+            };
             header
-                .check_payload(&data[..payload_len as usize])
+                .check_payload(data.as_deref().map_or(&[], |d| &d[..payload_len as usize]))
                 .map_err(spill_error)?;
             let len = record_len(payload_len);
             st.reader.push((seq, at, len));

@@ -24,7 +24,11 @@ use crate::spiller::spiller_main;
 use crate::claim::Remembered;
 use crate::table::{ReplicationConfig, TableArgs, VolumeName};
 use crate::write_path::{cow_main, PendingEntries};
+use crate::read_ahead::read_ahead_main;
 
+/// Copy-on-write threads: each reads back the payloads one deferred write needs, so
+/// several deferred writes read at once (as many as a block queue keeps busy).
+const COW_THREADS: usize = 4;
 /// How long `dmsetup remove` waits for the queue to drain before dropping what is left.
 const DRAIN_TIMEOUT_MS: i64 = 30_000;
 
@@ -38,7 +42,8 @@ pub(crate) struct Arepl {
     sender: Option<KThread>,
     spiller: Option<KThread>,
     copier: Option<KThread>,
-    cow: Option<KThread>,
+    cow: [Option<KThread>; COW_THREADS],
+    read_ahead: Option<KThread>,
     /// Released last, once nothing of this target streams any more; it passes the
     /// history on to the volume's next target.
     claim: VolumeClaim,
@@ -167,7 +172,21 @@ impl Target for Arepl {
             None => None,
         };
         let copier = spawn(c_str!("arepl_copy"), &replication, copier_main, c_str!("copy"))?;
-        let cow = spawn(c_str!("arepl_cow"), &replication, cow_main, c_str!("copy-on-write"))?;
+        let mut cow: [Option<KThread>; COW_THREADS] = core::array::from_fn(|_| None);
+        for thread in cow.iter_mut() {
+            *thread = Some(spawn(
+                c_str!("arepl_cow"),
+                &replication,
+                cow_main,
+                c_str!("copy-on-write"),
+            )?);
+        }
+        let read_ahead = spawn(
+            c_str!("arepl_read"),
+            &replication,
+            read_ahead_main,
+            c_str!("read-ahead"),
+        )?;
 
         let target = KBox::new(
             Arepl {
@@ -178,7 +197,8 @@ impl Target for Arepl {
                 sender: Some(sender),
                 spiller,
                 copier: Some(copier),
-                cow: Some(cow),
+                cow,
+                read_ahead: Some(read_ahead),
                 claim,
             },
             GFP_KERNEL,
@@ -437,7 +457,10 @@ impl Drop for Arepl {
             }
         }
         self.wait_for_drain();
-        drop(self.cow.take());
+        for thread in self.cow.iter_mut() {
+            drop(thread.take());
+        }
+        drop(self.read_ahead.take());
         drop(self.sender.take());
         drop(self.spiller.take());
         let spilled_all = match self.replication.spill.as_deref() {

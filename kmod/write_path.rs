@@ -170,8 +170,9 @@ impl Replication {
     }
 }
 
-/// Body of the copy-on-write thread: takes deferred writes in order, reads back the
-/// queued payloads in their way, and submits them.
+/// Body of a copy-on-write thread: takes deferred writes in arrival order, reads back
+/// the queued payloads in their way, and submits them. Several threads run: deferred
+/// writes were in flight together, so no order between them is owed.
 pub(crate) fn cow_main(repl: &Arc<Replication>) {
     // Allocations here must not wait on writes to this device: those wait on us.
     let _noio = NoIoScope::enter();

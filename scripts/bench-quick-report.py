@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""The table `make bench-quick` prints: each arepl system against dm-linear, per case.
+"""The tables `make bench-quick` prints: arepl against dm-linear, per regime.
 
-For every case (pattern, block size, queue depth) and system: the median throughput
-over the repetitions, its ratio to dm-linear's median, the spread of the per-repetition
-ratios (each repetition's runs were back to back), and the ratios of the median p50 and
-p99 total latencies.
+Write path (link paused): for every case (pattern, block size, queue depth) and
+system, the median throughput over the repetitions, its ratio to dm-linear's median,
+the spread of the per-repetition ratios (each repetition's runs were back to back),
+and the ratios of the median p50 and p99 total latencies.
+Rate (link up, writes below its rate): the same, from the "rate" runs.
+Sustained (link up, writes faster than it): throughput against the ceiling
+min(dm-linear, link), drain rate (bytes written over the time until all were
+acknowledged) against the link, and CPU seconds per GiB of arepl and of dm-linear.
 
     bench-quick-report.py RESULTS.jsonl
 """
@@ -18,13 +22,49 @@ from collections import defaultdict
 def main(argv):
     if len(argv) != 2:
         sys.exit(__doc__)
+    lines = [json.loads(line) for line in open(argv[1])]
+    cases = [c for c in lines if c.get("kind") == "case"]
+    ratio_table(
+        [c for c in cases if c["network"] == "paused"],
+        "Write-path regime (bursts within the queue, link paused): ratio to dm-linear",
+    )
+    links = [c["mib_s"] for c in lines if c.get("kind") == "link"]
+    if links:
+        print(f"\nLink to the DR side (outside the VM): {links[0]:.1f} MiB/s")
+        ratio_table(
+            [c for c in cases if c["network"] == "rate"],
+            "\nRate regime (link up, random 64 KiB writes at QD4 at half the link rate)",
+        )
+        sustained([c for c in cases if c["network"] == "sustained"], links[0])
+
+
+def sustained(cases, link):
+    by_system = defaultdict(dict)
+    for case in cases:
+        by_system[case["system"]][int(case["rep"])] = case
+    linear, arepl = by_system.get("dm-linear", {}), by_system.get("arepl", {})
+    if not linear or not arepl:
+        return
+    ceiling = min(median(linear, "mib_s"), link)
+    drain = statistics.median(c["written_mib"] / c["drained_s"] for c in arepl.values())
+    print("\nSustained regime (link up, 1 MiB writes at QD16, then the drain)")
+    print(f"  throughput {median(arepl, 'mib_s'):.1f} MiB/s = {median(arepl, 'mib_s') / ceiling:.2f}"
+          f" of the ceiling min(dm-linear {median(linear, 'mib_s'):.1f}, link {link:.1f})")
+    print(f"  drain {drain:.1f} MiB/s = {drain / link:.2f} of the link")
+    print(f"  CPU per GiB: arepl {cpu_per_gib(arepl):.2f} s, dm-linear {cpu_per_gib(linear):.2f} s")
+
+
+def cpu_per_gib(reps):
+    return statistics.median(c["cpu_s"] / (c["written_mib"] / 1024) for c in reps.values())
+
+
+def ratio_table(cases, title):
     runs = defaultdict(dict)  # (pattern, bs, qd) -> system -> rep -> case
-    for line in open(argv[1]):
-        case = json.loads(line)
+    for case in cases:
         key = (case["pattern"], case["bs"], case["iodepth"])
         runs[key].setdefault(case["system"], {})[int(case["rep"])] = case
     systems = sorted({s for by_system in runs.values() for s in by_system if s != "dm-linear"})
-    print("Write-path regime (bursts within the queue, link paused): ratio to dm-linear")
+    print(title)
     print("(median of repetitions; spread = lowest..highest per-repetition ratio)\n")
     header = f"{'case':<20} {'dm-linear MiB/s':>15}"
     for system in systems:

@@ -69,7 +69,7 @@ measure_link() { # network
     ip netns exec dr python3 "$HERE/bench_link.py" recv 5001 >"$result" &
     local receiver=$!
     retry_briefly grep -q listening "$result" || fail "link probe receiver did not start"
-    ip netns exec prod python3 "$HERE/bench_link.py" send 10.90.0.2 5001 4
+    ip netns exec prod python3 "$HERE/bench_link.py" send 10.90.0.2 5001 4 >/dev/null
     wait "$receiver"
     local rate
     rate=$(tail -n1 "$result")

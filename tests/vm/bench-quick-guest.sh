@@ -7,8 +7,18 @@
 # link is paused: nothing is sent, so the figures are what a write costs on the
 # primary and nothing else. One JSON line per run to the file $1.
 #
+# With BENCH_DR_ADDR (HOST:PORT of a replicad outside this VM, reached through the
+# guest's network card; see scripts/bench-quick.sh) it then measures with the link up:
+# - "rate": random 64 KiB writes at QD4 at half the measured link rate (below the link,
+#   so the queue never fills), dm-linear and arepl alternately: latency is the write
+#   path's cost while the sender streams;
+# - "sustained": 1 MiB writes at QD16 for BENCH_SUSTAINED_S seconds into arepl, then
+#   the drain: throughput against min(dm-linear, link), drain rate against the link,
+#   and the guest's CPU seconds per GiB (from /proc/stat) next to dm-linear's.
+#
 # Knobs (environment): BENCH_REPS repetitions (3), BENCH_RUNTIME seconds per run at
-# most (4), BENCH_BURST_MB bytes per run at most (384), BENCH_CASES.
+# most (4), BENCH_BURST_MB bytes per run at most (384), BENCH_CASES, BENCH_SUSTAINED_S
+# (10).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -58,7 +68,7 @@ run_case() { # system, pattern, block size, depth, repetition
         queued=$(status_field bench-q queued_bytes)
         (( queued > 0 && queued <= 1024 << 20 )) || fail "$1: queued_bytes=$queued after a burst"
     fi
-    dmsetup remove bench-q
+    dmsetup remove --retry bench-q
     python3 "$HERE/bench_case.py" "$1" paused "$2" "$3" "$4" "rep=$5" <<<"$json" >>"$OUT"
 }
 
@@ -74,5 +84,74 @@ for case in $CASES; do
         done
     done
     note "$case done"
+done
+
+# --- With the link up, to a DR side outside this VM.
+[[ -n ${BENCH_DR_ADDR:-} ]] || { dmesg_assert_clean; exit 0; }
+DR_HOST=${BENCH_DR_ADDR%:*}
+use_module "$MODULE_KO"
+
+# The guest's one network card, into the prod namespace.
+nic=$(ls /sys/class/net | grep -vx lo | head -n1)
+[[ -n $nic ]] || fail "no network card for the DR link"
+ip link set "$nic" netns prod
+ip -n prod addr add "${DR_HOST%.*}.2/24" dev "$nic"
+ip -n prod link set "$nic" up
+link_mib_s=$(ip netns exec prod python3 "$HERE/bench_link.py" send "$DR_HOST" 5001 4)
+note "link to $DR_HOST: $link_mib_s MiB/s"
+echo "{\"kind\": \"link\", \"mib_s\": $link_mib_s}" >>"$OUT"
+
+# Busy CPU ticks of the whole guest (user, nice, system, irq, softirq) so far.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+ticks_per_s=$(getconf CLK_TCK)
+
+# dm-linear or the one arepl device, streaming to the DR side.
+link_device() {
+    case $1 in
+        dm-linear) dmsetup create bench-l --table "0 $sectors linear $primary 0" ;;
+        arepl)
+            arepl_create bench-l "$primary" "$BENCH_DR_ADDR 2 volume:benchl queue_mb:1024"
+            wait_connected bench-l 60
+            ;;
+    esac
+    echo /dev/mapper/bench-l
+}
+
+# Runs fio on system $1 for case $2 (pattern $3, block size $4, depth $5, more fio
+# arguments after). For arepl, waits for the drain and records it; CPU ticks cover
+# the run and the drain.
+link_run() {
+    local system=$1 name=$2 pattern=$3 bs=$4 qd=$5 dev json start_ticks start_ns drained_ns=0
+    shift 5
+    dev=$(link_device "$system")
+    start_ticks=$(busy_ticks)
+    start_ns=$(date +%s%N)
+    json=$(fio --name=link --filename="$dev" --rw="$pattern" --bs="$bs" --iodepth="$qd" \
+        --direct=1 --ioengine=libaio --lat_percentiles=1 --randrepeat=0 --norandommap \
+        --size=768M --time_based --output-format=json "$@")
+    if [[ $system == arepl ]]; then
+        wait_drained bench-l 900
+        drained_ns=$(($(date +%s%N) - start_ns))
+    fi
+    local ticks=$(($(busy_ticks) - start_ticks))
+    dmsetup remove --retry bench-l
+    python3 "$HERE/bench_case.py" "$system" "$name" "$pattern" "$bs" "$qd" "rep=$rep" \
+        "cpu_s=$(python3 -c "print($ticks / $ticks_per_s)")" \
+        "drained_s=$(python3 -c "print($drained_ns / 1e9)")" "link_mib_s=$link_mib_s" \
+        <<<"$json" >>"$OUT"
+}
+
+rate=$(python3 -c "print(max(1, int($link_mib_s / 2)))")
+for rep in $(seq "$REPS"); do
+    for system in dm-linear arepl; do
+        link_run "$system" rate randwrite 64k 4 --rate="${rate}m" --runtime=8
+    done
+    note "rate ${rate} MiB/s, repetition $rep done"
+done
+for rep in $(seq "$REPS"); do
+    for system in dm-linear arepl; do
+        link_run "$system" sustained write 1m 16 --runtime="${BENCH_SUSTAINED_S:-10}"
+    done
+    note "sustained, repetition $rep done"
 done
 dmesg_assert_clean

@@ -2,10 +2,12 @@
 """Bulk TCP throughput of one link, for `make bench`'s drain-rate figures.
 
     bench_link.py recv PORT          (DR side: prints MiB/s received, then exits)
+    bench_link.py sink PORT          (DR side: takes connections until killed)
     bench_link.py send HOST PORT SECONDS
 
 The receiver times from the first byte to the sender's close, so connection setup
-and the sender's start-up do not count.
+and the sender's start-up do not count. The sender prints its own figure: bytes sent
+over the time until the receiver closed after them, so everything was received.
 """
 
 import socket
@@ -33,17 +35,37 @@ def receive(port):
     print("%.3f" % (total / 2**20 / max(elapsed, 1e-6)))
 
 
+def sink(port):
+    with socket.create_server(("0.0.0.0", port)) as server:
+        print("listening", flush=True)
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                while conn.recv(CHUNK * 4):
+                    pass
+
+
 def send(host, port, seconds):
     payload = bytes(CHUNK)
+    total = 0
     with socket.create_connection((host, port)) as conn:
-        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        deadline = started + seconds
         while time.monotonic() < deadline:
             conn.sendall(payload)
+            total += len(payload)
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(CHUNK):
+            pass
+        elapsed = time.monotonic() - started
+    print("%.3f" % (total / 2**20 / max(elapsed, 1e-6)))
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "recv":
         receive(int(argv[2]))
+    elif len(argv) == 3 and argv[1] == "sink":
+        sink(int(argv[2]))
     elif len(argv) == 5 and argv[1] == "send":
         send(argv[2], int(argv[3]), float(argv[4]))
     else:

@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+REPO_ROOT="${AREPL_REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 MODULE_KO="$REPO_ROOT/kmod/dm-arepl.ko"
 # Link addresses for table lines; nothing listens there until replication exists.
 PRIMARY_ADDR=10.90.0.2:7788
