@@ -275,10 +275,24 @@ mod tests {
     fn overlapping_writes_wait_and_disjoint_ones_pass() {
         let mut t = table(4);
         let a = t.try_hold(0, 4096, Hold::Busy).unwrap();
-        assert_eq!(t.try_hold(4095, 8192, Hold::Busy), Err(Blocked::Wait), "one byte");
-        assert_eq!(t.try_hold(0, 512, Hold::Busy), Err(Blocked::Wait), "contained");
-        assert_eq!(t.try_hold(1024, 1536, Hold::Busy), Err(Blocked::Wait), "inside");
-        let b = t.try_hold(4096, 8192, Hold::Busy).expect("adjacent is not overlapping");
+        assert_eq!(
+            t.try_hold(4095, 8192, Hold::Busy),
+            Err(Blocked::Wait),
+            "one byte"
+        );
+        assert_eq!(
+            t.try_hold(0, 512, Hold::Busy),
+            Err(Blocked::Wait),
+            "contained"
+        );
+        assert_eq!(
+            t.try_hold(1024, 1536, Hold::Busy),
+            Err(Blocked::Wait),
+            "inside"
+        );
+        let b = t
+            .try_hold(4096, 8192, Hold::Busy)
+            .expect("adjacent is not overlapping");
         t.release(a);
         assert!(t.try_hold(0, 4096, Hold::Busy).is_ok());
         t.release(b);
@@ -295,7 +309,10 @@ mod tests {
         let busy = t.try_hold(0, 4096, Hold::Busy).unwrap();
         // A write spanning both: the queued payload is named first, whatever else waits.
         assert_eq!(t.try_hold(0, 16384, Hold::Busy), Err(Blocked::OnDisk(7)));
-        assert_eq!(t.try_hold(12000, 12800, Hold::Busy), Err(Blocked::OnDisk(7)));
+        assert_eq!(
+            t.try_hold(12000, 12800, Hold::Busy),
+            Err(Blocked::OnDisk(7))
+        );
         // While it is read back, the write waits.
         t.set_hold(queued, Hold::Reading(7));
         assert_eq!(t.try_hold(12000, 12800, Hold::Busy), Err(Blocked::Wait));
@@ -319,7 +336,10 @@ mod tests {
             assert_eq!(t.try_hold(4096, 8192, Hold::Busy), Err(Blocked::Wait));
             seq += 1;
             t.set_hold(id, Hold::OnDisk(seq));
-            assert_eq!(t.try_hold(4096, 8192, Hold::Busy), Err(Blocked::OnDisk(seq)));
+            assert_eq!(
+                t.try_hold(4096, 8192, Hold::Busy),
+                Err(Blocked::OnDisk(seq))
+            );
             t.set_hold(id, Hold::Reading(seq));
             t.release(id);
         }
@@ -332,10 +352,18 @@ mod tests {
         let a = t.try_hold(0, 1, Hold::Busy).unwrap();
         t.try_hold(10, 11, Hold::Busy).unwrap();
         assert_eq!(t.try_hold(20, 21, Hold::Busy), Err(Blocked::Full));
-        assert_eq!(t.try_hold(0, 1, Hold::Busy), Err(Blocked::Wait), "overlap comes first");
+        assert_eq!(
+            t.try_hold(0, 1, Hold::Busy),
+            Err(Blocked::Wait),
+            "overlap comes first"
+        );
         t.release(a);
         assert_eq!(t.try_hold(20, 21, Hold::Busy), Ok(a));
-        assert_eq!(t.try_hold(5, 5, Hold::Busy), Err(Blocked::Wait), "empty range");
+        assert_eq!(
+            t.try_hold(5, 5, Hold::Busy),
+            Err(Blocked::Wait),
+            "empty range"
+        );
     }
 
     /// Against a brute-force model: random holds and releases, checking every answer.
@@ -359,10 +387,13 @@ mod tests {
                 t.release(id);
                 continue;
             }
-            let overlapping: Vec<_> =
-                model.iter().filter(|(_, s, e, _)| start < *e && *s < end).collect();
-            let expected = if let Some((_, _, _, Hold::OnDisk(seq))) =
-                overlapping.iter().find(|(_, _, _, h)| matches!(h, Hold::OnDisk(_)))
+            let overlapping: Vec<_> = model
+                .iter()
+                .filter(|(_, s, e, _)| start < *e && *s < end)
+                .collect();
+            let expected = if let Some((_, _, _, Hold::OnDisk(seq))) = overlapping
+                .iter()
+                .find(|(_, _, _, h)| matches!(h, Hold::OnDisk(_)))
             {
                 Err(Blocked::OnDisk(*seq))
             } else if !overlapping.is_empty() {
@@ -387,7 +418,11 @@ mod tests {
             }
             assert_eq!(t.len(), model.len());
         }
-        assert!(model.len() > 1000, "the test should fill the table: {}", model.len());
+        assert!(
+            model.len() > 1000,
+            "the test should fill the table: {}",
+            model.len()
+        );
         let depth = t.depth(t.root);
         assert!(depth < 64, "treap depth {depth} for {} ranges", model.len());
     }
