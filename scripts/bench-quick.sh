@@ -50,6 +50,7 @@ if [[ ${BENCH_DR:-host} != none ]]; then
     ip -n "$ns" addr add "$dr_ip/24" dev "$tap"
     ip -n "$ns" link set "$tap" up
     rm -rf "$out_dir/dr-state" "$out_dir/dr.img"
+    mkdir -p "$out_dir/dr-state"
     truncate -s 1G "$out_dir/dr.img"
     ip netns exec "$ns" "$REPO_ROOT/target/release/replicad" --listen "$dr_ip:7788" \
         --target "$out_dir/dr.img" --state-dir "$out_dir/dr-state" >"$out_dir/replicad.log" 2>&1 &
