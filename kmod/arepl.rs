@@ -6,10 +6,11 @@
 //! `bindings` (generated) and `arepl_helpers.c`; `dm` (target registration and
 //! callbacks), `bio` (bios, deferred bios), `blockio` (synchronous block I/O), `net`
 //! (kernel sockets), `kthread`, `sync` (interrupt-safe locks), `noio` (allocation
-//! scope) and `claim` (the module-wide volume registry). Everything above it is safe
-//! Rust: the write path (`target`, `write_path`), the queue (`replication`), its
-//! threads (`sender`, `read_ahead`, `spiller`, `copier`) and the spill log, much of it
-//! shared word for word with userspace (the `arepl-core` crate).
+//! scope), `crc32c` (the kernel's) and `claim` (the module-wide volume registry).
+//! Everything above it is safe Rust: the write path (`target`, `write_path`), the
+//! queue (`replication`), its threads (`sender`, `read_ahead`, `spiller`, `copier`)
+//! and the spill log, much of it shared word for word with userspace (the
+//! `arepl-core` crate).
 
 use kernel::prelude::*;
 
@@ -18,6 +19,7 @@ mod bio;
 mod blockio;
 mod claim;
 mod copier;
+mod crc32c;
 mod dm;
 mod entry;
 mod kthread;
@@ -38,8 +40,6 @@ mod write_path;
 pub mod activity_log;
 #[path = "../arepl-core/src/copy_plan.rs"]
 pub mod copy_plan;
-#[path = "../arepl-core/src/crc32c.rs"]
-pub mod crc32c;
 #[path = "../arepl-core/src/digest.rs"]
 pub mod digest;
 #[path = "../arepl-core/src/fifo.rs"]

@@ -3,6 +3,7 @@
  * Out-of-line helpers for the Rust side of dm-arepl: static inline functions and
  * macros Rust cannot call, and the few loops that are clearer next to the C API.
  */
+#include <linux/crc32c.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
@@ -64,6 +65,12 @@ void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev)
 }
 
 /* Copies the bio's whole payload (bi_size bytes) to dst. */
+/* CRC-32C register update over len bytes (no inversions), as linux/crc32c.h's. */
+u32 arepl_crc32c(u32 crc, const void *data, size_t len)
+{
+	return crc32c(crc, data, len);
+}
+
 /* Bios the target defers from map to its copy-on-write thread (see bio.rs). */
 void arepl_bio_list_add(struct bio_list *list, struct bio *bio)
 {

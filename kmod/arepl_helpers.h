@@ -26,6 +26,7 @@ sector_t arepl_bio_sector(const struct bio *bio);
 void arepl_bio_set_sector(struct bio *bio, sector_t sector);
 unsigned int arepl_bio_size(const struct bio *bio);
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev);
+u32 arepl_crc32c(u32 crc, const void *data, size_t len);
 void arepl_bio_list_add(struct bio_list *list, struct bio *bio);
 struct bio *arepl_bio_list_pop(struct bio_list *list);
 void arepl_dm_submit_bio(struct bio *bio);
