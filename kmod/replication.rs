@@ -511,44 +511,50 @@ impl Replication {
     /// sequence `cursor` (advanced past what it looked at) to at most `ahead` entries
     /// past the send cursor; `None` when there is none, or no session streams.
     pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64, ahead: u64) -> Option<u64> {
+        self.next_on_disk(cursor, |queue| {
+            queue.active_link?;
+            let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
+            Some((unsent, unsent + ahead))
+        })
+    }
+
+    /// Reads back the first unsent payload still on the local device (the sender
+    /// needs it next), freeing its range; false if there is none.
+    fn read_back_next_unsent(&self) -> Result<bool> {
+        let mut cursor = 0;
+        let unsent = |queue: &QueueState| {
+            let from = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
+            Some((from, queue.fifo.next_seq()))
+        };
+        match self.next_on_disk(&mut cursor, unsent) {
+            Some(seq) => self.read_back(seq).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The first queued write from local sequence `cursor` on whose payload is still
+    /// only on the local device, within the sequences `[from, end)` that `bounds` gives
+    /// from the queue (`None`: look no further); `cursor` moves past what was looked at.
+    fn next_on_disk(
+        &self,
+        cursor: &mut u64,
+        bounds: impl Fn(&QueueState) -> Option<(u64, u64)>,
+    ) -> Option<u64> {
         loop {
             // One entry per lock hold: no scan with interrupts off.
             let mut queue = self.queue.lock();
-            queue.active_link?;
-            let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
-            *cursor = (*cursor).max(unsent);
-            if *cursor >= unsent + ahead {
+            let (from, end) = bounds(&queue)?;
+            *cursor = (*cursor).max(from).max(queue.fifo.head_seq());
+            if *cursor >= end {
                 return None;
             }
             let seq = *cursor;
-            // `cursor` >= the unsent entry, which is at or past the head.
             let index = (seq - queue.fifo.head_seq()) as usize;
             let on_disk = queue.fifo.get(index)?.range.is_some();
             *cursor += 1;
             if on_disk {
                 return Some(seq);
             }
-        }
-    }
-
-    /// Reads back the first unsent payload still on the local device (the sender
-    /// needs it next), freeing its range; false if there is none.
-    fn read_back_next_unsent(&self) -> Result<bool> {
-        let mut index = self.queue.lock().fifo.in_flight();
-        loop {
-            // One entry per lock hold: no scan with interrupts off.
-            let on_disk = {
-                let mut queue = self.queue.lock();
-                let head_seq = queue.fifo.head_seq();
-                match queue.fifo.get(index) {
-                    Some(queued) => queued.range.map(|_| head_seq + index as u64),
-                    None => return Ok(false),
-                }
-            };
-            if let Some(seq) = on_disk {
-                return self.read_back(seq).map(|()| true);
-            }
-            index += 1;
         }
     }
 
