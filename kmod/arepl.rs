@@ -12,6 +12,10 @@
 //! and the spill log, much of it shared word for word with userspace (the
 //! `arepl-core` crate).
 
+// `Replication`'s initializer has more fields than `pin_init!`'s expansion fits in the
+// default limit.
+#![recursion_limit = "256"]
+
 use kernel::prelude::*;
 
 mod bindings;

@@ -325,14 +325,61 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 }
 
 /*
+ * The page behind a payload byte when the network stack may keep referencing it after
+ * sendmsg returns, NULL when the byte must be copied. Vmalloc and page-allocator pages
+ * live while referenced (freeing drops our reference only); a slab object is reused as
+ * soon as it is freed, whatever the page's count, so slab memory is copied.
+ */
+static struct page *arepl_spliceable_page(const void *addr)
+{
+	struct page *page;
+
+	if (is_vmalloc_addr(addr))
+		return vmalloc_to_page(addr);
+	if (!virt_addr_valid(addr))
+		return NULL;
+	page = virt_to_page(addr);
+	return sendpage_ok(page) ? page : NULL;
+}
+
+/* Pages of the body handed to TCP per sendmsg when splicing. */
+#define AREPL_SPLICE_PAGES 16
+
+/*
+ * Describes up to AREPL_SPLICE_PAGES pages of body from `from` on for splicing; the
+ * number of bytes described, 0 when the first page must be copied instead.
+ */
+static size_t arepl_splice_vec(struct bio_vec *vec, const char *from, size_t len,
+			       unsigned int *count)
+{
+	size_t described = 0;
+
+	*count = 0;
+	while (described < len && *count < AREPL_SPLICE_PAGES) {
+		const char *at = from + described;
+		size_t in_page = min_t(size_t, PAGE_SIZE - offset_in_page(at), len - described);
+		struct page *page = arepl_spliceable_page(at);
+
+		if (!page)
+			break;
+		bvec_set_page(&vec[(*count)++], page, in_page, offset_in_page(at));
+		described += in_page;
+	}
+	return described;
+}
+
+/*
  * Sends one frame, head then body, from byte *done on (a send that times out returns
  * -EAGAIN with *done advanced, to be called again). more: another frame follows at
- * once, so TCP may fill segments (MSG_MORE). Both parts are copied into the socket:
- * splicing the body's vmalloc pages (MSG_SPLICE_PAGES) delivered other bytes than
- * the frame's checksum covered in the VM suite, and is left out until understood.
+ * once, so TCP may fill segments (MSG_MORE). The head is copied. With splice, the
+ * body's pages are handed to TCP without a copy (MSG_SPLICE_PAGES) where they outlive
+ * the socket's reference: the caller promises the body's bytes never change again (a
+ * queued payload), as TCP may transmit or retransmit them after this returns. A body
+ * on a stack or in a reused buffer must be copied: stacks are vmalloc memory too.
  */
 int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
-		    const void *body, size_t body_len, bool more, size_t *done)
+		    const void *body, size_t body_len, bool more, bool splice,
+		    size_t *done)
 {
 	size_t total = head_len + body_len;
 	int sent;
@@ -340,16 +387,36 @@ int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
 	if (*done > total)
 		return -EINVAL;
 	while (*done < total) {
-		bool in_head = *done < head_len;
-		const char *from = in_head ? (const char *)head + *done
-					   : (const char *)body + (*done - head_len);
-		size_t len = in_head ? head_len - *done : total - *done;
-		struct kvec vec = { .iov_base = (void *)from, .iov_len = len };
+		struct bio_vec pages[AREPL_SPLICE_PAGES];
 		struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
+		struct kvec vec;
+		size_t len = 0;
 
-		if (more || (in_head && body_len))
+		if (*done < head_len) {
+			vec.iov_base = (char *)head + *done;
+			len = head_len - *done;
+		} else {
+			const char *from = (const char *)body + (*done - head_len);
+			unsigned int count;
+
+			if (splice)
+				len = arepl_splice_vec(pages, from, total - *done, &count);
+			if (len) {
+				msg.msg_flags |= MSG_SPLICE_PAGES;
+				iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, pages, count, len);
+			} else {
+				vec.iov_base = (void *)from;
+				len = splice ? min_t(size_t, PAGE_SIZE - offset_in_page(from),
+						     total - *done)
+					     : total - *done;
+			}
+		}
+		if (!(msg.msg_flags & MSG_SPLICE_PAGES)) {
+			vec.iov_len = len;
+			iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &vec, 1, len);
+		}
+		if (more || *done + len < total)
 			msg.msg_flags |= MSG_MORE;
-		iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &vec, 1, len);
 		sent = sock_sendmsg(sock, &msg);
 		if (sent < 0)
 			return sent;

@@ -76,7 +76,8 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 		      unsigned int connect_timeout_ms, unsigned int send_wait_ms,
 		      struct socket **out);
 int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
-		    const void *body, size_t body_len, bool more, size_t *done);
+		    const void *body, size_t body_len, bool more, bool splice,
+		    size_t *done);
 u64 arepl_sock_transport_acked(struct socket *sock);
 int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len);
 void arepl_sock_shutdown(struct socket *sock);

@@ -201,10 +201,12 @@ impl Entry {
         Budget::cost(self.payload_len())
     }
 
-    /// The frame header for this entry at wire sequence `seq`.
-    pub(crate) fn header(&self, seq: u64) -> Header {
+    /// The frame header for this entry at wire sequence `seq`; a write's carries its
+    /// payload's checksum when `wire_crc` (else the payload is not read for it).
+    pub(crate) fn header(&self, seq: u64, wire_crc: bool) -> Header {
         match self.kind {
             EntryKind::Write { fua } => match self.payload_crc {
+                _ if !wire_crc => Header::write_unchecked(seq, self.offset, self.length, fua),
                 Some(crc) => Header::write_with_crc(seq, self.offset, self.length, crc, fua),
                 None => Header::write(seq, self.offset, self.payload(), fua),
             },

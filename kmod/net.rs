@@ -7,6 +7,7 @@ use core::net::SocketAddr;
 use kernel::prelude::*;
 
 use crate::bindings;
+use crate::entry::Entry;
 
 /// A counted reference to the network namespace a device was created in; links are
 /// made there, so `ip netns exec prod dmsetup create ...` replicates from `prod`.
@@ -30,6 +31,14 @@ impl Drop for NetNamespace {
         // SAFETY: the reference taken in `current` is released exactly once.
         unsafe { bindings::arepl_net_put(self.0) };
     }
+}
+
+/// A frame's body, by how it may be sent.
+pub(crate) enum Body<'a> {
+    /// Bytes copied into the socket: anything, a stack buffer or one reused later.
+    Copied(&'a [u8]),
+    /// A queued entry's payload, handed to TCP without a copy where its memory allows.
+    Payload(&'a Entry),
 }
 
 /// A connected kernel TCP socket, released on drop.
@@ -84,23 +93,32 @@ impl TcpStream {
     pub(crate) fn send(
         &self,
         head: &[u8],
-        body: &[u8],
+        body: Body<'_>,
         more: bool,
         mut stalled: impl FnMut() -> Result,
     ) -> Result {
+        let (bytes, splice) = match body {
+            Body::Copied(bytes) => (bytes, false),
+            Body::Payload(entry) => (entry.payload(), true),
+        };
         let mut done = 0usize;
         loop {
             // SAFETY: both slices stay borrowed for the whole call, `done` is a valid
             // out pointer that never exceeds their total length (the helper only adds
-            // what it sent); the socket is connected.
+            // what it sent); the socket is connected. With `splice`, TCP may reference
+            // the body's pages after the call: they hold an entry's payload, which is
+            // never written once the entry is built (`Entry` is immutable), and is freed
+            // by kvfree, which for the vmalloc and page-allocator memory the helper
+            // splices only drops a page reference (it copies slab memory instead).
             let ret = unsafe {
                 bindings::arepl_sock_send(
                     self.sock,
                     head.as_ptr().cast(),
                     head.len(),
-                    body.as_ptr().cast(),
-                    body.len(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
                     more,
+                    splice,
                     &mut done,
                 )
             };

@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The read-ahead thread: while a session streams, it reads back the payloads the
-//! sender needs next that are still only on the local device (see `write_path`), so
-//! reading the local device overlaps sending. The sender reads what it finds unread.
+//! The read-ahead thread: reads back, in queue order, every queued payload that is
+//! still only on the local device (see `write_path`), whether or not a session
+//! streams. Reading the local device then overlaps sending, and a later write over the
+//! same blocks rarely has to wait for a copy-on-write read: random rewrites would
+//! otherwise pay one read each. The payloads fit in memory, as the queue's budget
+//! already counts them; the sender reads what it finds unread.
 
 use kernel::sync::Arc;
 
@@ -10,9 +13,8 @@ use crate::kthread;
 use crate::noio::NoIoScope;
 use crate::replication::Replication;
 
-/// How far ahead of the send cursor payloads are read back, in entries: enough to
-/// keep a send buffer full of large writes, little memory held early.
-const READ_AHEAD_ENTRIES: u64 = 64;
+/// Longest wait for new payloads, in milliseconds (a queued write wakes the thread).
+const IDLE_WAIT_MS: u32 = 1_000;
 
 /// Body of the read-ahead thread.
 pub(crate) fn read_ahead_main(repl: &Arc<Replication>) {
@@ -21,14 +23,14 @@ pub(crate) fn read_ahead_main(repl: &Arc<Replication>) {
     // Local sequence of the next entry to look at.
     let mut cursor = 0;
     while !kthread::should_stop() {
-        match repl.next_to_read_ahead(&mut cursor, READ_AHEAD_ENTRIES) {
+        match repl.next_to_read_ahead(&mut cursor) {
             // The error is logged; the sender retries it when it gets there.
             Some(seq) => {
                 if repl.read_back(seq).is_err() {
                     repl.nap(1_000);
                 }
             }
-            None => repl.nap(100),
+            None => repl.wait_for_payloads(cursor, IDLE_WAIT_MS),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use core::net::SocketAddr;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::{new_condvar, new_spinlock};
 use kernel::prelude::*;
@@ -71,6 +72,9 @@ pub(crate) struct QueueState {
     /// The sender waits for entries: a queued write wakes it (else writers wake no
     /// thread, which is dear for small writes).
     pub(crate) sender_idle: bool,
+    /// The read-ahead thread waits for payloads to read back: a queued write whose
+    /// payload stays on the local device wakes it (`payload_queued`).
+    pub(crate) reader_idle: bool,
     /// The spill log's figures, kept here for status and policy.
     pub(crate) spill: SpillFigures,
     pub(crate) has_spill: bool,
@@ -272,6 +276,12 @@ pub(crate) struct Replication {
     /// Signalled when a write is deferred.
     #[pin]
     pub(crate) deferred_added: CondVar,
+    /// Writes deferred so that payloads are read back first (status `cow_writes`).
+    pub(crate) cow_writes: AtomicU64,
+    /// Signalled when a write's payload joins the queue on the local device while the
+    /// read-ahead thread waits for one.
+    #[pin]
+    pub(crate) payload_queued: CondVar,
     pub(crate) net: NetNamespace,
     /// The spill log, if the table names a spill device.
     pub(crate) spill: Option<Pin<KBox<SpillLog>>>,
@@ -286,6 +296,8 @@ pub(crate) struct Replication {
     pub(crate) on_spill_full: SpillFullPolicy,
     /// Copy reads per second at most, in MiB; 0: unlimited (table `resync_mbps`).
     pub(crate) resync_mbps: u32,
+    /// Whether write frames carry their payload's CRC-32C (table `wire_crc`).
+    pub(crate) wire_crc: bool,
     /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
     pub(crate) thread_name: CString,
 }
@@ -376,6 +388,7 @@ impl Replication {
                         sent_local: 0,
                         writers_waiting: 0,
                         sender_idle: false,
+                        reader_idle: false,
                         spill: resume.as_ref().map(|r| r.figures).unwrap_or_default(),
                         has_spill: resume.is_some(),
                         spill_full: false,
@@ -426,6 +439,8 @@ impl Replication {
                 range_freed <- new_condvar!("arepl_range"),
                 deferred <- new_spinlock!(DeferredBios::new(), "arepl_deferred"),
                 deferred_added <- new_condvar!("arepl_deferred"),
+                payload_queued <- new_condvar!("arepl_payload_queued"),
+                cow_writes: AtomicU64::new(0),
                 net: NetNamespace::current(),
                 spill,
                 copy_source,
@@ -435,6 +450,7 @@ impl Replication {
                 ko_count: config.ko_count,
                 on_spill_full: config.on_spill_full,
                 resync_mbps: config.resync_mbps,
+                wire_crc: config.wire_crc,
                 thread_name,
             }),
             GFP_KERNEL,
@@ -507,15 +523,28 @@ impl Replication {
         }
     }
 
-    /// The next payload to read back ahead of the sender, looking on from local
-    /// sequence `cursor` (advanced past what it looked at) to at most `ahead` entries
-    /// past the send cursor; `None` when there is none, or no session streams.
-    pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64, ahead: u64) -> Option<u64> {
+    /// The next unsent payload to read back, looking on from local sequence `cursor`
+    /// (advanced past what it looked at); `None` when every queued payload is in memory.
+    pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64) -> Option<u64> {
         self.next_on_disk(cursor, |queue| {
-            queue.active_link?;
             let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
-            Some((unsent, unsent + ahead))
+            Some((unsent, queue.fifo.next_seq()))
         })
+    }
+
+    /// Waits until a write queued after local sequence `cursor` (where the read-ahead
+    /// thread looked last) may have left its payload on the local device, or `ms`
+    /// milliseconds passed.
+    pub(crate) fn wait_for_payloads(&self, cursor: u64, ms: u32) {
+        let mut queue = self.queue.lock();
+        if queue.fifo.next_seq() > cursor {
+            return;
+        }
+        queue.reader_idle = true;
+        let _ = self
+            .payload_queued
+            .wait_interruptible_timeout(&mut queue, kernel::time::msecs_to_jiffies(ms));
+        queue.reader_idle = false;
     }
 
     /// Reads back the first unsent payload still on the local device (the sender
@@ -621,7 +650,8 @@ impl Replication {
             }
             Err(err) => {
                 pr_err!(
-                    "volume {}: cannot read back the payload of queued write {} at bytes                      {}..{} of the local device (error {}); retrying\n",
+                    "volume {}: cannot read back the payload of queued write {} at bytes \
+                     {}..{} of the local device (error {}); retrying\n",
                     self.volume,
                     seq,
                     entry.offset(),
@@ -777,9 +807,13 @@ impl Replication {
             }
         };
         let wake = queue.sender_idle || queue.wants_spill();
+        let wake_reader = kept && core::mem::replace(&mut queue.reader_idle, false);
         drop(queue);
         if wake {
             self.work.notify_all();
+        }
+        if wake_reader {
+            self.payload_queued.notify_one();
         }
         kept
     }
@@ -1046,6 +1080,7 @@ impl Replication {
             verify_total_bytes: queue.verify.total,
             verify_mismatches: queue.verify.mismatches,
             verify_repaired: queue.verify.repaired,
+            cow_writes: self.cow_writes.load(Ordering::Relaxed),
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

@@ -32,7 +32,7 @@ use crate::entry::Entry;
 use crate::noio::NoIoScope;
 use crate::kthread::{self, KThread};
 use crate::liveness::{Liveness, Observation, Verdict};
-use crate::net::TcpStream;
+use crate::net::{Body, TcpStream};
 use crate::replication::{QueueState, Replication};
 use crate::spill_log::{NextRecord, SpillLog, SpillState};
 use crate::status::LinkState;
@@ -267,7 +267,12 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         &repl.volume,
     );
     let hello = Header::hello(oldest_wire, repl.volume_size, payload.as_bytes());
-    stream.send(&hello.encode(), payload.as_bytes(), false, handshake_stall)?;
+    stream.send(
+        &hello.encode(),
+        Body::Copied(payload.as_bytes()),
+        false,
+        handshake_stall,
+    )?;
 
     let (durable_wire, replica) = recv_welcome(repl, &stream, addr)?;
     let theirs = recv_header(&stream)?;
@@ -306,7 +311,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     // The receiver checks its history against this side's (or takes it, having none).
     stream.send(
         &Header::digest(durable_wire, Some(plan.anchor.digest())).encode(),
-        &[],
+        Body::Copied(&[]),
         false,
         handshake_stall,
     )?;
@@ -317,7 +322,7 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     .encode();
     stream.send(
         &Header::begin(plan.stream_from, plan.resync_bytes, &block).encode(),
-        &block,
+        Body::Copied(&block),
         false,
         handshake_stall,
     )?;
@@ -752,8 +757,8 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
                 }
             }
             Step::Send { seq, entry, more } => {
-                let header = entry.header(session.wire_base + seq);
-                if let Err(end) = watch.send_frame(&header.encode(), entry.payload(), more) {
+                let header = entry.header(session.wire_base + seq, repl.wire_crc);
+                if let Err(end) = watch.send_frame(&header.encode(), Body::Payload(&entry), more) {
                     break end;
                 }
                 let sent = header
@@ -902,11 +907,11 @@ impl<'a> ReceiverWatch<'a> {
 
     /// Sends one frame, judging the receiver whenever the send buffer stays full.
     fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), SessionEnd> {
-        self.send_frame(head, body, false)
+        self.send_frame(head, Body::Copied(body), false)
     }
 
     /// [`Self::send`], saying whether another frame follows at once (`more`).
-    fn send_frame(&mut self, head: &[u8], body: &[u8], more: bool) -> Result<(), SessionEnd> {
+    fn send_frame(&mut self, head: &[u8], body: Body<'_>, more: bool) -> Result<(), SessionEnd> {
         let mut end = None;
         let session = self.session;
         let sent = session.stream.send(head, body, more, || {

@@ -11,6 +11,8 @@
 //! write to it goes on). A map callback cannot do that itself: the block layer holds
 //! the bios it issues until it returns.
 
+use core::sync::atomic::Ordering;
+
 use kernel::sync::Arc;
 use kernel::time::Ktime;
 
@@ -74,6 +76,7 @@ impl Replication {
     /// Queues `bio` (remapped, taken over from a map callback) for the copy-on-write
     /// thread.
     pub(crate) fn defer(&self, bio: DeferredBio<PendingEntries>) {
+        self.cow_writes.fetch_add(1, Ordering::Relaxed);
         self.deferred.lock().push(bio);
         self.deferred_added.notify_one();
     }

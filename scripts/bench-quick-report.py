@@ -8,7 +8,8 @@ and the ratios of the median p50 and p99 total latencies.
 Rate (link up, writes below its rate): the same, from the "rate" runs.
 Sustained (link up, writes faster than it): throughput against the ceiling
 min(dm-linear, link), drain rate (bytes written over the time until all were
-acknowledged) against the link, and CPU seconds per GiB of arepl and of dm-linear.
+acknowledged) against the link, and CPU seconds per GiB of each system (arepl,
+arepl-nocrc with wire_crc:off) and of dm-linear.
 
     bench-quick-report.py RESULTS.jsonl
 """
@@ -42,16 +43,19 @@ def sustained(cases, link):
     by_system = defaultdict(dict)
     for case in cases:
         by_system[case["system"]][int(case["rep"])] = case
-    linear, arepl = by_system.get("dm-linear", {}), by_system.get("arepl", {})
-    if not linear or not arepl:
+    linear = by_system.pop("dm-linear", {})
+    if not linear or not by_system:
         return
     ceiling = min(median(linear, "mib_s"), link)
-    drain = statistics.median(c["written_mib"] / c["drained_s"] for c in arepl.values())
     print("\nSustained regime (link up, 1 MiB writes at QD16, then the drain)")
-    print(f"  throughput {median(arepl, 'mib_s'):.1f} MiB/s = {median(arepl, 'mib_s') / ceiling:.2f}"
-          f" of the ceiling min(dm-linear {median(linear, 'mib_s'):.1f}, link {link:.1f})")
-    print(f"  drain {drain:.1f} MiB/s = {drain / link:.2f} of the link")
-    print(f"  CPU per GiB: arepl {cpu_per_gib(arepl):.2f} s, dm-linear {cpu_per_gib(linear):.2f} s")
+    print(f"  ceiling min(dm-linear {median(linear, 'mib_s'):.1f}, link {link:.1f}) MiB/s;"
+          f" dm-linear CPU per GiB {cpu_per_gib(linear):.2f} s")
+    for system, reps in sorted(by_system.items()):
+        drain = statistics.median(c["written_mib"] / c["drained_s"] for c in reps.values())
+        print(f"  {system:<12} throughput {median(reps, 'mib_s'):.1f} MiB/s ="
+              f" {median(reps, 'mib_s') / ceiling:.2f} of the ceiling;"
+              f" drain {drain:.1f} MiB/s = {drain / link:.2f} of the link;"
+              f" CPU per GiB {cpu_per_gib(reps):.2f} s")
 
 
 def cpu_per_gib(reps):

@@ -25,7 +25,7 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 8;
+pub const MAX_FEATURE_ARGS: usize = 9;
 /// `ko_count` used when the table line does not give one: a receiver that is alive but
 /// acknowledges nothing for 7 periods of 5 s loses its session, as with DRBD's default
 /// (7 periods of 6 s). See [`crate::liveness`].
@@ -80,6 +80,10 @@ pub struct ReplicationConfig {
     pub on_spill_full: SpillFullPolicy,
     /// Rate limit of resync and initial-copy reads, in MiB/s; 0: unlimited.
     pub resync_mbps: u32,
+    /// Whether each write frame carries its payload's CRC-32C for the receiver to
+    /// check (as DRBD's `data-integrity-alg`); off leaves the payload to TCP's checksum.
+    /// The spill log checks its records either way.
+    pub wire_crc: bool,
 }
 
 /// What the replica holds when replication starts.
@@ -251,6 +255,11 @@ pub enum TableError<'a> {
         /// The value given.
         text: &'a str,
     },
+    /// `wire_crc` neither `on` nor `off`.
+    BadWireCrc {
+        /// The text given.
+        text: &'a str,
+    },
 }
 
 impl TableError<'_> {
@@ -282,6 +291,7 @@ impl TableError<'_> {
             Self::BadRegionKb { .. } => "invalid region_kb\0",
             Self::BadSpillFullPolicy { .. } => "invalid on_spill_full\0",
             Self::BadResyncMbps { .. } => "invalid resync_mbps\0",
+            Self::BadWireCrc { .. } => "invalid wire_crc\0",
         }
     }
 }
@@ -315,8 +325,8 @@ impl fmt::Display for TableError<'_> {
             Self::UnknownFeature { text } => write!(
                 f,
                 "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV, \
-                 sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap and \
-                 resync_mbps:N"
+                 sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap, \
+                 resync_mbps:N and wire_crc:on|off"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -352,6 +362,9 @@ impl fmt::Display for TableError<'_> {
                 "invalid resync_mbps '{text}': expected a whole number of MiB/s from 0 \
                  (unlimited) to {MAX_RESYNC_MBPS}"
             ),
+            Self::BadWireCrc { text } => {
+                write!(f, "invalid wire_crc '{text}': expected on or off")
+            }
         }
     }
 }
@@ -387,6 +400,7 @@ impl<'a> TableArgs<'a> {
             region_kb: DEFAULT_REGION_KB,
             on_spill_full: SpillFullPolicy::Bitmap,
             resync_mbps: DEFAULT_RESYNC_MBPS,
+            wire_crc: true,
         };
         let spill_dev = config.parse_features(rest)?;
         Ok(TableArgs {
@@ -422,6 +436,7 @@ impl ReplicationConfig {
         let mut seen_region = false;
         let mut seen_spill_full = false;
         let mut seen_resync = false;
+        let mut seen_wire_crc = false;
         let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
@@ -492,6 +507,16 @@ impl ReplicationConfig {
                     self.resync_mbps = parse_number(value, 0..=MAX_RESYNC_MBPS)
                         .ok_or(TableError::BadResyncMbps { text: value })?;
                 }
+                Some(("wire_crc", value)) => {
+                    if core::mem::replace(&mut seen_wire_crc, true) {
+                        return Err(TableError::DuplicateFeature { key: "wire_crc" });
+                    }
+                    self.wire_crc = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(TableError::BadWireCrc { text: value }),
+                    };
+                }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
         }
@@ -533,6 +558,7 @@ impl fmt::Display for CanonicalTable<'_> {
         let own_region_kb = t.region_kb != DEFAULT_REGION_KB;
         let own_spill_full = t.on_spill_full != SpillFullPolicy::default();
         let own_resync_mbps = t.resync_mbps != DEFAULT_RESYNC_MBPS;
+        let wire_crc_off = !t.wire_crc;
         let features = 1
             + usize::from(t.volume.is_some())
             + usize::from(self.spill_dev_name.is_some())
@@ -540,7 +566,8 @@ impl fmt::Display for CanonicalTable<'_> {
             + usize::from(own_ko_count)
             + usize::from(own_region_kb)
             + usize::from(own_spill_full)
-            + usize::from(own_resync_mbps);
+            + usize::from(own_resync_mbps)
+            + usize::from(wire_crc_off);
         write!(f, " {features} queue_mb:{}", t.queue_mb)?;
         if let Some(volume) = &t.volume {
             write!(f, " volume:{volume}")?;
@@ -562,6 +589,9 @@ impl fmt::Display for CanonicalTable<'_> {
         }
         if own_resync_mbps {
             write!(f, " resync_mbps:{}", t.resync_mbps)?;
+        }
+        if wire_crc_off {
+            write!(f, " wire_crc:off")?;
         }
         Ok(())
     }
@@ -802,12 +832,35 @@ mod tests {
     }
 
     #[test]
+    fn wire_crc_feature() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert!(args.config.wire_crc, "payload checksums are on by default");
+        let on = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "wire_crc:on"]).unwrap();
+        assert_eq!(on.config, args.config);
+        assert_eq!(
+            on.config.canonical("254:16", None).to_string(),
+            "254:16 10.0.0.2:1 1 queue_mb:64",
+            "the default (on) is not shown"
+        );
+        let off = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "wire_crc:off"]).unwrap();
+        assert!(!off.config.wire_crc);
+        let text = off.config.canonical("254:16", None).to_string();
+        assert_eq!(text, "254:16 10.0.0.2:1 2 queue_mb:64 wire_crc:off");
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, off.config);
+        let err = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "wire_crc:1"]).unwrap_err();
+        assert_eq!(err.to_string(), "invalid wire_crc '1': expected on or off");
+        assert_eq!(err.summary(), "invalid wire_crc");
+    }
+
+    #[test]
     fn every_feature_at_once_round_trips() {
         let words = [
             "/dev/vdb",
             "10.0.0.2:1",
             "10.0.0.3:1",
-            "8",
+            "9",
+            "wire_crc:off",
             "resync_mbps:50",
             "on_spill_full:block",
             "region_kb:1024",
@@ -820,14 +873,14 @@ mod tests {
         let args = TableArgs::parse(&words).unwrap();
         let t = args.config;
         assert_eq!(
-            (t.region_kb, t.on_spill_full, t.resync_mbps),
-            (1024, SpillFullPolicy::Block, 50)
+            (t.region_kb, t.on_spill_full, t.resync_mbps, t.wire_crc),
+            (1024, SpillFullPolicy::Block, 50, false)
         );
         let text = t.canonical("254:16", Some("254:48")).to_string();
         assert_eq!(
             text,
-            "254:16 10.0.0.2:1 10.0.0.3:1 8 queue_mb:8 volume:v spill:254:48 sync:full \
-             ko_count:3 region_kb:1024 on_spill_full:block resync_mbps:50"
+            "254:16 10.0.0.2:1 10.0.0.3:1 9 queue_mb:8 volume:v spill:254:48 sync:full \
+             ko_count:3 region_kb:1024 on_spill_full:block resync_mbps:50 wire_crc:off"
         );
         let words: std::vec::Vec<&str> = text.split(' ').collect();
         let again = TableArgs::parse(&words).unwrap();
@@ -841,8 +894,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown feature argument 'fast:yes': known are queue_mb:N, volume:NAME, spill:DEV, \
-             sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap and \
-             resync_mbps:N"
+             sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap, \
+             resync_mbps:N and wire_crc:on|off"
         );
     }
 
@@ -944,7 +997,7 @@ mod tests {
                 &[
                     "/dev/vdb",
                     "10.0.0.2:1",
-                    "9",
+                    "10",
                     "a",
                     "b",
                     "c",
@@ -954,8 +1007,9 @@ mod tests {
                     "g",
                     "h",
                     "i",
+                    "j",
                 ],
-                TableError::TooManyFeatures { declared: 9 },
+                TableError::TooManyFeatures { declared: 10 },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
@@ -1112,6 +1166,14 @@ mod tests {
                     "resync_mbps:0",
                 ],
                 TableError::DuplicateFeature { key: "resync_mbps" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "wire_crc:yes"],
+                TableError::BadWireCrc { text: "yes" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "2", "wire_crc:on", "wire_crc:off"],
+                TableError::DuplicateFeature { key: "wire_crc" },
             ),
         ];
         for (args, expected) in cases {

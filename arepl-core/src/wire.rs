@@ -8,11 +8,11 @@
 //! | 0..4 | magic | [`MAGIC`], "ARPL" |
 //! | 4 | version | [`VERSION`] |
 //! | 5 | kind | [`FrameKind`] |
-//! | 6..8 | flags | [`FLAG_FUA`] on writes, [`FLAG_DIVERGED`] on acks, [`FLAG_DIGEST_UNKNOWN`] on digests, [`FLAG_RESYNC`] on `Begin`, else 0 |
+//! | 6..8 | flags | [`FLAG_FUA`] and [`FLAG_UNCHECKED`] on writes, [`FLAG_DIVERGED`] on acks, [`FLAG_DIGEST_UNKNOWN`] on digests, [`FLAG_RESYNC`] on `Begin`, else 0 |
 //! | 8..16 | seq | sequence number (meaning depends on kind) |
 //! | 16..24 | offset | byte offset on the volume, the volume size in handshakes, the digest in `Digest` |
 //! | 24..28 | length | payload bytes, or the range length of discard/write-zeroes |
-//! | 28..32 | payload_crc | CRC-32C of the payload, 0 without one |
+//! | 28..32 | payload_crc | CRC-32C of the payload, 0 without one (or [`FLAG_UNCHECKED`]) |
 //! | 32..36 | reserved | zero |
 //! | 36..40 | header_crc | CRC-32C of bytes 0..36 |
 //!
@@ -82,6 +82,9 @@ pub const FLAG_DIVERGED: u16 = 2;
 pub const FLAG_DIGEST_UNKNOWN: u16 = 4;
 /// On `Begin`: a resync begins; the replica is inconsistent until it is done.
 pub const FLAG_RESYNC: u16 = 8;
+/// On `Write`: the sender computed no payload checksum (table feature `wire_crc:off`),
+/// so `payload_crc` is 0 and only TCP's checksum covers the payload on the wire.
+pub const FLAG_UNCHECKED: u16 = 16;
 
 /// The payload of a `Hello`: the sender's history block, then the volume name.
 #[derive(Debug, Clone, Copy)]
@@ -271,7 +274,9 @@ impl fmt::Display for WireError {
                 f,
                 "offset {offset} or length {length} is not a multiple of {SECTOR_SIZE}"
             ),
-            Self::StrayPayloadCrc => write!(f, "payload crc set on a frame without payload"),
+            Self::StrayPayloadCrc => {
+                write!(f, "payload crc set on a frame without payload or checksum")
+            }
             Self::BadPayloadCrc { stated, computed } => write!(
                 f,
                 "payload crc32c mismatch: frame says {stated:#010x}, computed {computed:#010x}"
@@ -368,6 +373,18 @@ impl Header {
             header.flags = FLAG_FUA;
         }
         header
+    }
+
+    /// `Write` header for a payload sent without a checksum ([`FLAG_UNCHECKED`]).
+    pub fn write_unchecked(seq: u64, offset: u64, length: u32, fua: bool) -> Self {
+        let mut header = Self::write_with_crc(seq, offset, length, 0, fua);
+        header.flags |= FLAG_UNCHECKED;
+        header
+    }
+
+    /// Whether the payload comes without a checksum ([`FLAG_UNCHECKED`]).
+    pub fn is_unchecked(&self) -> bool {
+        self.flags & FLAG_UNCHECKED != 0
     }
 
     /// `Flush`: make everything up to and including `seq` durable.
@@ -545,7 +562,7 @@ impl Header {
 
     fn validate(&self) -> Result<(), WireError> {
         let allowed_flags = match self.kind {
-            FrameKind::Write => FLAG_FUA,
+            FrameKind::Write => FLAG_FUA | FLAG_UNCHECKED,
             FrameKind::Ack => FLAG_DIVERGED,
             FrameKind::Digest => FLAG_DIGEST_UNKNOWN,
             FrameKind::Begin => FLAG_RESYNC,
@@ -590,14 +607,18 @@ impl Header {
                 length: self.length,
             });
         }
-        if !self.kind.has_payload() && self.payload_crc != 0 {
+        if (!self.kind.has_payload() || self.is_unchecked()) && self.payload_crc != 0 {
             return Err(WireError::StrayPayloadCrc);
         }
         Ok(())
     }
 
-    /// Checks the payload that followed this header against its checksum.
+    /// Checks the payload that followed this header against its checksum (only its
+    /// length, for a payload sent unchecked).
     pub fn check_payload(&self, payload: &[u8]) -> Result<(), WireError> {
+        if self.is_unchecked() && payload.len() == self.payload_len() as usize {
+            return Ok(());
+        }
         let computed = crc32c(payload);
         if payload.len() != self.payload_len() as usize || computed != self.payload_crc {
             return Err(WireError::BadPayloadCrc {
@@ -635,6 +656,34 @@ mod tests {
         assert_eq!(header.encode(), WRITE_GOLDEN);
         assert_eq!(Header::decode(&WRITE_GOLDEN), Ok(header));
         assert_eq!(header.check_payload(&payload), Ok(()));
+    }
+
+    #[test]
+    fn golden_unchecked_write_header() {
+        let header = Header::write_unchecked(258, 1 << 20, 512, false);
+        let bytes = header.encode();
+        let mut expected = WRITE_GOLDEN;
+        expected[6..8].copy_from_slice(&[0x00, 0x10]); // flags: unchecked
+        expected[28..32].copy_from_slice(&[0; 4]); // no payload crc
+        expected[36..40].copy_from_slice(&[0xD5, 0x30, 0x3A, 0x40]); // header crc32c
+        assert_eq!(bytes, expected);
+        let decoded = Header::decode(&bytes).unwrap();
+        assert!(decoded.is_unchecked() && !decoded.is_fua());
+        assert_eq!(decoded.check_payload(&[0x5A; 512]), Ok(()));
+        assert!(decoded.check_payload(&[0x5A; 511]).is_err());
+        // An unchecked write claiming a checksum, or the flag on another kind: refused.
+        let mut stray = header;
+        stray.payload_crc = 1;
+        assert_eq!(
+            Header::decode(&stray.encode()),
+            Err(WireError::StrayPayloadCrc)
+        );
+        let mut flush = Header::flush(1);
+        flush.flags = FLAG_UNCHECKED;
+        assert_eq!(
+            Header::decode(&flush.encode()),
+            Err(WireError::BadFlags(FLAG_UNCHECKED))
+        );
     }
 
     #[test]

@@ -65,6 +65,19 @@ pub struct LinkArgs {
     /// unlimited).
     #[arg(long, value_name = "MIB/S", default_value_t = DEFAULT_RESYNC_MBPS)]
     pub resync_mbps: u32,
+    /// Whether each write carries a CRC-32C of its payload that replicad checks (as
+    /// DRBD's data-integrity-alg): `off` saves the primary a pass over every byte sent
+    /// and leaves the payload to TCP's own checksum.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Switch::On)]
+    pub wire_crc: Switch,
+}
+
+/// A feature turned on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Whether the volume is copied to the replica first.
@@ -234,6 +247,7 @@ mod tests {
         assert_eq!(link.region_kb, DEFAULT_REGION_KB);
         assert_eq!(link.on_spill_full, OnSpillFull::Bitmap);
         assert_eq!(link.resync_mbps, DEFAULT_RESYNC_MBPS);
+        assert_eq!(link.wire_crc, Switch::On);
         let link = create_link(&[
             "--region-kb",
             "128",
@@ -241,7 +255,10 @@ mod tests {
             "block",
             "--resync-mbps",
             "40",
+            "--wire-crc",
+            "off",
         ]);
+        assert_eq!(link.wire_crc, Switch::Off);
         assert_eq!(link.region_kb, 128);
         assert_eq!(link.on_spill_full, OnSpillFull::Block);
         assert_eq!(link.on_spill_full.policy(), SpillFullPolicy::Block);

@@ -16,6 +16,7 @@
 //! region_kb = 4096             # optional: dirty-tracking region in KiB (power of two)
 //! on_spill_full = "bitmap"     # optional: "bitmap" (default) or "block"
 //! resync_mbps = 0              # optional: resync read limit in MiB/s (0: unlimited)
+//! wire_crc = "on"              # optional: "on" (default) or "off": payload checksums
 //! ```
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cli::{InitialSync, LinkArgs, OnSpillFull};
+use crate::cli::{InitialSync, LinkArgs, OnSpillFull, Switch};
 use arepl_core::table::{
     DEFAULT_KO_COUNT, DEFAULT_QUEUE_MB, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
 };
@@ -46,6 +47,7 @@ pub struct VolumeFile {
     pub region_kb: Option<u32>,
     pub on_spill_full: Option<OnSpillFull>,
     pub resync_mbps: Option<u32>,
+    pub wire_crc: Option<Switch>,
 }
 
 /// What a file asks for.
@@ -111,6 +113,7 @@ impl VolumeConfig {
                 region_kb: file.region_kb.unwrap_or(DEFAULT_REGION_KB),
                 on_spill_full: file.on_spill_full.unwrap_or(OnSpillFull::Bitmap),
                 resync_mbps: file.resync_mbps.unwrap_or(DEFAULT_RESYNC_MBPS),
+                wire_crc: file.wire_crc.unwrap_or(Switch::On),
             },
             spill: file.spill,
         })
@@ -156,6 +159,7 @@ mod tests {
         assert_eq!(v.link.region_kb, DEFAULT_REGION_KB);
         assert_eq!(v.link.on_spill_full, OnSpillFull::Bitmap);
         assert_eq!(v.link.resync_mbps, DEFAULT_RESYNC_MBPS);
+        assert_eq!(v.link.wire_crc, Switch::On);
         assert_eq!(v.link.backup, None);
     }
 
@@ -174,6 +178,7 @@ mod tests {
             region_kb = 65536
             on_spill_full = "block"
             resync_mbps = 200
+            wire_crc = "off"
         "#;
         let v = VolumeConfig::parse(Path::new("x.toml"), text).unwrap();
         assert_eq!(
@@ -189,6 +194,7 @@ mod tests {
         assert_eq!(v.link.region_kb, 65536);
         assert_eq!(v.link.on_spill_full, OnSpillFull::Block);
         assert_eq!(v.link.resync_mbps, 200);
+        assert_eq!(v.link.wire_crc, Switch::Off);
         assert_eq!(v.spill.as_deref(), Some("/dev/sdc"));
     }
 

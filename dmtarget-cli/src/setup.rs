@@ -7,7 +7,7 @@ use arepl_core::table::{
     SpillFullPolicy, TableArgs, DEFAULT_KO_COUNT, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
 };
 
-use crate::cli::{InitialSync, LinkArgs};
+use crate::cli::{InitialSync, LinkArgs, Switch};
 use crate::dm::{self, DeviceMapper, TargetLine};
 use crate::lvm::LvName;
 
@@ -41,6 +41,9 @@ pub fn arepl_table(
     }
     if link.resync_mbps != DEFAULT_RESYNC_MBPS {
         features.push(format!("resync_mbps:{}", link.resync_mbps));
+    }
+    if link.wire_crc == Switch::Off {
+        features.push("wire_crc:off".into());
     }
     args.push(features.len().to_string());
     args.extend(features);
@@ -125,6 +128,7 @@ mod tests {
             region_kb: DEFAULT_REGION_KB,
             on_spill_full: OnSpillFull::Bitmap,
             resync_mbps: DEFAULT_RESYNC_MBPS,
+            wire_crc: Switch::On,
         }
     }
 
@@ -156,17 +160,19 @@ mod tests {
         own.on_spill_full = OnSpillFull::Block;
         own.resync_mbps = 100;
         own.ko_count = 0;
+        own.wire_crc = Switch::Off;
         let line = arepl_table("253:1", 8, &own, "db", Some("253:2")).unwrap();
         assert_eq!(
             line.params,
-            "253:1 10.0.0.2:7788 8 queue_mb:16 volume:db spill:253:2 sync:full ko_count:0 \
-             region_kb:256 on_spill_full:block resync_mbps:100"
+            "253:1 10.0.0.2:7788 9 queue_mb:16 volume:db spill:253:2 sync:full ko_count:0 \
+             region_kb:256 on_spill_full:block resync_mbps:100 wire_crc:off"
         );
         let words: Vec<&str> = line.params.split(' ').collect();
         let parsed = TableArgs::parse(&words).unwrap().config;
         assert_eq!(parsed.region_kb, 256);
         assert_eq!(parsed.on_spill_full, SpillFullPolicy::Block);
         assert_eq!(parsed.resync_mbps, 100);
+        assert!(!parsed.wire_crc);
 
         let mut bad = link(DEFAULT_KO_COUNT);
         bad.region_kb = 100;

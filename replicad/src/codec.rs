@@ -292,6 +292,22 @@ mod tests {
     }
 
     #[test]
+    fn unchecked_write_is_taken_on_its_length() {
+        // `wire_crc:off`: no checksum to compare, the payload still arrives whole.
+        let payload = vec![3u8; 2048];
+        let header = Header::write_unchecked(5, 4096, 2048, false);
+        let mut bytes = encoded(&[Frame::with_payload(header, payload.clone())]);
+        let frames = decode_all(&bytes).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(frames[0].header.is_unchecked());
+        assert_eq!(&frames[0].payload[..], &payload[..]);
+        // A flipped payload byte goes through: only TCP's checksum guards it now.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(decode_all(&bytes).unwrap()[0].payload[2047], 2);
+    }
+
+    #[test]
     fn other_header_rules_are_enforced() {
         let flush = Header::flush(3);
         let bad_flags = altered(flush, 7, 1);

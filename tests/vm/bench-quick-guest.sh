@@ -17,9 +17,13 @@
 #   link), drain rate against the link, and the guest's CPU seconds per GiB (from
 #   /proc/stat) next to dm-linear's.
 #
+# Both link regimes also run "arepl-nocrc", arepl with wire_crc:off (no payload CRC on
+# the wire), so its CPU saving is measured on the same path, and arepl-baseline when
+# given.
+#
 # Knobs (environment): BENCH_REPS repetitions (3), BENCH_RUNTIME seconds per run at
-# most (4), BENCH_BURST_MB bytes per run at most (384), BENCH_CASES, BENCH_SUSTAINED_S
-# (10).
+# most (4), BENCH_BURST_MB bytes per run at most (384), BENCH_CASES ("none" skips the
+# paused regime), BENCH_SUSTAINED_S (10).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -73,6 +77,7 @@ run_case() { # system, pattern, block size, depth, repetition
     python3 "$HERE/bench_case.py" "$1" paused "$2" "$3" "$4" "rep=$5" <<<"$json" >>"$OUT"
 }
 
+[[ $CASES == none ]] && CASES=
 for case in $CASES; do
     IFS=: read -r pattern bs qd <<<"$case"
     for rep in $(seq "$REPS"); do
@@ -110,8 +115,10 @@ ticks_per_s=$(getconf CLK_TCK)
 link_device() {
     case $1 in
         dm-linear) dmsetup create bench-l --table "0 $sectors linear $primary 0" ;;
-        arepl)
-            arepl_create bench-l "$primary" "$BENCH_DR_ADDR 2 volume:benchl queue_mb:$2"
+        arepl | arepl-nocrc | arepl-baseline)
+            local features="2 volume:benchl queue_mb:$2"
+            [[ $1 == arepl-nocrc ]] && features="3 volume:benchl queue_mb:$2 wire_crc:off"
+            arepl_create bench-l "$primary" "$BENCH_DR_ADDR $features"
             wait_connected bench-l 60
             ;;
     esac
@@ -134,7 +141,7 @@ link_run() {
     json=$(fio --name=link --filename="$dev" --rw="$pattern" --bs="$bs" --iodepth="$qd" \
         --direct=1 --ioengine=libaio --lat_percentiles=1 --randrepeat=0 --norandommap \
         --size=768M --time_based --output-format=json "$@")
-    if [[ $system == arepl ]]; then
+    if [[ $system != dm-linear ]]; then
         wait_drained bench-l 900
         drained_ns=$(($(date +%s%N) - start_ns))
     fi
@@ -146,15 +153,27 @@ link_run() {
         <<<"$json" >>"$OUT"
 }
 
+# The module each system runs on.
+load_for() {
+    case $1 in
+        arepl | arepl-nocrc) use_module "$MODULE_KO" ;;
+        arepl-baseline) use_module "$BENCH_BASELINE_KO" ;;
+    esac
+}
+
+LINK_SYSTEMS="dm-linear arepl arepl-nocrc"
+[[ -n ${BENCH_BASELINE_KO:-} ]] && LINK_SYSTEMS+=" arepl-baseline"
 rate=$(python3 -c "print(max(1, int($link_mib_s / 2)))")
 for rep in $(seq "$REPS"); do
-    for system in dm-linear arepl; do
+    for system in $LINK_SYSTEMS; do
+        load_for "$system"
         link_run "$system" rate randwrite 64k 4 --rate="${rate}m" --runtime=8
     done
     note "rate ${rate} MiB/s, repetition $rep done"
 done
 for rep in $(seq "$REPS"); do
-    for system in dm-linear arepl; do
+    for system in $LINK_SYSTEMS; do
+        load_for "$system"
         link_run "$system" sustained write 1m 16 --runtime="${BENCH_SUSTAINED_S:-10}"
     done
     note "sustained, repetition $rep done"

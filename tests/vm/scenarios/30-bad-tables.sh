@@ -36,6 +36,7 @@ expect_refused "$disk $PRIMARY_ADDR 1 queue_mb:lots" "invalid queue_mb 'lots'"
 expect_refused "$disk $PRIMARY_ADDR 1 fast:yes" "unknown feature argument 'fast:yes'"
 expect_refused "$disk $PRIMARY_ADDR 2 volume:a volume:b" "feature argument volume given twice"
 expect_refused "$disk $PRIMARY_ADDR 1 volume:a/b" "invalid volume name 'a/b'"
+expect_refused "$disk $PRIMARY_ADDR 1 wire_crc:maybe" "invalid wire_crc 'maybe': expected on or off"
 expect_refused "/dev/arepl-no-such-disk $PRIMARY_ADDR" "cannot open local device '/dev/arepl-no-such-disk'"
 expect_refused "$disk $PRIMARY_ADDR $BACKUP_ADDR 1 2 3 4 5 6 7 8 9 10 11 12 13 14" "too many table arguments"
 
