@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The read-ahead thread: reads back, in queue order, every queued payload that is
-//! still only on the local device (see `write_path`), whether or not a session
-//! streams. Reading the local device then overlaps sending, and a later write over the
-//! same blocks rarely has to wait for a copy-on-write read: random rewrites would
-//! otherwise pay one read each. The payloads fit in memory, as the queue's budget
-//! already counts them; the sender reads what it finds unread.
+//! The read-ahead thread: while a session streams, it reads back, in queue order, the
+//! unsent payloads that are still only on the local device (see `write_path`), so
+//! reading the local device overlaps sending, and a later write over the same blocks
+//! rarely waits for a copy-on-write read. The payloads fit in memory, as the queue's
+//! budget already counts them. Without a session nothing is read ahead: a burst into a
+//! queue that is not drained costs the local device no reads while it lasts (the VM
+//! benchmark measured sequential bursts at 0.60 of dm-linear with reads during them,
+//! 0.92 without). The sender reads what it finds unread.
 
 use kernel::sync::Arc;
 
@@ -13,8 +15,9 @@ use crate::kthread;
 use crate::noio::NoIoScope;
 use crate::replication::Replication;
 
-/// Longest wait for new payloads, in milliseconds (a queued write wakes the thread).
-const IDLE_WAIT_MS: u32 = 1_000;
+/// Longest wait, in milliseconds, for new payloads (a queued write wakes the thread
+/// while a session streams) or for a session.
+const IDLE_WAIT_MS: u32 = 100;
 
 /// Body of the read-ahead thread.
 pub(crate) fn read_ahead_main(repl: &Arc<Replication>) {

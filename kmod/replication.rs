@@ -523,21 +523,23 @@ impl Replication {
         }
     }
 
-    /// The next unsent payload to read back, looking on from local sequence `cursor`
-    /// (advanced past what it looked at); `None` when every queued payload is in memory.
+    /// The next unsent payload to read back while a session streams, looking on from
+    /// local sequence `cursor` (advanced past what it looked at); `None` when every
+    /// queued payload is in memory, or no session streams.
     pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64) -> Option<u64> {
         self.next_on_disk(cursor, |queue| {
+            queue.active_link?;
             let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
             Some((unsent, queue.fifo.next_seq()))
         })
     }
 
     /// Waits until a write queued after local sequence `cursor` (where the read-ahead
-    /// thread looked last) may have left its payload on the local device, or `ms`
-    /// milliseconds passed.
+    /// thread looked last) may have left its payload on the local device while a
+    /// session streams, or `ms` milliseconds passed.
     pub(crate) fn wait_for_payloads(&self, cursor: u64, ms: u32) {
         let mut queue = self.queue.lock();
-        if queue.fifo.next_seq() > cursor {
+        if queue.active_link.is_some() && queue.fifo.next_seq() > cursor {
             return;
         }
         queue.reader_idle = true;
@@ -807,7 +809,9 @@ impl Replication {
             }
         };
         let wake = queue.sender_idle || queue.wants_spill();
-        let wake_reader = kept && core::mem::replace(&mut queue.reader_idle, false);
+        let wake_reader = kept
+            && queue.active_link.is_some()
+            && core::mem::replace(&mut queue.reader_idle, false);
         drop(queue);
         if wake {
             self.work.notify_all();

@@ -37,6 +37,8 @@ def main(argv):
             "\nRate regime (link up, random 64 KiB writes at QD4 at half the link rate)",
         )
         sustained([c for c in cases if c["network"] == "sustained"], links[0])
+        cpu_split([c for c in lines if c.get("kind") == "cpu_split" and c["network"] == "sustained"],
+                  [c for c in cases if c["network"] == "sustained"])
 
 
 def sustained(cases, link):
@@ -56,6 +58,23 @@ def sustained(cases, link):
               f" {median(reps, 'mib_s') / ceiling:.2f} of the ceiling;"
               f" drain {drain:.1f} MiB/s = {drain / link:.2f} of the link;"
               f" CPU per GiB {cpu_per_gib(reps):.2f} s")
+
+
+def cpu_split(splits, cases):
+    """Median seconds per GiB written by thread kind, per system (sustained runs)."""
+    written = {(c["system"], int(c["rep"])): c["written_mib"] / 1024 for c in cases}
+    by_system = defaultdict(lambda: defaultdict(list))
+    for split in splits:
+        gib = written.get((split["system"], split["rep"]))
+        for name, seconds in split["seconds"].items():
+            if gib:
+                by_system[split["system"]][name].append(seconds / gib)
+    if by_system:
+        print("\nSustained regime, CPU seconds per GiB by thread (median; softirq and irq"
+              " are the whole guest's)")
+    for system, names in sorted(by_system.items()):
+        top = sorted(((statistics.median(v), n) for n, v in names.items()), reverse=True)[:8]
+        print(f"  {system:<14} " + ", ".join(f"{n} {s:.2f}" for s, n in top))
 
 
 def cpu_per_gib(reps):

@@ -9,7 +9,9 @@
 # The DR side runs on this host, not in the guest, so it takes no CPU from the
 # primary's (emulated) one: replicad, natively, in a network namespace of its own
 # that the bench creates, reached through a tap device that the guest sees as its
-# network card. BENCH_DR=none skips the runs that need it.
+# network card; one replicad per arepl run (ports from 7788 on, each with its own
+# target and state), since every run's device starts a history of its own, which a
+# replica of another history refuses. BENCH_DR=none skips the runs that need it.
 # The guest's knobs (BENCH_REPS, BENCH_RUNTIME, BENCH_BURST_MB, BENCH_CASES,
 # BENCH_SUSTAINED_S) pass through the environment.
 set -euo pipefail
@@ -30,7 +32,8 @@ fi
 guest_dir="$out_dir/guest"
 rm -rf "$guest_dir"
 mkdir -p "$guest_dir"
-cp "$REPO_ROOT"/tests/vm/{bench-quick-guest.sh,lib.sh,bench_case.py,bench_link.py} "$guest_dir/"
+cp "$REPO_ROOT"/tests/vm/{bench-quick-guest.sh,lib.sh,bench_case.py,bench_link.py,cpu_split.py} \
+    "$guest_dir/"
 knobs+=("AREPL_REPO_ROOT=$REPO_ROOT")
 
 vm_opts=(--disk-mb 1024 --rwdir "$out_dir")
@@ -49,15 +52,20 @@ if [[ ${BENCH_DR:-host} != none ]]; then
     ip -n "$ns" tuntap add dev "$tap" mode tap
     ip -n "$ns" addr add "$dr_ip/24" dev "$tap"
     ip -n "$ns" link set "$tap" up
-    rm -rf "$out_dir/dr-state" "$out_dir/dr.img"
-    mkdir -p "$out_dir/dr-state"
-    truncate -s 1G "$out_dir/dr.img"
-    ip netns exec "$ns" "$REPO_ROOT/target/release/replicad" --listen "$dr_ip:7788" \
-        --target "$out_dir/dr.img" --state-dir "$out_dir/dr-state" >"$out_dir/replicad.log" 2>&1 &
-    dr_pids=$!
+    # Link runs: 2 regimes x repetitions x at most 4 systems.
+    dr_runs=$((2 * ${BENCH_REPS:-3} * 4))
+    rm -rf "$out_dir/dr"
+    for i in $(seq 0 $((dr_runs - 1))); do
+        mkdir -p "$out_dir/dr/$i/state"
+        truncate -s 1G "$out_dir/dr/$i/replica.img"
+        ip netns exec "$ns" "$REPO_ROOT/target/release/replicad" --listen "$dr_ip:$((7788 + i))" \
+            --target "$out_dir/dr/$i/replica.img" --state-dir "$out_dir/dr/$i/state" \
+            >"$out_dir/dr/$i/replicad.log" 2>&1 &
+        dr_pids+=" $!"
+    done
     ip netns exec "$ns" python3 "$guest_dir/bench_link.py" sink 5001 >/dev/null &
     dr_pids+=" $!"
-    knobs+=("BENCH_DR_ADDR=$dr_ip:7788")
+    knobs+=("BENCH_DR_ADDR=$dr_ip:7788" "BENCH_DR_RUNS=$dr_runs")
     vm_opts+=(--tap "$tap")
     run=(ip netns exec "$ns")
 fi

@@ -7,8 +7,10 @@
 # link is paused: nothing is sent, so the figures are what a write costs on the
 # primary and nothing else. One JSON line per run to the file $1.
 #
-# With BENCH_DR_ADDR (HOST:PORT of a replicad outside this VM, reached through the
-# guest's network card; see scripts/bench-quick.sh) it then measures with the link up:
+# With BENCH_DR_ADDR (HOST:PORT of the first of BENCH_DR_RUNS replicads outside this
+# VM on consecutive ports, reached through the guest's network card; one per arepl
+# run, as each run's device starts a history of its own; see scripts/bench-quick.sh)
+# it then measures with the link up:
 # - "rate": random 64 KiB writes at QD4 at half the measured link rate (below the link,
 #   so the queue never fills), dm-linear and arepl alternately: latency is the write
 #   path's cost while the sender streams;
@@ -111,18 +113,20 @@ echo "{\"kind\": \"link\", \"mib_s\": $link_mib_s}" >>"$OUT"
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 ticks_per_s=$(getconf CLK_TCK)
 
-# dm-linear or the one arepl device (queue of $2 MiB), streaming to the DR side.
+# dm-linear or an arepl device (queue of $2 MiB), streaming to the next replicad.
+dr_run=0
 link_device() {
     case $1 in
         dm-linear) dmsetup create bench-l --table "0 $sectors linear $primary 0" ;;
         arepl | arepl-nocrc | arepl-baseline)
             local features="2 volume:benchl queue_mb:$2"
             [[ $1 == arepl-nocrc ]] && features="3 volume:benchl queue_mb:$2 wire_crc:off"
-            arepl_create bench-l "$primary" "$BENCH_DR_ADDR $features"
+            ((dr_run < BENCH_DR_RUNS)) || fail "more arepl runs than replicads ($BENCH_DR_RUNS)"
+            arepl_create bench-l "$primary" "$DR_HOST:$((${BENCH_DR_ADDR##*:} + dr_run)) $features"
+            dr_run=$((dr_run + 1))
             wait_connected bench-l 60
             ;;
     esac
-    echo /dev/mapper/bench-l
 }
 
 # Runs fio on system $1 for case $2 (pattern $3, block size $4, depth $5, more fio
@@ -135,7 +139,9 @@ link_run() {
     # the run measures the steady state rather than the queue soaking up a burst.
     local queue_mb=1024
     [[ $name == sustained ]] && queue_mb=64
-    dev=$(link_device "$system" "$queue_mb")
+    link_device "$system" "$queue_mb" # not in a subshell: it counts the replicads used
+    dev=/dev/mapper/bench-l
+    python3 "$HERE/cpu_split.py" snapshot /tmp/cpu-split.json
     start_ticks=$(busy_ticks)
     start_ns=$(date +%s%N)
     json=$(fio --name=link --filename="$dev" --rw="$pattern" --bs="$bs" --iodepth="$qd" \
@@ -146,6 +152,7 @@ link_run() {
         drained_ns=$(($(date +%s%N) - start_ns))
     fi
     local ticks=$(($(busy_ticks) - start_ticks))
+    python3 "$HERE/cpu_split.py" diff /tmp/cpu-split.json "$system" "$name" "$rep" >>"$OUT"
     dmsetup remove --retry bench-l
     python3 "$HERE/bench_case.py" "$system" "$name" "$pattern" "$bs" "$qd" "rep=$rep" \
         "cpu_s=$(python3 -c "print($ticks / $ticks_per_s)")" \

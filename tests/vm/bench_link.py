@@ -7,14 +7,20 @@
 
 The receiver times from the first byte to the sender's close, so connection setup
 and the sender's start-up do not count. The sender prints its own figure: bytes sent
-over the time until the receiver closed after them, so everything was received.
+over the time until the receiver closed after them, so everything was received. It
+sends a file in tmpfs with sendfile, which hands page references to TCP without a
+copy, as the module's sender does: under emulation a copying sender measures its own
+copy loop rather than the link.
 """
 
 import socket
 import sys
+import tempfile
 import time
 
 CHUNK = 1 << 16
+# Bytes of the file sent over and over.
+SOURCE_BYTES = 16 << 20
 
 
 def receive(port):
@@ -46,14 +52,17 @@ def sink(port):
 
 
 def send(host, port, seconds):
-    payload = bytes(CHUNK)
     total = 0
-    with socket.create_connection((host, port)) as conn:
+    with tempfile.TemporaryFile(dir="/dev/shm") as source, socket.create_connection(
+        (host, port)
+    ) as conn:
+        for _ in range(SOURCE_BYTES // CHUNK):
+            source.write(bytes(CHUNK))
+        source.flush()
         started = time.monotonic()
         deadline = started + seconds
         while time.monotonic() < deadline:
-            conn.sendall(payload)
-            total += len(payload)
+            total += conn.sendfile(source, 0, SOURCE_BYTES)
         conn.shutdown(socket.SHUT_WR)
         while conn.recv(CHUNK):
             pass

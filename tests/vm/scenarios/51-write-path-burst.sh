@@ -1,7 +1,7 @@
 # The write-path regime as a functional check (no timing is asserted): bursts into a
-# paused link leave payloads on the local device until the read-ahead thread reads
-# them back, so rewrites of queued blocks go through copy-on-write, and a burst of
-# small writes may fill the range table (payloads are then read back early). Resumed, the replica equals the primary.
+# paused link leave every payload on the local device (nothing reads ahead without a
+# session), so each rewrite of a queued block goes through copy-on-write, and a burst
+# of small writes fills the range table (payloads are then read back early). Resumed, the replica equals the primary.
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
@@ -21,8 +21,6 @@ note "hot rewrites: 4 KiB-64 KiB random writes into 1 MiB, 6 MiB in all"
 burst --rw=randwrite --bsrange=4k-64k --offset=8M --size=1M --io_size=6M
 note "status: $(dmsetup status arepl-burst)"
 (($(status_field arepl-burst sent_seq) == 0)) || fail "entries were sent while paused"
-# Sixteen writers outrun the one read-ahead thread: some rewrites find their blocks'
-# queued payload still on disk and take the copy-on-write path.
 (($(status_field arepl-burst cow_writes) > 0)) || fail "no write went through copy-on-write"
 note "small writes: 8192 of 512 bytes, random within 32 MiB"
 burst --rw=randwrite --bs=512 --offset=32M --size=32M --io_size=4M
