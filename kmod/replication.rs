@@ -230,6 +230,12 @@ impl QueueState {
             && (self.writers_waiting > 0 || nearly_full)
     }
 
+    /// Local sequences of the queued entries not handed to the sender yet, `[from, end)`.
+    fn unsent_seqs(&self) -> (u64, u64) {
+        let from = self.fifo.head_seq() + self.fifo.in_flight() as u64;
+        (from, self.fifo.next_seq())
+    }
+
     /// Whether the sender has something it may send now.
     pub(crate) fn has_unsent(&self, window: u64) -> bool {
         if self.sent_local - self.acked_local.min(self.sent_local) >= window {
@@ -529,8 +535,7 @@ impl Replication {
     pub(crate) fn next_to_read_ahead(&self, cursor: &mut u64) -> Option<u64> {
         self.next_on_disk(cursor, |queue| {
             queue.active_link?;
-            let unsent = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
-            Some((unsent, queue.fifo.next_seq()))
+            Some(queue.unsent_seqs())
         })
     }
 
@@ -553,11 +558,7 @@ impl Replication {
     /// needs it next), freeing its range; false if there is none.
     fn read_back_next_unsent(&self) -> Result<bool> {
         let mut cursor = 0;
-        let unsent = |queue: &QueueState| {
-            let from = queue.fifo.head_seq() + queue.fifo.in_flight() as u64;
-            Some((from, queue.fifo.next_seq()))
-        };
-        match self.next_on_disk(&mut cursor, unsent) {
+        match self.next_on_disk(&mut cursor, |queue| Some(queue.unsent_seqs())) {
             Some(seq) => self.read_back(seq).map(|()| true),
             None => Ok(false),
         }
