@@ -6,10 +6,10 @@ system, the median throughput over the repetitions, its ratio to dm-linear's med
 the spread of the per-repetition ratios (each repetition's runs were back to back),
 and the ratios of the median p50 and p99 total latencies.
 Rate (link up, writes below its rate): the same, from the "rate" runs.
-Sustained (link up, writes faster than it): throughput against the ceiling
-min(dm-linear, link), drain rate (bytes written over the time until all were
-acknowledged) against the link, and CPU seconds per GiB of each system (arepl,
-arepl-nocrc with wire_crc:off) and of dm-linear.
+Sustained (link up, writes faster than it), per network shaping: throughput against
+the ceiling min(dm-linear, link), drain rate (bytes written over the time until all
+were acknowledged) against the link, and CPU seconds per GiB of each system (arepl,
+arepl-nocrc with wire_crc:off, drbd-a) and of dm-linear.
 
     bench-quick-report.py RESULTS.jsonl
 """
@@ -29,19 +29,25 @@ def main(argv):
         [c for c in cases if c["network"] == "paused"],
         "Write-path regime (bursts within the queue, link paused): ratio to dm-linear",
     )
-    links = [c["mib_s"] for c in lines if c.get("kind") == "link"]
+    # The link as measured before each shaping's runs (the last measurement counts).
+    links = {c.get("shaping", "0ms"): c["mib_s"] for c in lines if c.get("kind") == "link"}
     if links:
-        print(f"\nLink to the DR side (outside the VM): {links[0]:.1f} MiB/s")
+        print("\nLink to the DR machine (a VM of its own): "
+              + ", ".join(f"{shaping} {mib_s:.1f} MiB/s" for shaping, mib_s in links.items()))
         ratio_table(
             [c for c in cases if c["network"] == "rate"],
             "\nRate regime (link up, random 64 KiB writes at QD4 at half the link rate)",
         )
-        sustained([c for c in cases if c["network"] == "sustained"], links[0])
-        cpu_split([c for c in lines if c.get("kind") == "cpu_split" and c["network"] == "sustained"],
-                  [c for c in cases if c["network"] == "sustained"])
+    for shaping, link in links.items():
+        runs = [c for c in cases if c["network"] == "sustained" and c.get("shaping") == shaping]
+        if not runs:
+            continue
+        sustained(runs, link, shaping)
+        cpu_split([c for c in lines if c.get("kind") == "cpu_split"
+                   and c["network"] == "sustained" and c.get("shaping") == shaping], runs, shaping)
 
 
-def sustained(cases, link):
+def sustained(cases, link, shaping):
     by_system = defaultdict(dict)
     for case in cases:
         by_system[case["system"]][int(case["rep"])] = case
@@ -49,18 +55,18 @@ def sustained(cases, link):
     if not linear or not by_system:
         return
     ceiling = min(median(linear, "mib_s"), link)
-    print("\nSustained regime (link up, 1 MiB writes at QD16, then the drain)")
+    print(f"\nSustained regime, {shaping} (link up, 1 MiB writes at QD16, then the drain)")
     print(f"  ceiling min(dm-linear {median(linear, 'mib_s'):.1f}, link {link:.1f}) MiB/s;"
           f" dm-linear CPU per GiB {cpu_per_gib(linear):.2f} s")
     for system, reps in sorted(by_system.items()):
         drain = statistics.median(c["written_mib"] / c["drained_s"] for c in reps.values())
-        print(f"  {system:<12} throughput {median(reps, 'mib_s'):.1f} MiB/s ="
+        print(f"  {system:<14} throughput {median(reps, 'mib_s'):.1f} MiB/s ="
               f" {median(reps, 'mib_s') / ceiling:.2f} of the ceiling;"
               f" drain {drain:.1f} MiB/s = {drain / link:.2f} of the link;"
               f" CPU per GiB {cpu_per_gib(reps):.2f} s")
 
 
-def cpu_split(splits, cases):
+def cpu_split(splits, cases, shaping):
     """Median seconds per GiB written by thread kind, per system (sustained runs)."""
     written = {(c["system"], int(c["rep"])): c["written_mib"] / 1024 for c in cases}
     by_system = defaultdict(lambda: defaultdict(list))
@@ -70,8 +76,8 @@ def cpu_split(splits, cases):
             if gib:
                 by_system[split["system"]][name].append(seconds / gib)
     if by_system:
-        print("\nSustained regime, CPU seconds per GiB by thread (median; softirq and irq"
-              " are the whole guest's)")
+        print(f"\nSustained regime, {shaping}, CPU seconds per GiB by thread (median;"
+              " softirq and irq are the whole guest's)")
     for system, names in sorted(by_system.items()):
         top = sorted(((statistics.median(v), n) for n, v in names.items()), reverse=True)[:8]
         print(f"  {system:<14} " + ", ".join(f"{n} {s:.2f}" for s, n in top))

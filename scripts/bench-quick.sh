@@ -6,14 +6,14 @@
 #   scripts/bench-quick.sh [BASELINE_KO]   (BASELINE_KO: a dm-arepl.ko built from another
 #                                           commit, measured as "arepl-baseline")
 #
-# The DR side runs on this host, not in the guest, so it takes no CPU from the
-# primary's (emulated) one: replicad, natively, in a network namespace of its own
-# that the bench creates, reached through a tap device that the guest sees as its
-# network card; one replicad per arepl run (ports from 7788 on, each with its own
-# target and state), since every run's device starts a history of its own, which a
-# replica of another history refuses. BENCH_DR=none skips the runs that need it.
-# The guest's knobs (BENCH_REPS, BENCH_RUNTIME, BENCH_BURST_MB, BENCH_CASES,
-# BENCH_SUSTAINED_S) pass through the environment.
+# The DR side is a second VM (tests/vm/bench-dr-guest.sh, one vCPU), so it takes no
+# CPU from the primary guest's, and every replicating system gets the same path: the
+# two VMs' network cards are taps on one bridge in a network namespace the bench
+# creates, and the primary's guest starts and stops each system's receiver there
+# (replicad, or the DRBD peer) through the DR machine's agent. BENCH_DR=none skips the
+# runs that need it. The guest's knobs (BENCH_REPS, BENCH_RUNTIME, BENCH_BURST_MB,
+# BENCH_CASES, BENCH_SUSTAINED_S, BENCH_NETWORKS, BENCH_LINK_SYSTEMS) pass through the
+# environment.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -32,44 +32,43 @@ fi
 guest_dir="$out_dir/guest"
 rm -rf "$guest_dir"
 mkdir -p "$guest_dir"
-cp "$REPO_ROOT"/tests/vm/{bench-quick-guest.sh,lib.sh,bench_case.py,bench_link.py,cpu_split.py} \
-    "$guest_dir/"
+cp "$REPO_ROOT"/tests/vm/{bench-quick-guest.sh,bench-dr-guest.sh,bench-nodes.sh,lib.sh} \
+    "$REPO_ROOT"/tests/vm/{bench_case.py,bench_link.py,bench_dr_agent.py,cpu_split.py} "$guest_dir/"
 knobs+=("AREPL_REPO_ROOT=$REPO_ROOT")
 
 vm_opts=(--disk-mb 1024 --rwdir "$out_dir")
 run=()
-if [[ ${BENCH_DR:-host} != none ]]; then
+if [[ ${BENCH_DR:-vm} != none ]]; then
     ns=arepl-bench-$$
-    tap=areplt0
-    dr_ip=10.77.0.1
+    dr_vm=
     cleanup() {
-        [[ -n ${dr_pids:-} ]] && kill $dr_pids 2>/dev/null
+        [[ -n $dr_vm ]] && kill "$dr_vm" 2>/dev/null
         ip netns del "$ns" 2>/dev/null || true
     }
     trap cleanup EXIT
     ip netns add "$ns"
     ip -n "$ns" link set lo up
-    ip -n "$ns" tuntap add dev "$tap" mode tap
-    ip -n "$ns" addr add "$dr_ip/24" dev "$tap"
-    ip -n "$ns" link set "$tap" up
-    # Link runs: 2 regimes x repetitions x at most 4 systems.
-    dr_runs=$((2 * ${BENCH_REPS:-3} * 4))
-    rm -rf "$out_dir/dr"
-    for i in $(seq 0 $((dr_runs - 1))); do
-        mkdir -p "$out_dir/dr/$i/state"
-        truncate -s 1G "$out_dir/dr/$i/replica.img"
-        ip netns exec "$ns" "$REPO_ROOT/target/release/replicad" --listen "$dr_ip:$((7788 + i))" \
-            --target "$out_dir/dr/$i/replica.img" --state-dir "$out_dir/dr/$i/state" \
-            >"$out_dir/dr/$i/replicad.log" 2>&1 &
-        dr_pids+=" $!"
+    ip -n "$ns" link add areplbr0 type bridge
+    ip -n "$ns" link set areplbr0 up
+    for tap in areplp0 arepld0; do
+        ip -n "$ns" tuntap add dev "$tap" mode tap
+        ip -n "$ns" link set "$tap" master areplbr0
+        ip -n "$ns" link set "$tap" up
     done
-    ip netns exec "$ns" python3 "$guest_dir/bench_link.py" sink 5001 >/dev/null &
-    dr_pids+=" $!"
-    knobs+=("BENCH_DR_ADDR=$dr_ip:7788" "BENCH_DR_RUNS=$dr_runs")
-    vm_opts+=(--tap "$tap")
+    # The primary's guest tells the DR machine to quit when it is done with it.
+    ip netns exec "$ns" timeout --kill-after=30 3600 "$REPO_ROOT/scripts/vm-run.sh" \
+        --cpus 1 --disk-mb 1024 --tap arepld0 -- \
+        env "AREPL_REPO_ROOT=$REPO_ROOT" "$guest_dir/bench-dr-guest.sh" >"$out_dir/dr.log" 2>&1 &
+    dr_vm=$!
+    knobs+=("BENCH_DR_ADDR=10.77.0.1")
+    vm_opts+=(--tap areplp0)
     run=(ip netns exec "$ns")
 fi
 "${run[@]}" timeout --kill-after=30 3600 "$REPO_ROOT/scripts/vm-run.sh" "${vm_opts[@]}" -- \
     env "${knobs[@]}" "$guest_dir/bench-quick-guest.sh" "$results"
+if [[ -n ${dr_vm:-} ]]; then
+    wait "$dr_vm" || log "the DR machine failed: see $out_dir/dr.log"
+    dr_vm=
+fi
 [[ -s $results ]] || die "the guest wrote no results to $results"
 "$REPO_ROOT/scripts/bench-quick-report.py" "$results" | tee "$out_dir/summary.txt"

@@ -5,9 +5,10 @@ Reads fio's JSON output on stdin and prints one JSON object (a "case" line of
 target/bench/results.jsonl, read by scripts/bench-report.py): the case's identity from
 the arguments, throughput, IOPS and latency percentiles from fio (total latency,
 submission included, when fio ran with --lat_percentiles=1: arepl's writers wait at
-submission; completion latency otherwise), and any extra fields given as KEY=NUMBER.
+submission; completion latency otherwise), and any extra fields given as KEY=VALUE
+(a number, or else a string).
 
-    bench_case.py SYSTEM NETWORK PATTERN BS IODEPTH [KEY=NUMBER]... < fio.json
+    bench_case.py SYSTEM NETWORK PATTERN BS IODEPTH [KEY=VALUE]... < fio.json
 """
 
 import json
@@ -39,7 +40,10 @@ def main(argv):
     }
     for extra in argv[6:]:
         key, _, value = extra.partition("=")
-        case[key] = float(value)
+        try:
+            case[key] = float(value)
+        except ValueError:
+            case[key] = value
     if "drain_s" in case:
         # What left the primary per second, from the first write to the last ack.
         spent = case["runtime_s"] + case["drain_s"]

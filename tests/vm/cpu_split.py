@@ -2,7 +2,9 @@
 """Where the guest's CPU time went during a benchmark run, by thread kind.
 
     cpu_split.py snapshot FILE                  (writes the counters now)
-    cpu_split.py diff FILE SYSTEM NETWORK REP   (prints a "cpu_split" result line)
+    cpu_split.py diff FILE SYSTEM NETWORK REP [KEY=VALUE]...
+                                                (prints a "cpu_split" result line with
+                                                 the extra fields KEY=VALUE)
 
 Counters, in seconds: each thread's user and system time, summed by name with the
 per-device and per-CPU suffixes dropped (arepl_tx/db and arepl_tx/web count as
@@ -40,13 +42,15 @@ def counters():
 def main(argv):
     if len(argv) == 3 and argv[1] == "snapshot":
         json.dump(counters(), open(argv[2], "w"))
-    elif len(argv) == 6 and argv[1] == "diff":
+    elif len(argv) >= 6 and argv[1] == "diff":
         before = json.load(open(argv[2]))
         after = counters()
         spent = {k: round(v - before.get(k, 0), 2) for k, v in after.items()}
         top = dict(sorted(((k, v) for k, v in spent.items() if v >= 0.05), key=lambda kv: -kv[1]))
-        print(json.dumps({"kind": "cpu_split", "system": argv[3], "network": argv[4],
-                          "rep": int(argv[5]), "seconds": top}, sort_keys=True))
+        line = {"kind": "cpu_split", "system": argv[3], "network": argv[4],
+                "rep": int(argv[5]), "seconds": top}
+        line.update(extra.split("=", 1) for extra in argv[6:])
+        print(json.dumps(line, sort_keys=True))
     else:
         sys.exit(__doc__)
 
