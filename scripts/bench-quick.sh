@@ -1,74 +1,14 @@
 #!/usr/bin/env bash
-# `make bench-quick`: the benchmark's headline figures in a few minutes (see
-# tests/vm/bench-quick-guest.sh), printed as ratios to dm-linear. Results stay in
-# target/bench-quick/; docs/ is left alone.
+# `make bench-quick`: the benchmark's headline figures in about 20 minutes, printed as
+# ratios (scripts/bench-report.py); results stay in target/bench-quick/, docs/ is left
+# alone. The same measurements as `make bench` (scripts/bench-vm.sh), with fewer
+# networks and shorter runs.
 #
-#   scripts/bench-quick.sh [BASELINE_KO]   (BASELINE_KO: a dm-arepl.ko built from another
-#                                           commit, measured as "arepl-baseline")
-#
-# The DR side is a second VM (tests/vm/bench-dr-guest.sh, one vCPU), so it takes no
-# CPU from the primary guest's, and every replicating system gets the same path: the
-# two VMs' network cards are taps on one bridge in a network namespace the bench
-# creates, and the primary's guest starts and stops each system's receiver there
-# (replicad, or the DRBD peer) through the DR machine's agent. BENCH_DR=none skips the
-# runs that need it. The guest's knobs (BENCH_REPS, BENCH_RUNTIME, BENCH_BURST_MB,
-# BENCH_CASES, BENCH_SUSTAINED_S, BENCH_NETWORKS, BENCH_LINK_SYSTEMS) pass through the
-# environment.
+#   scripts/bench-quick.sh [BASELINE_KO]   (BASELINE_KO: a dm-arepl.ko built from
+#                                           another commit, measured as "arepl-baseline")
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 out_dir="$REPO_ROOT/target/bench-quick"
-mkdir -p "$out_dir"
-results="$out_dir/results.jsonl"
-rm -f "$results"
-knobs=()
-for var in $(compgen -v BENCH_); do knobs+=("$var=${!var}"); done
-if [[ -n ${1:-} ]]; then
-    [[ -f $1 ]] || die "no module at $1"
-    cp "$1" "$out_dir/baseline.ko"
-    knobs+=("BENCH_BASELINE_KO=$out_dir/baseline.ko")
-fi
-# The guest runs a copy: editing the script during a run cannot change what runs.
-guest_dir="$out_dir/guest"
-rm -rf "$guest_dir"
-mkdir -p "$guest_dir"
-cp "$REPO_ROOT"/tests/vm/{bench-quick-guest.sh,bench-dr-guest.sh,bench-nodes.sh,lib.sh} \
-    "$REPO_ROOT"/tests/vm/{bench_case.py,bench_link.py,bench_dr_agent.py,cpu_split.py} "$guest_dir/"
-knobs+=("AREPL_REPO_ROOT=$REPO_ROOT")
-
-vm_opts=(--disk-mb 1024 --rwdir "$out_dir")
-run=()
-if [[ ${BENCH_DR:-vm} != none ]]; then
-    ns=arepl-bench-$$
-    dr_vm=
-    cleanup() {
-        [[ -n $dr_vm ]] && kill "$dr_vm" 2>/dev/null
-        ip netns del "$ns" 2>/dev/null || true
-    }
-    trap cleanup EXIT
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link add areplbr0 type bridge
-    ip -n "$ns" link set areplbr0 up
-    for tap in areplp0 arepld0; do
-        ip -n "$ns" tuntap add dev "$tap" mode tap
-        ip -n "$ns" link set "$tap" master areplbr0
-        ip -n "$ns" link set "$tap" up
-    done
-    # The primary's guest tells the DR machine to quit when it is done with it.
-    ip netns exec "$ns" timeout --kill-after=30 3600 "$REPO_ROOT/scripts/vm-run.sh" \
-        --cpus 1 --disk-mb 1024 --tap arepld0 -- \
-        env "AREPL_REPO_ROOT=$REPO_ROOT" "$guest_dir/bench-dr-guest.sh" >"$out_dir/dr.log" 2>&1 &
-    dr_vm=$!
-    knobs+=("BENCH_DR_ADDR=10.77.0.1")
-    vm_opts+=(--tap areplp0)
-    run=(ip netns exec "$ns")
-fi
-"${run[@]}" timeout --kill-after=30 3600 "$REPO_ROOT/scripts/vm-run.sh" "${vm_opts[@]}" -- \
-    env "${knobs[@]}" "$guest_dir/bench-quick-guest.sh" "$results"
-if [[ -n ${dr_vm:-} ]]; then
-    wait "$dr_vm" || log "the DR machine failed: see $out_dir/dr.log"
-    dr_vm=
-fi
-[[ -s $results ]] || die "the guest wrote no results to $results"
-"$REPO_ROOT/scripts/bench-quick-report.py" "$results" | tee "$out_dir/summary.txt"
+BENCH_COMMAND="make bench-quick" "$REPO_ROOT/scripts/bench-vm.sh" "$out_dir" "$@"
+"$REPO_ROOT/scripts/bench-report.py" "$out_dir/results.jsonl" | tee "$out_dir/summary.txt"

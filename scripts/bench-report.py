@@ -1,839 +1,419 @@
-#!/usr/bin/env python3
-"""Render `make bench` results (JSON lines) as docs/benchmarks.md and docs/benchmarks.png.
+#!/usr/bin/python3
+"""The benchmark's report, from the results of scripts/bench-vm.sh (JSON lines):
+printed as text (`make bench-quick`), and with --out-md/--out-png also rendered as
+docs/benchmarks.md and its chart (`make bench`).
 
-Usage:
-    scripts/bench-report.py RESULTS.jsonl --out-md docs/benchmarks.md --out-png docs/benchmarks.png
+    bench-report.py RESULTS.jsonl [--out-md FILE --out-png FILE]
 
-The input holds one JSON object per line (blank lines are skipped):
+Regimes, each against dm-linear measured alongside (A/B/A/B):
+- write path ("paused": bursts within the queue, link paused; "rate": link up, random
+  64 KiB writes at QD4 at half the link rate): per case (pattern, block size, queue
+  depth) and system, the median throughput over the repetitions, its ratio to
+  dm-linear's median, the spread of the per-repetition ratios (each repetition's runs
+  were back to back), and the ratios of the median p50 and p99 total latencies;
+- sustained (link up, writes faster than it), per network: throughput against the
+  ceiling min(dm-linear, link), drain rate (bytes written over the time until all
+  were acknowledged) against the link measured before those runs, and the primary
+  guest's CPU seconds per GiB, in all and by thread.
+Optional sections: replicad alone applying a stream ("apply" lines) and the activity
+log's cost per write ("activity_log" lines).
 
-  kind "meta" (exactly one, the first line):
-      kernel, qemu, command, started (strings), cpus (integer), runtime_s, disk_mb
-      (numbers), notes (list of strings); optional host_cpus (integer).
-  kind "link" (one per network):
-      network (string), rtt_ms (number), rate_mbit (number or null),
-      measured_mib_s (number).
-  kind "case" (one per fio run):
-      system ("dm-linear", "arepl", "drbd-a", "dm-mirror-nbd"), network (string;
-      "local" for dm-linear and only for it), pattern ("write" or "randwrite"),
-      bs (e.g. "4k", "1m"), iodepth (integer >= 1), mib_s, iops, lat_p50_us,
-      lat_p99_us (numbers); arepl cases also drained_mib, drain_s, lag_ms_p50,
-      lag_ms_max, sent_mib_s (numbers).
-  kind "unavailable":
-      system (as above), network (string or null), error (string).
-  kind "apply" (one per replicad apply case, optional):
-      case (string), bs (size string), entries (integer), mib, seconds,
-      replicad_cpu_s, target_mib_s (numbers), started (string: when that run began).
-  kind "activity_log" (optional; 4 KiB random writes at QD1 without and with the
-      activity log): system ("arepl" or "arepl-al"), case ("hot" or "cold"),
-      repetition (integer), iops, lat_mean_us, lat_p99_us (numbers), started
-      (string: when that run began).
-
-Unknown extra fields are ignored. A malformed line ends the script with exit status 2
-and a message naming the line. Output depends only on the input and the output paths:
-everything is sorted and formatted the same way on every run, and the PNG carries no
-creation date or software version.
-
-The figures come from QEMU TCG (software emulation); the report compares each system
-with dm-linear on the same (pattern, block size, queue depth) case, so read ratios.
+Output depends only on the input: everything is sorted, and the PNG carries no date.
+A line that is not JSON ends the script with exit status 2, naming the line.
 """
 
 import argparse
 import json
-import math
-import os
 import statistics
 import sys
+from collections import defaultdict
 
 REFERENCE = "dm-linear"
-SYSTEMS = ("arepl", "drbd-a", "dm-mirror-nbd")
-ALL_SYSTEMS = (REFERENCE,) + SYSTEMS
 SYSTEM_DESC = {
     REFERENCE: "no replication, the reference",
-    "arepl": "this project, asynchronous replication to `replicad`",
-    "drbd-a": "DRBD protocol A, asynchronous",
-    "dm-mirror-nbd": "dm-mirror whose second leg is an nbd device served from the "
-    "DR namespace, synchronous",
+    "arepl": "this project: asynchronous replication to `replicad` (default table: "
+    "payload CRC on the wire)",
+    "arepl-nocrc": "arepl with `wire_crc:off` (no payload CRC on the wire, as DRBD's "
+    "default)",
+    "arepl-baseline": "arepl built from another commit",
+    "drbd-a": "DRBD 8.4 protocol A (asynchronous), default buffers",
+    "dm-mirror-nbd": "dm-mirror whose second leg is an nbd device served by the DR "
+    "machine (synchronous)",
 }
-LOCAL = "local"
-KNOWN_NETWORKS = ("0ms", "10ms", "50ms", "100mbit")
-PATTERNS = ("write", "randwrite")
-AREPL_FIELDS = ("drained_mib", "drain_s", "lag_ms_p50", "lag_ms_max", "sent_mib_s")
-BS_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-COLORS = {"arepl": "#1f77b4", "drbd-a": "#ff7f0e", "dm-mirror-nbd": "#2ca02c"}
-DASH = "—"
-
-
-class Malformed(Exception):
-    """An input line that cannot be used; the message says why."""
-
-
-# ---------------------------------------------------------------------------
-# Parsing and validation
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _type_name(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _field(obj, name):
-    if name not in obj:
-        raise Malformed(f"missing field {name!r}")
-    return obj[name]
-
-
-def get_str(obj, name, choices=None, nullable=False):
-    value = _field(obj, name)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, str) or not value:
-        raise Malformed(f"field {name!r} must be a non-empty string, got "
-                        f"{_type_name(value)} {json.dumps(value)}")
-    if choices is not None and value not in choices:
-        raise Malformed(f"field {name!r} is {value!r}, expected one of "
-                        + ", ".join(repr(c) for c in choices))
-    return value
-
-
-def get_num(obj, name, nullable=False, integer=False, minimum=0):
-    value = _field(obj, name)
-    if value is None and nullable:
-        return None
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok:
-        what = "an integer" if integer else "a number"
-        raise Malformed(f"field {name!r} must be {what}, got "
-                        f"{_type_name(value)} {json.dumps(value)}")
-    if not math.isfinite(value):
-        raise Malformed(f"field {name!r} must be finite")
-    if value < minimum:
-        raise Malformed(f"field {name!r} is {value}, must be >= {minimum}")
-    return value
-
-
-def bs_bytes(bs):
-    """Block size string ("4k", "1m", "512") to bytes, or None if not one."""
-    text = bs.strip().lower()
-    unit = text[-1:] if text[-1:] in BS_UNITS and not text[-1:].isdigit() else ""
-    digits = text[: len(text) - len(unit)]
-    if not digits.isdigit() or int(digits) == 0 or digits.startswith("0"):
-        return None
-    return int(digits) * BS_UNITS[unit]
-
-
-def network_key(net):
-    if net in KNOWN_NETWORKS:
-        return (0, KNOWN_NETWORKS.index(net), "")
-    return (1, 0, net)
-
-
-def case_key(key):
-    pattern, bs, qd = key
-    return (PATTERNS.index(pattern), bs_bytes(bs), bs, qd)
-
-
-def parse_meta(obj):
-    meta = {
-        "kernel": get_str(obj, "kernel"),
-        "qemu": get_str(obj, "qemu"),
-        "cpus": get_num(obj, "cpus", integer=True, minimum=1),
-        "runtime_s": get_num(obj, "runtime_s"),
-        "disk_mb": get_num(obj, "disk_mb"),
-        "command": get_str(obj, "command"),
-        "started": get_str(obj, "started"),
-        "host_cpus": None,
-    }
-    if obj.get("host_cpus") is not None:
-        meta["host_cpus"] = get_num(obj, "host_cpus", integer=True, minimum=1)
-    notes = _field(obj, "notes")
-    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-        raise Malformed("field 'notes' must be a list of strings")
-    meta["notes"] = notes
-    return meta
-
-
-def parse_link(obj):
-    return {
-        "network": get_str(obj, "network"),
-        "rtt_ms": get_num(obj, "rtt_ms"),
-        "rate_mbit": get_num(obj, "rate_mbit", nullable=True),
-        "measured_mib_s": get_num(obj, "measured_mib_s"),
-    }
-
-
-def parse_case(obj):
-    system = get_str(obj, "system", choices=ALL_SYSTEMS)
-    network = get_str(obj, "network")
-    if system == REFERENCE and network != LOCAL:
-        raise Malformed(f"{REFERENCE} cases must have network {LOCAL!r}, got {network!r}")
-    if system != REFERENCE and network == LOCAL:
-        raise Malformed(f"network {LOCAL!r} is only for {REFERENCE}, not {system}")
-    bs = get_str(obj, "bs")
-    if bs_bytes(bs) is None:
-        raise Malformed(f"field 'bs' is {bs!r}, expected a size such as '4k' or '1m'")
-    case = {
-        "system": system,
-        "network": network,
-        "pattern": get_str(obj, "pattern", choices=PATTERNS),
-        "bs": bs,
-        "iodepth": get_num(obj, "iodepth", integer=True, minimum=1),
-        "mib_s": get_num(obj, "mib_s"),
-        "iops": get_num(obj, "iops"),
-        "lat_p50_us": get_num(obj, "lat_p50_us"),
-        "lat_p99_us": get_num(obj, "lat_p99_us"),
-    }
-    if system == "arepl":
-        for name in AREPL_FIELDS:
-            case[name] = get_num(obj, name)
-    return case
-
-
-def parse_apply(obj):
-    bs = get_str(obj, "bs")
-    if bs_bytes(bs) is None:
-        raise Malformed(f"field 'bs' is {bs!r}, expected a size such as '4k' or '1m'")
-    apply = {"case": get_str(obj, "case"), "bs": bs, "started": get_str(obj, "started"),
-             "entries": get_num(obj, "entries", integer=True)}
-    for name in ("mib", "seconds", "replicad_cpu_s", "target_mib_s"):
-        apply[name] = get_num(obj, name)
-    if apply["mib"] == 0 or apply["seconds"] == 0:
-        raise Malformed("an apply case needs mib and seconds above 0")
-    return apply
-
-
-def parse_activity_log(obj):
-    run = {"system": get_str(obj, "system", choices=("arepl", "arepl-al")),
-           "case": get_str(obj, "case", choices=("hot", "cold")),
-           "repetition": get_num(obj, "repetition", integer=True),
-           "started": get_str(obj, "started")}
-    for name in ("iops", "lat_mean_us", "lat_p99_us"):
-        run[name] = get_num(obj, name)
-    return run
-
-
-def parse_unavailable(obj):
-    return {
-        "system": get_str(obj, "system", choices=ALL_SYSTEMS),
-        "network": get_str(obj, "network", nullable=True),
-        "error": get_str(obj, "error"),
-    }
+# The issue's targets (benchmark figures): write path >= 0.97x dm-linear, p50 <= 1.1x,
+# p99 <= 1.5x; sustained >= 0.95 of the ceiling, drain >= 0.95 of the link.
+WRITE_PATH_TARGET = 0.97
+DRAIN_TARGET = 0.95
 
 
 def load(path):
-    """Read and validate the results file; raise Malformed with path:line on error."""
-    meta = None
-    links = {}  # network -> link
-    cases = {}  # (system, network, (pattern, bs, qd)) -> case
-    where = {}  # same key / ("link", network) -> line number
-    unavailable = []
-    applies = []
-    activity = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Malformed(f"{path}: cannot read: {e}") from None
-    first = True
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
+    lines = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
             try:
-                obj = json.loads(line, object_pairs_hook=_unique_keys,
-                                 parse_constant=_reject_constant)
-            except ValueError as e:
-                raise Malformed(f"not valid JSON: {e}") from None
-            if not isinstance(obj, dict):
-                raise Malformed(f"expected a JSON object, got {_type_name(obj)}")
-            kind = get_str(obj, "kind",
-                           choices=("meta", "link", "case", "unavailable", "apply",
-                                    "activity_log"))
-            if first and kind != "meta":
-                raise Malformed(f"the first line must be kind 'meta', got {kind!r}")
-            first = False
-            if kind == "meta":
-                if meta is not None:
-                    raise Malformed("a second 'meta' line (there must be exactly one)")
-                meta = parse_meta(obj)
-            elif kind == "link":
-                link = parse_link(obj)
-                net = link["network"]
-                if net == LOCAL:
-                    raise Malformed(f"network {LOCAL!r} has no link")
-                if ("link", net) in where:
-                    raise Malformed(f"a second link line for network {net!r} "
-                                    f"(first on line {where[('link', net)]})")
-                where[("link", net)] = lineno
-                links[net] = link
-            elif kind == "case":
-                case = parse_case(obj)
-                key = (case["system"], case["network"],
-                       (case["pattern"], case["bs"], case["iodepth"]))
-                if key in where:
-                    raise Malformed(f"duplicate case {key[0]} {key[1]} {key[2][0]} "
-                                    f"bs={key[2][1]} iodepth={key[2][2]} "
-                                    f"(first on line {where[key]})")
-                where[key] = lineno
-                cases[key] = case
-            elif kind == "apply":
-                applies.append(parse_apply(obj))
-            elif kind == "activity_log":
-                activity.append(parse_activity_log(obj))
-            else:
-                unavailable.append(parse_unavailable(obj))
-        except Malformed as e:
-            raise Malformed(f"{path}:{lineno}: malformed line: {e}") from None
-    if meta is None:
-        raise Malformed(f"{path}: no 'meta' line (the first line must be kind 'meta')")
-    return meta, links, cases, unavailable, applies, activity
+                lines.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                print(f"{path}:{number}: not JSON ({err})", file=sys.stderr)
+                sys.exit(2)
+    return lines
 
 
-# ---------------------------------------------------------------------------
-# Analysis
+def median(reps, field):
+    return statistics.median(case[field] for case in reps.values())
 
 
-def geomean(values):
-    if any(v == 0 for v in values):
-        return 0.0
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+def size(bs):
+    units = {"k": 1 << 10, "m": 1 << 20}
+    return int(bs[:-1]) * units[bs[-1]] if bs[-1] in units else int(bs)
 
 
-class Data:
-    def __init__(self, meta, links, cases, unavailable, applies, activity):
-        self.meta = meta
-        self.applies = sorted(applies, key=lambda a: (a["started"], a["case"]))
-        self.activity = activity
-        self.links = links
-        self.cases = cases
-        self.unavailable = sorted(
-            unavailable,
-            key=lambda u: (ALL_SYSTEMS.index(u["system"]),
-                           u["network"] is not None,
-                           network_key(u["network"] or ""), u["error"]))
-        nets = {n for (s, n, _) in cases if n != LOCAL} | set(links)
-        nets |= {u["network"] for u in unavailable if u["network"] not in (None, LOCAL)}
-        self.networks = sorted(nets, key=network_key)
-        self.ref_keys = sorted((k for (s, n, k) in cases if s == REFERENCE), key=case_key)
-
-    def case(self, system, network, key):
-        return self.cases.get((system, LOCAL if system == REFERENCE else network, key))
-
-    def keys_for(self, network):
-        keys = {k for (s, n, k) in self.cases if n == network or s == REFERENCE}
-        return sorted(keys, key=case_key)
-
-    def has_cases(self, system, network):
-        return any(s == system and n == network for (s, n, _) in self.cases)
-
-    def is_unavailable(self, system, network):
-        return any(u["system"] == system and u["network"] in (None, network)
-                   for u in self.unavailable)
-
-    def ratios(self, system, network, field):
-        """Ratios system/dm-linear of `field` over cases both ran (reference > 0)."""
-        out = []
-        for (s, n, key), case in sorted(self.cases.items(),
-                                        key=lambda kv: case_key(kv[0][2])):
-            if s != system or n != network:
-                continue
-            ref = self.cases.get((REFERENCE, LOCAL, key))
-            if ref is None or ref[field] <= 0:
-                continue
-            out.append(case[field] / ref[field])
-        return out
-
-    def summary(self, system, network, field):
-        """(geometric mean, min, max, count) or None."""
-        r = self.ratios(system, network, field)
-        if not r:
-            return None
-        return geomean(r), min(r), max(r), len(r)
-
-
-# ---------------------------------------------------------------------------
-# Formatting
-
-
-def fmt_num(x):
-    """A figure with three or so significant digits, thousands separated."""
-    if x == 0:
-        return "0"
-    a = abs(x)
-    if a >= 100:
-        return f"{x:,.0f}"
-    if a >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
-def fmt_setting(x):
-    """A configured value (seconds, MiB, ms, Mbit/s): as given, no padding."""
-    return f"{x:,}" if isinstance(x, int) else f"{x:,g}"
-
-
-def fmt_ratio(x):
-    return fmt_num(x) + "×"
-
-
-def fmt_pct(x):
-    return f"{x:.0f}%" if x >= 10 else f"{x:.1f}%"
-
-
-def md_table(header, rows, align):
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
-    for row in rows:
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-    return out
-
-
-def fence(text):
-    """A fenced code block that the text itself cannot close."""
-    longest, run = 0, 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    ticks = "`" * max(3, longest + 1)
-    return [ticks + "text", *text.split("\n"), ticks]
-
-
-def describe_network(net, link):
-    if link is None:
-        return f"`{net}`"
-    parts = [f"RTT {fmt_setting(link['rtt_ms'])} ms"]
-    if link["rate_mbit"] is not None:
-        parts.append(f"rate {fmt_setting(link['rate_mbit'])} Mbit/s")
-    parts.append(f"measured TCP {fmt_num(link['measured_mib_s'])} MiB/s")
-    return f"`{net}` ({', '.join(parts)})"
-
-
-def headline_table(d, field):
-    header = ["System"] + [f"`{n}`" for n in d.networks]
+def ratio_rows(cases):
+    """Rows of a write-path table: (case label, dm-linear MiB/s, {system: cells})."""
+    runs = defaultdict(dict)  # (pattern, bs, qd) -> system -> rep -> case
+    for case in cases:
+        key = (case["pattern"], case["bs"], case["iodepth"])
+        runs[key].setdefault(case["system"], {})[int(case["rep"])] = case
+    systems = sorted({s for by_system in runs.values() for s in by_system} - {REFERENCE})
     rows = []
-    full = len(d.ref_keys)
-    for system in SYSTEMS:
-        row = [system]
-        for net in d.networks:
-            s = d.summary(system, net, field)
-            if s is None:
-                row.append("unavailable" if d.is_unavailable(system, net)
-                           and not d.has_cases(system, net) else DASH)
-                continue
-            g, lo, hi, n = s
-            extra = "" if n == full else f", {n} cases"
-            row.append(f"**{fmt_ratio(g)}** ({fmt_ratio(lo)[:-1]}–{fmt_ratio(hi)}{extra})")
-        rows.append(row)
-    return md_table(header, rows, "l" + "r" * len(d.networks))
-
-
-def detail_table(d, net):
-    systems = [s for s in SYSTEMS if d.has_cases(s, net)]
-    header = ["Pattern", "bs", "QD", f"{REFERENCE} MiB/s", f"{REFERENCE} p50/p99 µs"]
-    for system in systems:
-        header += [f"{system} MiB/s (ratio)", f"{system} p50/p99 µs"]
-    rows = []
-    for key in d.keys_for(net):
-        pattern, bs, qd = key
-        ref = d.case(REFERENCE, net, key)
-        row = [pattern, bs, str(qd)]
-        if ref is None:
-            row += [DASH, DASH]
-        else:
-            row += [fmt_num(ref["mib_s"]),
-                    f"{fmt_num(ref['lat_p50_us'])} / {fmt_num(ref['lat_p99_us'])}"]
-        for system in systems:
-            c = d.case(system, net, key)
-            if c is None:
-                row += [DASH, DASH]
-                continue
-            ratio = (f" ({fmt_ratio(c['mib_s'] / ref['mib_s'])})"
-                     if ref is not None and ref["mib_s"] > 0 else "")
-            row += [fmt_num(c["mib_s"]) + ratio,
-                    f"{fmt_num(c['lat_p50_us'])} / {fmt_num(c['lat_p99_us'])}"]
-        rows.append(row)
-    return md_table(header, rows, "lll" + "r" * (len(header) - 3))
-
-
-def drain_table(d):
-    header = ["Network", "Link MiB/s", "Cases drained", "Drain MiB/s median / max",
-              "Drain ÷ link median / max", "Replicated MiB/s median",
-              "Lag median of p50 ms", "Lag max ms"]
-    rows = []
-    for net in d.networks:
-        runs = [c for (s, n, k), c in sorted(d.cases.items(),
-                                             key=lambda kv: case_key(kv[0][2]))
-                if s == "arepl" and n == net]
-        link = d.links.get(net)
-        if not runs and link is None:
+    for key in sorted(runs, key=lambda k: (k[0], size(k[1]), k[2])):
+        linear = runs[key].get(REFERENCE, {})
+        if not linear:
             continue
-        link_rate = link["measured_mib_s"] if link is not None else None
-        rates = [c["drained_mib"] / c["drain_s"] for c in runs
-                 if c["drain_s"] > 0 and c["drained_mib"] > 0]
-        row = [f"`{net}`", fmt_num(link_rate) if link_rate is not None else DASH,
-               f"{len(rates)} of {len(runs)}"]
-        if rates:
-            med, top = statistics.median(rates), max(rates)
-            row.append(f"{fmt_num(med)} / {fmt_num(top)}")
-            if link_rate:
-                row.append(f"{fmt_pct(100 * med / link_rate)} / "
-                           f"{fmt_pct(100 * top / link_rate)}")
+        base = median(linear, "mib_s")
+        cells = {}
+        for system in systems:
+            reps = runs[key].get(system, {})
+            paired = [reps[r]["mib_s"] / linear[r]["mib_s"] for r in reps if r in linear]
+            if not paired:
+                continue
+            lat = {f: median(reps, f) / median(linear, f) if median(linear, f) else float("nan")
+                   for f in ("lat_p50_us", "lat_p99_us")}
+            cells[system] = (median(reps, "mib_s"), median(reps, "mib_s") / base,
+                             min(paired), max(paired), lat["lat_p50_us"], lat["lat_p99_us"])
+        rows.append((f"{key[0]} {key[1]} QD{key[2]}", base, cells))
+    return systems, rows
+
+
+def sustained_rows(cases, link):
+    """(ceiling, dm-linear MiB/s, dm-linear CPU per GiB, [(system, MiB/s, of ceiling,
+    drain MiB/s, of link, CPU s per GiB)])."""
+    by_system = defaultdict(dict)
+    for case in cases:
+        by_system[case["system"]][int(case["rep"])] = case
+    linear = by_system.pop(REFERENCE, {})
+    if not linear or not by_system:
+        return None
+    ceiling = min(median(linear, "mib_s"), link)
+    rows = []
+    for system, reps in sorted(by_system.items()):
+        drain = statistics.median(c["written_mib"] / c["drained_s"] for c in reps.values())
+        rows.append((system, median(reps, "mib_s"), median(reps, "mib_s") / ceiling, drain,
+                     drain / link, cpu_per_gib(reps), cpu_per_gib(reps, "dr_cpu_s")))
+    return ceiling, median(linear, "mib_s"), cpu_per_gib(linear), rows
+
+
+def cpu_per_gib(reps, field="cpu_s"):
+    """Median CPU seconds per GiB written (NaN when the runs did not record `field`)."""
+    return statistics.median(c.get(field, float("nan")) / (c["written_mib"] / 1024)
+                             for c in reps.values())
+
+
+def cpu_split_rows(splits, cases):
+    """Median seconds per GiB written by thread kind, per system, top 8."""
+    written = {(c["system"], int(c["rep"])): c["written_mib"] / 1024 for c in cases}
+    by_system = defaultdict(lambda: defaultdict(list))
+    for split in splits:
+        gib = written.get((split["system"], split["rep"]))
+        for name, seconds in split["seconds"].items():
+            if gib:
+                by_system[split["system"]][name].append(seconds / gib)
+    return [(system, sorted(((statistics.median(v), n) for n, v in names.items()),
+                            key=lambda sn: (-sn[0], sn[1]))[:8])
+            for system, names in sorted(by_system.items())]
+
+
+class Report:
+    def __init__(self, lines):
+        self.meta = next((l for l in lines if l.get("kind") == "meta"), {})
+        self.cases = [c for c in lines if c.get("kind") == "case"]
+        # The link as measured before each network's runs (the last measurement counts).
+        self.links = {}
+        for line in lines:
+            if line.get("kind") == "link":
+                self.links[line.get("shaping", "0ms")] = line["mib_s"]
+        self.splits = [c for c in lines if c.get("kind") == "cpu_split"]
+        self.applies = [c for c in lines if c.get("kind") == "apply"]
+        self.al_runs = [c for c in lines if c.get("kind") == "activity_log"]
+
+    def regime(self, name, shaping=None):
+        return [c for c in self.cases if c["network"] == name
+                and (shaping is None or c.get("shaping") == shaping)]
+
+    def sustained(self, shaping):
+        return sustained_rows(self.regime("sustained", shaping), self.links[shaping])
+
+    def splits_for(self, shaping):
+        return cpu_split_rows([s for s in self.splits if s["network"] == "sustained"
+                               and s.get("shaping") == shaping],
+                              self.regime("sustained", shaping))
+
+
+# --- Text (make bench-quick)
+
+def text_ratio_table(systems, rows, title):
+    print(title.rstrip("\n"))
+    print("(median of repetitions; spread = lowest..highest per-repetition ratio)\n")
+    header = f"{'case':<20} {'dm-linear MiB/s':>15}"
+    for system in systems:
+        header += f" | {system + ' MiB/s':>22} {'ratio':>6} {'spread':>11} {'p50':>5} {'p99':>5}"
+    print(header)
+    print("-" * len(header))
+    for label, base, cells in rows:
+        row = f"{label:<20} {base:>15.1f}"
+        for system in systems:
+            if system not in cells:
+                row += f" | {'-':>22} {'':>6} {'':>11} {'':>5} {'':>5}"
+                continue
+            mib_s, ratio, low, high, p50, p99 = cells[system]
+            row += (f" | {mib_s:>22.1f} {ratio:>6.2f} {low:>5.2f}..{high:<4.2f}"
+                    f" {p50:>5.2f} {p99:>5.2f}")
+        print(row)
+    print()
+
+
+def render_text(report):
+    systems, rows = ratio_rows(report.regime("paused"))
+    if rows:
+        text_ratio_table(systems, rows, "Write-path regime (bursts within the queue, link"
+                         " paused): ratio to dm-linear\n")
+    if not report.links:
+        return
+    print("Link to the DR machine (a VM of its own): "
+          + ", ".join(f"{shaping} {mib_s:.1f} MiB/s" for shaping, mib_s in report.links.items()))
+    text_ratio_table(*ratio_rows(report.regime("rate")),
+                     "\nRate regime (link up, random 64 KiB writes at QD4 at half the link rate)")
+    for shaping in report.links:
+        table = report.sustained(shaping)
+        if table is None:
+            continue
+        ceiling, linear, linear_cpu, rows = table
+        print(f"\nSustained regime, {shaping} (link up, 1 MiB writes at QD16, then the drain)")
+        print(f"  ceiling min(dm-linear {linear:.1f}, link {report.links[shaping]:.1f}) MiB/s;"
+              f" dm-linear CPU per GiB {linear_cpu:.2f} s")
+        for system, mib_s, of_ceiling, drain, of_link, cpu, dr_cpu in rows:
+            print(f"  {system:<14} throughput {mib_s:.1f} MiB/s = {of_ceiling:.2f} of the ceiling;"
+                  f" drain {drain:.1f} MiB/s = {of_link:.2f} of the link; CPU per GiB {cpu:.2f} s"
+                  f" (DR machine {dr_cpu:.2f} s)")
+        print(f"\nSustained regime, {shaping}, CPU seconds per GiB by thread (median;"
+              " softirq and irq are the whole guest's)")
+        for system, top in report.splits_for(shaping):
+            print(f"  {system:<14} " + ", ".join(f"{n} {s:.2f}" for s, n in top))
+
+
+# --- Markdown and chart (make bench)
+
+def md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |",
+           "|:---|" + "---:|" * (len(header) - 1)]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out + [""]
+
+
+def md_ratio_table(systems, rows):
+    header = ["case", "dm-linear MiB/s"]
+    for system in systems:
+        header += [f"{system} ×", "spread", "p50 ×", "p99 ×"]
+    body = []
+    for label, base, cells in rows:
+        row = [label, f"{base:.1f}"]
+        for system in systems:
+            if system in cells:
+                _, ratio, low, high, p50, p99 = cells[system]
+                row += [f"**{ratio:.2f}**", f"{low:.2f}–{high:.2f}", f"{p50:.2f}", f"{p99:.2f}"]
             else:
-                row.append(DASH)
-        else:
-            row += [DASH, DASH]
-        if runs:
-            row += [fmt_num(statistics.median(c["sent_mib_s"] for c in runs)),
-                    fmt_num(statistics.median(c["lag_ms_p50"] for c in runs)),
-                    fmt_num(max(c["lag_ms_max"] for c in runs))]
-        else:
-            row += [DASH, DASH, DASH]
-        rows.append(row)
-    return md_table(header, rows, "l" + "r" * (len(header) - 1))
+                row += ["—"] * 4
+        body.append(row)
+    return md_table(header, body)
 
 
-def render_md(d, png_ref, note_missing_link):
-    m = d.meta
-    host = f", on a {m['host_cpus']}-core host" if m["host_cpus"] else ""
+def render_md(report, png_name):
+    m = report.meta
     out = ["# Benchmarks", ""]
     out.append(
-        "fio write throughput and latency through four block stacks on the same virtual "
-        "disks: dm-linear without replication as the reference, and three replicating "
-        "stacks, each run over several emulated links between two network namespaces. "
-        f"Kernel {m['kernel']}; {m['qemu']}; {m['cpus']} vCPUs{host}; "
-        f"{fmt_setting(m['runtime_s'])} s per fio run; "
-        f"{fmt_setting(m['disk_mb'])} MiB disks; run started {m['started']} with `{m['command']}`. "
-        "All figures come from QEMU TCG software emulation, so absolute MiB/s and "
-        "latencies are far below real hardware: read the ratios to dm-linear.")
+        f"One `{m.get('command', 'make bench')}` run started {m.get('started', '?')}: kernel "
+        f"{m.get('kernel', '?')}; {m.get('qemu', '?')}; the primary guest has "
+        f"{m.get('cpus', '?')} vCPUs and the DR machine, a second VM, one; the host has "
+        f"{m.get('host_cpus', '?')} cores. {m.get('reps', '?')} repetitions of every run, "
+        "systems alternated run by run (A/B/A/B); medians, with the spread of the "
+        "per-repetition ratios. All figures come from QEMU TCG (software emulation), "
+        "where every byte the guest CPU copies or checksums is emulated while the "
+        "virtual disks' DMA is native: read ratios, not absolute MiB/s.")
     out.append("")
     out.append(
-        "To regenerate: `make bench` runs the benchmark, writes "
-        "`target/bench/results.jsonl` and renders this page. To re-render from saved "
-        "results: `scripts/bench-report.py target/bench/results.jsonl --out-md "
-        "docs/benchmarks.md --out-png docs/benchmarks.png`. The raw results behind "
-        "this page are committed as `docs/benchmarks.jsonl`.")
-    out.append("")
-    out.append("Systems:")
-    out.append("")
-    for system in ALL_SYSTEMS:
-        out.append(f"- `{system}`: {SYSTEM_DESC[system]}.")
-    out.append("")
-    if d.networks:
-        out.append("Networks: " + "; ".join(describe_network(n, d.links.get(n))
-                                            for n in d.networks) + ".")
-        out.append("")
+        "To regenerate: `make bench` (results in `target/bench/results.jsonl`, copied to "
+        "`docs/benchmarks.jsonl`); to re-render: `scripts/bench-report.py "
+        "docs/benchmarks.jsonl --out-md docs/benchmarks.md --out-png docs/benchmarks.png`. "
+        "`make bench-quick` prints the same tables from a shorter run.")
+    out += ["", "The path: the DR side is a VM of its own on one bridge with the primary "
+            "(taps in a network namespace the bench creates), so no receiver takes CPU "
+            "from the primary guest, and every replicating system uses the same network "
+            "card and link. Shaping: `Nms` delays each direction by half the round trip "
+            "(netem on each VM's egress); `100mbit` is a tbf at 100 Mbit/s each way.", "",
+            "Systems:", ""]
+    present = {c["system"] for c in report.cases}
+    out += [f"- `{s}`: {d}." for s, d in SYSTEM_DESC.items() if s in present]
+    out += ["", f"![Write-path ratios and sustained drain against the link]({png_name})", ""]
 
-    out += ["## Headline: throughput relative to dm-linear", ""]
-    if not d.networks or not d.ref_keys:
-        out += [f"No results to compare: the input has no {REFERENCE} cases or no "
-                "replicated cases.", ""]
-    else:
-        out += headline_section(d)
-    out += [f"![Throughput and p99 latency ratios to dm-linear per network "
-            f"(QEMU TCG)]({png_ref})", ""]
-
-    if d.networks:
-        out += ["## Detail per network", ""]
-        out.append(f"`write` is sequential, `randwrite` random; QD is the fio iodepth. "
-                   f"{REFERENCE} has no network, so its column is the same local run "
-                   "in every table. Ratios are to that run; — means no result.")
-        out.append("")
-    for net in d.networks:
-        out += [f"### `{net}`", ""]
-        if net in d.links:
-            out += [describe_network(net, d.links[net]) + ".", ""]
-        out += detail_table(d, net)
-        missing = [s for s in SYSTEMS if not d.has_cases(s, net)]
-        if missing:
-            out.append("")
-            out.append("No results (no columns) for " + ", ".join(
-                f"{s}" + (" (unavailable, see below)" if d.is_unavailable(s, net) else "")
-                for s in missing) + ".")
-        out.append("")
-
-    drain = drain_table(d)
-    if len(drain) > 2:
-        out += drain_section(drain, note_missing_link)
-
-    if d.applies:
-        out += apply_section(d.applies)
-
-    if d.activity:
-        out += activity_log_section(d.activity)
-
-    if d.unavailable:
-        out += ["## Unavailable", ""]
-        for u in d.unavailable:
-            where = f" on `{u['network']}`" if u["network"] is not None else ""
-            out += [f"`{u['system']}`{where} could not be set up:", ""]
-            out += fence(u["error"])
-            out.append("")
-
-    if m["notes"]:
-        out += ["## Notes", ""]
-        for note in m["notes"]:
-            out.append("- " + "\n  ".join(note.strip().split("\n")))
-        out.append("")
+    systems, rows = ratio_rows(report.regime("paused"))
+    out += ["## Write path, link paused", "",
+            "Bursts smaller than the queue (`queue_mb:1024`) into a fresh arepl device "
+            "whose link is paused, so nothing is sent: what a write costs on the primary "
+            "alone. fio, direct I/O, libaio; × is the ratio to dm-linear (throughput, and "
+            "p50/p99 total latency, submission included). Target: ≥ "
+            f"{WRITE_PATH_TARGET} throughput, p50 ≤ 1.1, p99 ≤ 1.5.", ""]
+    out += md_ratio_table(systems, rows) if rows else ["Not measured in this run.", ""]
+    if report.links:
+        out += ["## Link", ""]
+        out += md_table(["network", "measured TCP MiB/s (sendfile, 4 s)"],
+                        [[f"`{s}`", f"{v:.1f}"] for s, v in report.links.items()])
+        out += ["## Write path, link up, below its rate", "",
+                "Random 64 KiB writes at QD4 at half the unshaped link's rate, so no "
+                "queue fills: what a write costs while the link streams.", ""]
+        out += md_ratio_table(*ratio_rows(report.regime("rate")))
+        out += ["## Sustained: writes faster than the link", "",
+                "1 MiB writes at QD16 (arepl with a 64 MiB queue, full at once), then "
+                "the drain. Throughput against the ceiling min(dm-linear, link); drain "
+                "rate (bytes written over the time until the DR side acknowledged all) "
+                "against the link; the primary guest's CPU seconds (`/proc/stat`) per GiB "
+                "written, and the DR machine's (one vCPU: a receiver that needs more than "
+                "about one second per second limits the drain). Targets: ≥ {DRAIN_TARGET} of the ceiling and of the link.", ""]
+        for shaping in report.links:
+            table = report.sustained(shaping)
+            if table is None:
+                continue
+            ceiling, linear, linear_cpu, rows = table
+            out += [f"### `{shaping}`: ceiling {ceiling:.1f} MiB/s (dm-linear {linear:.1f}, "
+                    f"link {report.links[shaping]:.1f}); dm-linear {linear_cpu:.2f} CPU s per GiB",
+                    ""]
+            out += md_table(["system", "MiB/s", "of ceiling", "drain MiB/s", "of link",
+                             "CPU s per GiB", "DR machine CPU s per GiB"],
+                            [[f"`{s}`", f"{v:.1f}", f"**{c:.2f}**", f"{d:.1f}", f"**{l:.2f}**",
+                              f"{cpu:.2f}", f"{dr_cpu:.2f}"]
+                             for s, v, c, d, l, cpu, dr_cpu in rows])
+            splits = report.splits_for(shaping)
+            if splits:
+                out += ["CPU seconds per GiB by thread (softirq and irq: the whole guest's):", ""]
+                out += [f"- `{s}`: " + ", ".join(f"{n} {v:.2f}" for v, n in top)
+                        for s, top in splits]
+                out.append("")
+    if report.applies:
+        out += apply_section(report.applies)
+    if report.al_runs:
+        out += activity_log_section(report.al_runs)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
 def apply_section(applies):
-    out = ["## replicad applying", ""]
-    runs = sorted({a["started"] for a in applies})
-    out.append(
-        "How fast `replicad` writes a stream to its target, and the CPU it spends, against "
-        "the target's own speed (fio, direct I/O, same block size, queue depth 1). The "
-        "stream was queued on a paused device and then sent at once over the 0 ms link, "
-        "so neither the link nor the primary's write path limits it. CPU is `replicad`'s "
-        "user plus system time from `/proc/PID/stat` (TCG-emulated, like everything "
-        "here); the primary's CPU is not counted. Measured in the run(s) started "
-        + ", ".join(runs) + ".")
-    out.append("")
+    out = ["## replicad applying", "",
+           "How fast `replicad` writes a stream to its target, and the CPU it spends, "
+           "against the target's own speed (fio, direct I/O, same block size, queue depth "
+           "1). The stream was queued on a paused device and then sent at once over the "
+           "unshaped link, so neither the link nor the primary's write path limits it. "
+           "CPU is `replicad`'s user plus system time on the DR machine.", ""]
     rows = []
-    for a in applies:
+    for a in sorted(applies, key=lambda a: a["case"]):
         rate = a["mib"] / a["seconds"]
-        rows.append([
-            f"`{a['case']}`", a["bs"], fmt_num(a["mib"]), str(a["entries"]),
-            fmt_num(rate), fmt_num(a["target_mib_s"]),
-            fmt_ratio(rate / a["target_mib_s"]) if a["target_mib_s"] else DASH,
-            fmt_num(1000 * a["replicad_cpu_s"] / a["mib"]),
-        ])
-    out += md_table(["case", "bs", "MiB", "entries", "applied MiB/s", "target MiB/s",
-                     "ratio", "replicad CPU ms per MiB"], rows,
-                    ["l", "r", "r", "r", "r", "r", "r", "r"])
-    out.append("")
-    return out
+        rows.append([f"`{a['case']}`", a["bs"], f"{a['mib']:g}", str(a["entries"]),
+                     f"{rate:.1f}", f"{a['target_mib_s']:.1f}",
+                     f"{rate / a['target_mib_s']:.2f}" if a["target_mib_s"] else "—",
+                     f"{1000 * a['replicad_cpu_s'] / a['mib']:.1f}"])
+    return out + md_table(["case", "bs", "MiB", "entries", "applied MiB/s", "target MiB/s",
+                           "ratio", "replicad CPU ms per MiB"], rows)
 
 
 def activity_log_section(runs):
-    out = ["## Activity log cost per write", ""]
-    out.append(
-        "4 KiB random writes at queue depth 1 through arepl without a spill device and "
-        "with one (`arepl-al`: the activity log lives on it), on the 0 ms link, each "
-        "case run alternately without and with, twice; medians of the runs. `hot`: 16 "
-        "MiB written in 4 MiB regions (the default), which stay marked while written, "
-        "so hardly a write waits for the log. `cold`: the whole volume in 64 KiB "
-        "regions, so nearly every write waits for one 512-byte FUA write of the log "
-        "first: the worst case. Cost per write is the difference of mean latencies "
-        "(fio `lat`, submission to completion). Measured in the run(s) started "
-        + ", ".join(sorted({r["started"] for r in runs})) + ".")
-    out.append("")
+    out = ["## Activity log cost per write", "",
+           "4 KiB random writes at queue depth 1 through arepl without a spill device and "
+           "with one (`arepl-al`: the activity log lives on it), on the unshaped link, "
+           "alternately, twice; medians. `hot`: 16 MiB written in 4 MiB regions (the "
+           "default), which stay marked while written. `cold`: the whole volume in 64 KiB "
+           "regions, so nearly every write waits for one 512-byte FUA write of the log "
+           "first: the worst case. Cost per write is the difference of mean latencies.", ""]
     rows = []
     for case in ("hot", "cold"):
-        def median(system, field):
+        def med(system, field):
             values = [r[field] for r in runs if r["system"] == system and r["case"] == case]
             return statistics.median(values) if values else None
-        base, al = median("arepl", "iops"), median("arepl-al", "iops")
-        lat, lat_al = median("arepl", "lat_mean_us"), median("arepl-al", "lat_mean_us")
-        p99, p99_al = median("arepl", "lat_p99_us"), median("arepl-al", "lat_p99_us")
-        if None in (base, al, lat, lat_al, p99, p99_al):
+        cells = [med(s, f) for f in ("iops", "lat_mean_us", "lat_p99_us")
+                 for s in ("arepl", "arepl-al")]
+        if None in cells:
             continue
-        rows.append([f"`{case}`", fmt_num(base), fmt_num(al),
-                     fmt_ratio(al / base) if base else DASH, fmt_num(lat), fmt_num(lat_al),
-                     fmt_num(lat_al - lat), fmt_num(p99), fmt_num(p99_al)])
-    out += md_table(["case", "IOPS without", "IOPS with", "ratio", "mean µs without",
-                     "mean µs with", "cost µs per write", "p99 µs without", "p99 µs with"],
-                    rows, ["l"] + ["r"] * 8)
-    out.append("")
-    return out
+        iops, iops_al, lat, lat_al, p99, p99_al = cells
+        rows.append([f"`{case}`", f"{iops:.0f}", f"{iops_al:.0f}",
+                     f"{iops_al / iops:.2f}" if iops else "—", f"{lat:.0f}", f"{lat_al:.0f}",
+                     f"{lat_al - lat:.0f}", f"{p99:.0f}", f"{p99_al:.0f}"])
+    return out + md_table(["case", "IOPS without", "IOPS with", "ratio", "mean µs without",
+                           "mean µs with", "cost µs per write", "p99 µs without",
+                           "p99 µs with"], rows)
 
 
-def headline_section(d):
-    out = []
-    out.append(
-        f"Each cell is the geometric mean, over the {len(d.ref_keys)} (pattern, block "
-        "size, queue depth) cases run on both, of the system's MiB/s divided by "
-        "dm-linear's MiB/s for the same case; minimum–maximum in parentheses, and the "
-        "number of cases when fewer. Above 1× is faster than dm-linear.")
-    out.append("")
-    out += headline_table(d, "mib_s")
-    out += ["", "### p99 latency relative to dm-linear", ""]
-    out.append("The same for p99 completion latency (system p99 ÷ dm-linear p99); "
-               "below 1× is lower latency than dm-linear.")
-    out.append("")
-    out += headline_table(d, "lat_p99_us")
-    out.append("")
-    return out
+def render_png(report, path):
+    import matplotlib
 
-
-def drain_section(table, note_missing_link):
-    out = ["## Replication drain and lag (arepl)", ""]
-    out.append(
-        "- Drain rate is the data arepl still had queued when fio ended divided by the "
-        "time it took to send it (`drained_mib / drain_s`); runs with nothing left to "
-        "drain have no rate and are not counted.")
-    out.append(
-        "- Lag is the status field `lag_ms`, the age of the oldest unacknowledged "
-        "write, sampled once a second during each fio run; the table gives the median "
-        "of the per-run medians and the largest sample of any run.")
-    out.append(
-        "- Replicated MiB/s is the data replicated during the fio run and the drain "
-        "divided by that total time; link MiB/s is the measured TCP bulk throughput "
-        "between the namespaces.")
-    out.append("")
-    out += table
-    if note_missing_link:
-        out += ["", "No link measurement for: " +
-                ", ".join(f"`{n}`" for n in note_missing_link) + "."]
-    out.append("")
-    return out
-
-
-# ---------------------------------------------------------------------------
-# Chart
-
-
-def _import_pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        # A python3 without matplotlib (pyenv, venv) ahead of Debian's on PATH: use the
-        # system interpreter, which has python3-matplotlib, once.
-        system_python = "/usr/bin/python3"
-        if (os.path.exists(system_python) and not os.environ.get("BENCH_REPORT_REEXEC")
-                and os.path.realpath(sys.executable) != os.path.realpath(system_python)):
-            os.environ["BENCH_REPORT_REEXEC"] = "1"
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.execv(system_python, [system_python, os.path.abspath(__file__)]
-                     + sys.argv[1:])
-        sys.exit("bench-report: matplotlib is needed (Debian: apt install python3-matplotlib)")
     matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "dm-arepl-bench"
-    matplotlib.rcParams["font.family"] = "DejaVu Sans"
     import matplotlib.pyplot as plt
-    from matplotlib import patches, ticker, transforms
-    return plt, ticker, transforms, patches
 
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    systems, rows = ratio_rows(report.regime("paused"))
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
+        left.bar([x + i * width for x in range(len(rows))],
+                 [cells.get(system, (0, 0))[1] for _, _, cells in rows], width, label=system)
+    left.axhline(WRITE_PATH_TARGET, color="black", linestyle="--", linewidth=1,
+                 label=f"target {WRITE_PATH_TARGET}")
+    left.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(rows))])
+    left.set_xticklabels([label for label, _, _ in rows], rotation=30, ha="right", fontsize=8)
+    left.set_ylabel("throughput ÷ dm-linear")
+    left.set_title("Write path, link paused")
+    left.legend(fontsize=8)
 
-def render_png(d, path, mpl):
-    plt, ticker, transforms, patches = mpl
-    fig, axes = plt.subplots(1, 2, figsize=(14, 9), dpi=100)
-    nets = d.networks
-    width = 0.8 / len(SYSTEMS)
-    panels = (
-        (axes[0], "mib_s", "Throughput ÷ dm-linear (higher is better)", False),
-        (axes[1], "lat_p99_us", "p99 latency ÷ dm-linear (lower is better, log scale)",
-         True),
-    )
-    for ax, field, ylabel, log in panels:
+    shapings = [s for s in report.links if report.sustained(s)]
+    systems = sorted({row[0] for s in shapings for row in report.sustained(s)[3]})
+    width = 0.8 / max(1, len(systems))
+    for i, system in enumerate(systems):
         values = []
-        for i, system in enumerate(SYSTEMS):
-            xs, ys = [], []
-            for j, net in enumerate(nets):
-                x = j + (i - (len(SYSTEMS) - 1) / 2) * width
-                s = d.summary(system, net, field)
-                if s is None:
-                    label = ("unavailable" if d.is_unavailable(system, net)
-                             and not d.has_cases(system, net) else "no data")
-                    ax.text(x, 0.02, label, rotation=90, ha="center", va="bottom",
-                            fontsize=9, color="0.4",
-                            transform=transforms.blended_transform_factory(
-                                ax.transData, ax.transAxes))
-                    continue
-                xs.append(x)
-                ys.append(s[0])
-            values += ys
-            bars = ax.bar(xs, ys, width * 0.95, label=system, color=COLORS[system],
-                          zorder=2)
-            ax.bar_label(bars, labels=[fmt_ratio(y) for y in ys], fontsize=9,
-                         padding=2)
-        ax.axhline(1.0, color="black", linestyle="--", linewidth=1.2, zorder=3)
-        ax.set_xticks(range(len(nets)))
-        ax.set_xticklabels(nets, fontsize=12)
-        ax.set_xlabel("Network between primary and DR", fontsize=12)
-        ax.set_ylabel(ylabel, fontsize=12)
-        ax.tick_params(axis="y", labelsize=11)
-        ax.set_xlim(-0.6, max(len(nets), 1) - 0.4)
-        ax.grid(axis="y", color="0.85", zorder=0)
-        positive = [v for v in values if v > 0]
-        if log:
-            ax.set_yscale("log")
-            lo = min(positive + [1.0]) / 1.6
-            hi = max(positive + [1.0]) * 2.0
-            ax.set_ylim(lo, hi)
-            ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_minor_locator(ticker.NullLocator())
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
-        else:
-            ax.set_ylim(0, max(values + [1.0]) * 1.15)
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
-    axes[0].set_title("Throughput (geometric mean over cases)", fontsize=13)
-    axes[1].set_title("p99 latency (geometric mean over cases)", fontsize=13)
-    fig.suptitle(f"dm-arepl benchmarks, kernel {d.meta['kernel']} — "
-                 "QEMU TCG; ratios to dm-linear", fontsize=15)
-    handles = [patches.Patch(color=COLORS[s], label=s) for s in SYSTEMS]
-    handles.append(plt.Line2D([], [], color="black", linestyle="--", label="dm-linear = 1×"))
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=12,
-               frameon=False, bbox_to_anchor=(0.5, 0.945))
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
-    fig.savefig(path, dpi=100, format="png", metadata={"Software": None})
-    plt.close(fig)
+        for shaping in shapings:
+            rows = {row[0]: row for row in report.sustained(shaping)[3]}
+            values.append(rows[system][4] if system in rows else 0)
+        right.bar([x + i * width for x in range(len(shapings))], values, width, label=system)
+    right.axhline(DRAIN_TARGET, color="black", linestyle="--", linewidth=1,
+                  label=f"target {DRAIN_TARGET}")
+    right.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(shapings))])
+    right.set_xticklabels(shapings)
+    right.set_ylabel("drain rate ÷ measured link")
+    right.set_title("Sustained: drain against the link")
+    right.legend(fontsize=8)
+    fig.suptitle("QEMU TCG: read ratios, not absolutes", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
 
 
-# ---------------------------------------------------------------------------
-
-
-def write_text(path, text):
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description="Render `make bench` JSON-lines results as a Markdown report and "
-                    "a PNG chart.")
-    ap.add_argument("results", help="results file, one JSON object per line")
-    ap.add_argument("--out-md", required=True, help="Markdown report to write")
-    ap.add_argument("--out-png", required=True, help="PNG chart to write")
-    args = ap.parse_args(argv)
-    mpl = _import_pyplot()
-
-    try:
-        data = Data(*load(args.results))
-    except Malformed as e:
-        print(f"bench-report: {e}", file=sys.stderr)
-        return 2
-
-    missing_link = [n for n in data.networks if n not in data.links]
-    for net in missing_link:
-        print(f"bench-report: warning: no link line for network {net!r}", file=sys.stderr)
-    if not data.ref_keys:
-        print(f"bench-report: warning: no {REFERENCE} cases, so no ratios", file=sys.stderr)
-
-    md_dir = os.path.dirname(os.path.abspath(args.out_md))
-    png_ref = os.path.relpath(os.path.abspath(args.out_png), md_dir).replace(os.sep, "/")
-    write_text(args.out_md, render_md(data, png_ref, missing_link))
-    parent = os.path.dirname(args.out_png)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    render_png(data, args.out_png, mpl)
-    return 0
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results")
+    parser.add_argument("--out-md")
+    parser.add_argument("--out-png")
+    args = parser.parse_args(argv[1:])
+    report = Report(load(args.results))
+    render_text(report)
+    if args.out_md:
+        with open(args.out_md, "w") as f:
+            f.write(render_md(report, args.out_png.rsplit("/", 1)[-1] if args.out_png else ""))
+    if args.out_png:
+        render_png(report, args.out_png)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main(sys.argv)

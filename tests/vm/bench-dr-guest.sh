@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The DR machine of `make bench-quick` (scripts/bench-quick.sh): a VM of its own, so the
-# receivers take no CPU from the primary's guest, on one bridge with it. Without
-# arguments it configures its network card and serves the primary's commands
-# (tests/vm/bench_dr_agent.py) until told to quit; each command runs this script again
-# with the command's words:
+# The DR machine of `make bench` and `make bench-quick` (scripts/bench-vm.sh): a VM of
+# its own, so the receivers take no CPU from the primary's guest, on one bridge with
+# it. Without arguments it configures its network card and serves the primary's
+# commands (tests/vm/bench_dr_agent.py) until told to quit; each command runs this
+# script again with the command's words:
 #   replicad PORT       a fresh replicad (new state, so any history is accepted) on the
 #                       DR disk, listening on PORT; the previous one is stopped
 #   replicad-stop
+#   replicad-cpu        CPU seconds (user and system) the running replicad spent
+#   target-speed BS     the DR disk's own MiB/s: fio, direct, BS writes at QD1
+#   nbd-up, nbd-down    an nbd-server exporting the DR disk as "replica"
+#   busy-seconds        CPU seconds this machine spent busy so far (/proc/stat)
 #   drbd-up PEER        DRBD node r0 on the DR disk, connecting to PEER (bench-nodes.sh)
 #   drbd-down
 #   shape NETWORK       shapes this side's outgoing traffic (bench-nodes.sh)
@@ -42,6 +46,7 @@ case ${1:-serve} in
         python3 "$HERE/bench_dr_agent.py" serve "$AGENT_PORT" "$0"
         drbd_node_down
         replicad_stop_here
+        "$0" nbd-down
         note "DR side done"
         ;;
     replicad)
@@ -57,9 +62,31 @@ case ${1:-serve} in
         }
         ;;
     replicad-stop) replicad_stop_here ;;
+    replicad-cpu)
+        awk -v tick="$(getconf CLK_TCK)" '{ print ($14 + $15) / tick }' \
+            "/proc/$(cat "$STATE/replicad.pid")/stat"
+        ;;
+    target-speed)
+        fio --name=target --filename="$disk" --rw=write --bs="$2" --size=128M --direct=1 \
+            --ioengine=psync --time_based --runtime=5 --output-format=json | python3 -c '
+import json, sys
+print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"] / 2**20, 2))'
+        ;;
+    nbd-up)
+        printf '[generic]\n    allowlist = false\n[replica]\n    exportname = %s\n    flush = true\n    fua = true\n' \
+            "$disk" >/tmp/dr-nbd.conf
+        nbd-server -C /tmp/dr-nbd.conf -p /tmp/dr-nbd.pid
+        ;;
+    nbd-down)
+        [[ -f /tmp/dr-nbd.pid ]] && kill "$(cat /tmp/dr-nbd.pid)" 2>/dev/null
+        rm -f /tmp/dr-nbd.pid
+        ;;
     drbd-up) drbd_node_up "$disk" "$DR_IP" "$2" ;;
     drbd-down) drbd_node_down ;;
     shape) shape_egress "$nic" "$2" ;;
+    busy-seconds)
+        awk -v tick="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / tick }' /proc/stat
+        ;;
     ping) echo "DR side up: $(uname -r), disk $disk" ;;
     *) fail "unknown command $*" ;;
 esac

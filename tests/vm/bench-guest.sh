@@ -1,289 +1,320 @@
 #!/usr/bin/env bash
-# Guest half of `make bench` (see scripts/bench.sh): the same fio cases on the same two
-# disks through dm-linear (the limit), arepl, DRBD protocol A and dm-mirror over nbd,
-# each on every network setting; one JSON line per measurement to the file $1.
+# Guest half of `make bench` and `make bench-quick` (scripts/bench-vm.sh): the primary's
+# side of every measurement, one JSON line per run to the file $1 (read by
+# scripts/bench-report.py). Systems take turns case by case and repetition by
+# repetition (A/B/A/B), so drift in the host hits all alike.
 #
-# Knobs (environment): BENCH_RUNTIME seconds per fio run (5), BENCH_RAMP seconds of
-# warm-up before it (1), BENCH_NETWORKS, BENCH_SYSTEMS, BENCH_PATTERNS, BENCH_BS,
-# BENCH_QD (space-separated lists; defaults below). The system replicad-apply measures
-# replicad alone (once, on the 0 ms link); arepl-al the activity log's cost per write
-# (once, on the 0 ms link).
+# - "paused", the write path alone: dm-linear and arepl (and, with BENCH_BASELINE_KO,
+#   the module built from another commit: system "arepl-baseline") on the same disk;
+#   each arepl run is a burst smaller than its queue (queue_mb 1024) into a fresh
+#   device whose link is paused: nothing is sent, so the figures are what a write
+#   costs on the primary and nothing else.
+#
+# With BENCH_DR_ADDR (the address of the DR machine: a VM of its own on one bridge with
+# this one, whose receivers this guest starts and stops through its agent, see
+# scripts/bench-vm.sh) it then measures with the link up:
+# - "rate": random 64 KiB writes at QD4 at half the measured link rate (below the link,
+#   so the queue never fills), on the unshaped link: latency is the write path's cost
+#   while the link streams;
+# - "sustained": 1 MiB writes at QD16 for BENCH_SUSTAINED_S seconds (arepl with a
+#   64 MiB queue, full at once), then the drain, on each network of BENCH_NETWORKS:
+#   throughput against min(dm-linear, link), drain rate against the link, and the
+#   guest's CPU seconds per GiB (from /proc/stat) next to dm-linear's.
+# Systems with the link up: dm-linear (no replication), arepl, "arepl-nocrc" (arepl
+# with wire_crc:off: no payload CRC on the wire, as DRBD by default), "drbd-a" (DRBD
+# 8.4 protocol A, its peer on the DR machine), "dm-mirror-nbd" (dm-mirror whose second
+# leg is an nbd device served by the DR machine: synchronous), and arepl-baseline when
+# given. Each runs in the initial network namespace (DRBD's sockets live there), so
+# all of them use the one network card and the same path.
+# BENCH_EXTRAS adds, on the unshaped link: "apply" (replicad alone applying a stream
+# queued on a paused device, against its target's own speed) and "activity-log" (the
+# activity log's cost per 4 KiB write, arepl without and with a spill device).
+#
+# Knobs (environment): BENCH_REPS repetitions (3), BENCH_RUNTIME seconds per paused
+# run at most (4), BENCH_BURST_MB bytes per paused run at most (384), BENCH_CASES
+# ("none" skips the paused regime), BENCH_SUSTAINED_S (10), BENCH_NETWORKS (networks
+# of the sustained regime: 0ms, Nms round trip, 100mbit; "0ms"), BENCH_LINK_SYSTEMS
+# (the systems with the link up), BENCH_EXTRAS (none); BENCH_COMMAND, BENCH_QEMU and
+# BENCH_HOST_CPUS describe the run in its "meta" line.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/bench-nodes.sh"
 
 OUT=${1:?usage: bench-guest.sh RESULTS.jsonl}
-RUNTIME=${BENCH_RUNTIME:-5}
-RAMP=${BENCH_RAMP:-1}
-NETWORKS=${BENCH_NETWORKS:-0ms 10ms 50ms 100mbit}
-SYSTEMS=${BENCH_SYSTEMS:-dm-linear arepl drbd-a dm-mirror-nbd replicad-apply arepl-al}
-PATTERNS=${BENCH_PATTERNS:-write randwrite}
-BLOCK_SIZES=${BENCH_BS:-4k 64k 256k 1m}
-DEPTHS=${BENCH_QD:-1 16}
+REPS=${BENCH_REPS:-3}
+RUNTIME=${BENCH_RUNTIME:-4}
+BURST_MB=${BENCH_BURST_MB:-384}
+CASES=${BENCH_CASES:-write:64k:1 write:64k:16 write:1m:1 write:1m:16 randwrite:64k:1 randwrite:64k:16 randwrite:1m:16 randwrite:4k:1}
 HERE=$(cd "$(dirname "$0")" && pwd)
-DRBDSETUP=/usr/lib/drbd/drbdsetup-84
-# DRBD's kernel sockets always live in the initial network namespace, so its two nodes
-# (both in this guest) talk over loopback; these are its two ends.
-DRBD_PRIMARY_IP=127.0.0.1
-DRBD_SECONDARY_IP=127.0.0.2
+SYSTEMS="dm-linear arepl"
+[[ -n ${BENCH_BASELINE_KO:-} ]] && SYSTEMS+=" arepl-baseline"
 
 primary=$(disk_by_serial arepl0)
-replica=$(disk_by_serial arepl1)
-spill=$(disk_by_serial arepl2)
+spill=$(disk_by_serial arepl1)
 sectors=$(sectors_of "$primary")
 : >"$OUT"
-emit() { echo "$1" >>"$OUT"; }
-json_string() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
-
-emit "$(printf '{"kind":"meta","kernel":"%s","qemu":%s,"cpus":%d,"host_cpus":%d,"runtime_s":%d,"ramp_s":%d,"disk_mb":%d,"command":"make bench","started":"%s","notes":[%s]}' \
-    "$(uname -r)" "$(json_string "${BENCH_QEMU:-unknown}")" "$(nproc)" "${BENCH_HOST_CPUS:-0}" \
-    "$RUNTIME" "$RAMP" $((sectors / 2048)) "$(date -u +%FT%TZ)" \
-    "$(json_string "Guest: QEMU TCG (software emulation), $(nproc) vCPUs; disks are sparse raw files on the host (cache=unsafe)."),$(json_string "arepl and nbd run between the prod and dr network namespaces over a veth pair; DRBD 8.4's kernel sockets always use the initial namespace, so its two nodes (both in this guest) talk over loopback, shaped the same way."),$(json_string "Shaping: netem delay of half the RTT on each direction; 100mbit is tbf at 100 Mbit/s on each direction, no added delay."),$(json_string "arepl: default queue (queue_mb 64), primary link only; DRBD: protocol A, drbd-utils $(dpkg-query -W -f='${Version}' drbd-utils 2>/dev/null)'s drbdsetup-84, default buffers; dm-mirror: core log, nosync, second leg /dev/nbd0 from nbd-server $(dpkg-query -W -f='${Version}' nbd-server 2>/dev/null).")")"
-
-load_module
 net_setup
-ip link set lo up
-ip addr add "$DRBD_SECONDARY_IP/8" dev lo 2>/dev/null || true
+python3 -c '
+import json, os, sys
+print(json.dumps({"kind": "meta", "kernel": os.uname().release, "qemu": sys.argv[1],
+                  "cpus": os.cpu_count(), "host_cpus": int(sys.argv[2]), "command": sys.argv[3],
+                  "started": sys.argv[4], "reps": int(sys.argv[5])}, sort_keys=True))' \
+    "${BENCH_QEMU:-unknown}" "${BENCH_HOST_CPUS:-0}" "${BENCH_COMMAND:-make bench}" \
+    "$(date -u +%FT%TZ)" "$REPS" >>"$OUT"
 
-# --- Network shaping, applied to both directions of the primary link and to loopback.
-shape_device() { # namespace ("" = initial), device, network
-    local run=()
-    [[ -n $1 ]] && run=(ip netns exec "$1")
-    "${run[@]}" tc qdisc del dev "$2" root 2>/dev/null || true
-    case $3 in
-        0ms) ;;
-        *ms) "${run[@]}" tc qdisc add dev "$2" root netem delay "$((${3%ms} / 2))ms" limit 100000 ;;
-        100mbit) "${run[@]}" tc qdisc add dev "$2" root tbf rate 100mbit burst 256kb latency 200ms ;;
-        *) fail "unknown network $3" ;;
+use_module() { # path of the dm-arepl.ko to load
+    if module_loaded; then
+        rmmod dm_arepl
+    fi
+    insmod "$1"
+}
+
+# Prints the device to write to for system $1.
+make_device() {
+    case $1 in
+        dm-linear) dmsetup create bench-q --table "0 $sectors linear $primary 0" ;;
+        *)
+            arepl_create bench-q "$primary" "$PRIMARY_ADDR 2 volume:benchq queue_mb:1024"
+            dmsetup message bench-q 0 pause
+            ;;
     esac
-}
-shape() {
-    shape_device prod prod0 "$1"
-    shape_device dr dr0 "$1"
-    shape_device "" lo "$1"
-}
-rtt_ms() { case $1 in *ms) echo "${1%ms}" ;; *) echo 0 ;; esac; }
-
-measure_link() { # network
-    local result
-    result=$(mktemp)
-    ip netns exec dr python3 "$HERE/bench_link.py" recv 5001 >"$result" &
-    local receiver=$!
-    retry_briefly grep -q listening "$result" || fail "link probe receiver did not start"
-    ip netns exec prod python3 "$HERE/bench_link.py" send 10.90.0.2 5001 4 >/dev/null
-    wait "$receiver"
-    local rate
-    rate=$(tail -n1 "$result")
-    rm -f "$result"
-    local limit=null
-    [[ $1 == 100mbit ]] && limit=100
-    emit "$(printf '{"kind":"link","network":"%s","rtt_ms":%d,"rate_mbit":%s,"measured_mib_s":%s}' \
-        "$1" "$(rtt_ms "$1")" "$limit" "$rate")"
-    note "link $1: $rate MiB/s"
+    echo /dev/mapper/bench-q
 }
 
-# Runs fio on device $1 and prints its JSON; $2 pattern, $3 block size, $4 depth.
-run_fio() {
-    fio --name=bench --filename="$1" --rw="$2" --bs="$3" --iodepth="$4" --size=768M \
-        --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --direct=1 --ioengine=libaio \
-        --refill_buffers --randrepeat=0 --norandommap --output-format=json
+run_case() { # system, pattern, block size, depth, repetition
+    local dev json
+    dev=$(make_device "$1")
+    json=$(fio --name=quick --filename="$dev" --rw="$2" --bs="$3" --iodepth="$4" \
+        --size="${BURST_MB}M" --io_size="${BURST_MB}M" --runtime="$RUNTIME" \
+        --direct=1 --ioengine=libaio --lat_percentiles=1 --randrepeat=0 --norandommap \
+        --output-format=json)
+    if [[ $1 != dm-linear ]]; then
+        # Nothing was sent: the whole burst is still queued, within the queue.
+        local queued
+        queued=$(status_field bench-q queued_bytes)
+        (( queued > 0 && queued <= 1024 << 20 )) || fail "$1: queued_bytes=$queued after a burst"
+    fi
+    dmsetup remove --retry bench-q
+    python3 "$HERE/bench_case.py" "$1" paused "$2" "$3" "$4" "rep=$5" <<<"$json" >>"$OUT"
 }
 
-for_each_case() { # callback: called with pattern, block size, depth
-    local pattern bs qd
-    for pattern in $PATTERNS; do
-        for bs in $BLOCK_SIZES; do
-            for qd in $DEPTHS; do
-                "$@" "$pattern" "$bs" "$qd"
-            done
+[[ $CASES == none ]] && CASES=
+for case in $CASES; do
+    IFS=: read -r pattern bs qd <<<"$case"
+    for rep in $(seq "$REPS"); do
+        for system in $SYSTEMS; do
+            case $system in
+                arepl) use_module "$MODULE_KO" ;;
+                arepl-baseline) use_module "$BENCH_BASELINE_KO" ;;
+            esac
+            run_case "$system" "$pattern" "$bs" "$qd" "$rep"
         done
     done
+    note "$case done"
+done
+
+# --- With the link up, to the DR machine.
+[[ -n ${BENCH_DR_ADDR:-} ]] || { dmesg_assert_clean; exit 0; }
+DR_IP=$BENCH_DR_ADDR
+PRIMARY_IP=${DR_IP%.*}.2
+DR_AGENT_PORT=7700
+REPLICAD_PORT=7788
+use_module "$MODULE_KO"
+
+# Runs a command on the DR machine (tests/vm/bench-dr-guest.sh).
+dr() { python3 "$HERE/bench_dr_agent.py" call "$DR_IP" "$DR_AGENT_PORT" "$@"; }
+
+nic=$(ls /sys/class/net | grep -vx lo | head -n1)
+[[ -n $nic ]] || fail "no network card for the DR link"
+ip addr add "$PRIMARY_IP/24" dev "$nic"
+ip link set "$nic" up
+# The DR machine boots alongside this one.
+for _ in $(seq 120); do dr ping >/dev/null 2>&1 && break; sleep 1; done
+dr ping || fail "the DR machine at $DR_IP does not answer"
+
+# Busy CPU ticks of the whole guest (user, nice, system, irq, softirq) so far.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+ticks_per_s=$(getconf CLK_TCK)
+
+# Shapes both directions for network $1 (now in shaped) and measures the link (MiB/s
+# into link_mib_s).
+network() {
+    shaped=$1
+    shape_egress "$nic" "$1"
+    dr shape "$1" >/dev/null
+    link_mib_s=$(python3 "$HERE/bench_link.py" send "$DR_IP" 5001 4)
+    note "link to $DR_IP, $1: $link_mib_s MiB/s"
+    echo "{\"kind\": \"link\", \"shaping\": \"$1\", \"mib_s\": $link_mib_s}" >>"$OUT"
 }
 
-unavailable() { # system, network, error text
-    emit "$(printf '{"kind":"unavailable","system":"%s","network":"%s","error":%s}' \
-        "$1" "$2" "$(json_string "$3")")"
-    note "$1 on $2 unavailable: $3"
+# Sets up system $1 (arepl: queue of $2 MiB) with its receiver on the DR machine and
+# prints the device to write to.
+link_device() {
+    local features
+    case $1 in
+        dm-linear) dmsetup create bench-l --table "0 $sectors linear $primary 0" >&2 ;;
+        arepl | arepl-nocrc | arepl-baseline)
+            features="2 volume:benchl queue_mb:$2"
+            [[ $1 == arepl-nocrc ]] && features="3 volume:benchl queue_mb:$2 wire_crc:off"
+            dr replicad "$REPLICAD_PORT" >&2
+            dmsetup create bench-l --table \
+                "0 $sectors arepl $primary $DR_IP:$REPLICAD_PORT $features" >&2
+            wait_connected bench-l 60 >&2
+            ;;
+        drbd-a)
+            dr drbd-up "$PRIMARY_IP" >&2
+            drbd_node_up "$primary" "$PRIMARY_IP" "$DR_IP" >&2
+            drbd_take_primary >&2
+            echo /dev/drbd0
+            return
+            ;;
+        dm-mirror-nbd)
+            dr nbd-up >&2
+            retry_briefly nbd-client "$DR_IP" 10809 /dev/nbd0 -N replica >&2 ||
+                fail "nbd-client could not connect to $DR_IP"
+            dmsetup create bench-l --table \
+                "0 $sectors mirror core 2 1024 nosync 2 $primary 0 /dev/nbd0 0" >&2
+            ;;
+    esac
+    echo /dev/mapper/bench-l
 }
 
-# --- dm-linear: the limit, no network.
-linear_case() {
-    local json
-    json=$(run_fio /dev/mapper/bench-linear "$@")
-    emit "$(python3 "$HERE/bench_case.py" dm-linear local "$@" <<<"$json")"
-}
-bench_linear() {
-    dmsetup create bench-linear --table "0 $sectors linear $primary 0"
-    for_each_case linear_case
-    dmsetup remove bench-linear
-}
-
-# --- arepl: replicad on the DR side; after each run the queue drains before the next.
-# Lag is sampled once a second during the run.
-arepl_case() {
-    local dev=bench-arepl samples fio_json sampler
-    samples=$(mktemp)
-    (while sleep 1; do status_field "$dev" lag_ms >>"$samples"; done) &
-    sampler=$!
-    fio_json=$(run_fio /dev/mapper/$dev "$@")
-    kill "$sampler"
-    wait "$sampler" 2>/dev/null || true
-    local left start drain_s
-    left=$(status_field "$dev" queued_bytes)
-    start=$(date +%s.%N)
-    wait_drained "$dev" 900
-    drain_s=$(python3 -c "import sys; print(round($(date +%s.%N) - float(sys.argv[1]), 3) if int(sys.argv[2]) else 0)" "$start" "$left")
-    local lag_p50 lag_max
-    read -r lag_p50 lag_max < <(python3 -c '
-import statistics, sys
-v = sorted(int(x) for x in open(sys.argv[1]).read().split()) or [0]
-print(statistics.median(v), max(v))' "$samples")
-    rm -f "$samples"
-    emit "$(python3 "$HERE/bench_case.py" arepl "$NETWORK" "$@" \
-        "drained_mib=$(python3 -c "print($left / 2**20)")" "drain_s=$drain_s" \
-        "lag_ms_p50=$lag_p50" "lag_ms_max=$lag_max" <<<"$fio_json")"
-}
-bench_arepl() {
-    local state=/tmp/bench-state
-    rm -rf "$state"
-    replicad_start "$replica" "$state"
-    arepl_create bench-arepl "$primary" "$PRIMARY_ADDR 1 volume:bench"
-    wait_connected bench-arepl
-    for_each_case arepl_case
-    dmsetup remove bench-arepl
-    replicad_stop "$state"
+# Waits until system $1 has sent everything and the DR side acknowledged it.
+link_drained() {
+    case $1 in
+        dm-linear) ;;
+        drbd-a)
+            # Protocol A completes a write once it is in the send buffer: drained when
+            # nothing is pending, unacknowledged or in the activity log's way.
+            local i
+            for i in $(seq 1800); do
+                grep -A1 '^ 0:' /proc/drbd | grep -q ' pe:0 ua:0 ap:0 ' && return 0
+                sleep 0.5
+            done
+            fail "DRBD did not finish sending: $(cat /proc/drbd)"
+            ;;
+        arepl*) wait_drained bench-l 900 ;;
+        # Synchronous: nothing is left to send once fio is done.
+        dm-mirror-nbd) ;;
+    esac
 }
 
-# --- DRBD protocol A: resource r0 (primary, minor 0) on the primary disk, r1
-# (secondary, minor 1) on the replica disk, fresh metadata each network, no initial
-# resync (both sides start from the same, unwritten history).
-drbd_setup() {
-    local out
-    out=$(
-        {
-            drbdmeta --force 0 v08 "$primary" internal create-md < <(yes) &&
-                drbdmeta --force 1 v08 "$replica" internal create-md < <(yes) &&
-                "$DRBDSETUP" new-resource r0 && "$DRBDSETUP" new-minor r0 0 0 &&
-                "$DRBDSETUP" new-resource r1 && "$DRBDSETUP" new-minor r1 1 0 &&
-                "$DRBDSETUP" attach 0 "$primary" "$primary" internal &&
-                "$DRBDSETUP" attach 1 "$replica" "$replica" internal &&
-                "$DRBDSETUP" connect r0 "ipv4:$DRBD_PRIMARY_IP:7789" "ipv4:$DRBD_SECONDARY_IP:7789" --protocol=A &&
-                "$DRBDSETUP" connect r1 "ipv4:$DRBD_SECONDARY_IP:7789" "ipv4:$DRBD_PRIMARY_IP:7789" --protocol=A &&
-                retry_briefly grep -q '^ 0: cs:Connected' /proc/drbd &&
-                "$DRBDSETUP" new-current-uuid --clear-bitmap 0 &&
-                "$DRBDSETUP" primary 0 &&
-                grep -q '^ 0: cs:Connected ro:Primary/Secondary ds:UpToDate/UpToDate A' /proc/drbd
-        } 2>&1
-    ) || {
-        echo "${out:-DRBD setup failed}"
-        cat /proc/drbd 2>/dev/null
-        return 1
-    }
+link_teardown() {
+    case $1 in
+        drbd-a)
+            drbd_node_down
+            dr drbd-down >/dev/null
+            ;;
+        dm-mirror-nbd)
+            dmsetup remove --retry bench-l
+            nbd-client -d /dev/nbd0 >/dev/null
+            dr nbd-down >/dev/null
+            ;;
+        *)
+            dmsetup remove --retry bench-l
+            [[ $1 == dm-linear ]] || dr replicad-stop >/dev/null
+            ;;
+    esac
 }
-drbd_teardown() {
-    "$DRBDSETUP" down r0 2>/dev/null || true
-    "$DRBDSETUP" down r1 2>/dev/null || true
+
+# Runs fio on system $1 for case $2 on network $3 (pattern $4, block size $5, depth
+# $6, more fio arguments after); waits for the drain and records it. CPU time, the
+# primary's and the DR machine's, covers the run and the drain.
+link_run() {
+    local system=$1 name=$2 network=$3 pattern=$4 bs=$5 qd=$6 dev json start_ticks start_ns
+    local drained_ns dr_busy
+    shift 6
+    # Below the link the queue never fills; faster, a small queue fills at once, so
+    # the run measures the steady state rather than the queue soaking up a burst.
+    local queue_mb=1024
+    [[ $name == sustained ]] && queue_mb=64
+    dev=$(link_device "$system" "$queue_mb")
+    python3 "$HERE/cpu_split.py" snapshot /tmp/cpu-split.json
+    dr_busy=$(dr busy-seconds)
+    start_ticks=$(busy_ticks)
+    start_ns=$(date +%s%N)
+    json=$(fio --name=link --filename="$dev" --rw="$pattern" --bs="$bs" --iodepth="$qd" \
+        --direct=1 --ioengine=libaio --lat_percentiles=1 --randrepeat=0 --norandommap \
+        --size=768M --time_based --output-format=json "$@")
+    link_drained "$system"
+    drained_ns=$(($(date +%s%N) - start_ns))
+    local ticks=$(($(busy_ticks) - start_ticks))
+    dr_busy=$(python3 -c "print($(dr busy-seconds) - $dr_busy)")
+    python3 "$HERE/cpu_split.py" diff /tmp/cpu-split.json "$system" "$name" "$rep" \
+        "shaping=$network" >>"$OUT"
+    link_teardown "$system"
+    python3 "$HERE/bench_case.py" "$system" "$name" "$pattern" "$bs" "$qd" "rep=$rep" \
+        "shaping=$network" "cpu_s=$(python3 -c "print($ticks / $ticks_per_s)")" "dr_cpu_s=$dr_busy" \
+        "drained_s=$(python3 -c "print($drained_ns / 1e9)")" "link_mib_s=$link_mib_s" \
+        <<<"$json" >>"$OUT"
 }
-# Protocol A completes writes once they are in the local TCP send buffer; the data still
-# on its way counts as drained when the primary has nothing pending or unacknowledged.
-drbd_wait_sent() {
-    local i
-    for i in $(seq 1800); do
-        grep -A1 '^ 0:' /proc/drbd | grep -q ' pe:0 ua:0 ap:0 ' && return 0
-        sleep 0.5
+
+# The module each system runs on.
+load_for() {
+    case $1 in
+        arepl | arepl-nocrc) use_module "$MODULE_KO" ;;
+        arepl-baseline) use_module "$BENCH_BASELINE_KO" ;;
+    esac
+}
+
+LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc drbd-a}
+[[ -n ${BENCH_BASELINE_KO:-} ]] && LINK_SYSTEMS+=" arepl-baseline"
+network 0ms
+rate=$(python3 -c "print(max(1, int($link_mib_s / 2)))")
+for rep in $(seq "$REPS"); do
+    for system in $LINK_SYSTEMS; do
+        load_for "$system"
+        link_run "$system" rate 0ms randwrite 64k 4 --rate="${rate}m" --runtime=8
     done
-    fail "DRBD did not finish sending: $(cat /proc/drbd)"
-}
-drbd_case() {
-    local json
-    json=$(run_fio /dev/drbd0 "$@")
-    drbd_wait_sent
-    emit "$(python3 "$HERE/bench_case.py" drbd-a "$NETWORK" "$@" <<<"$json")"
-}
-bench_drbd() {
-    local error
-    if [[ ! -x $DRBDSETUP ]] || ! grep -q '^version: 8\.4' /proc/drbd 2>/dev/null; then
-        unavailable drbd-a "$NETWORK" "no DRBD 8.4 kernel module or no $DRBDSETUP: $(head -n1 /proc/drbd 2>&1)"
-        return 0
-    fi
-    if ! error=$(drbd_setup); then
-        drbd_teardown
-        unavailable drbd-a "$NETWORK" "$error"
-        return 0
-    fi
-    for_each_case drbd_case
-    drbd_teardown
-}
+    note "rate ${rate} MiB/s, repetition $rep done"
+done
+for net in ${BENCH_NETWORKS:-0ms}; do
+    [[ $net == "$shaped" ]] || network "$net"
+    for rep in $(seq "$REPS"); do
+        for system in $LINK_SYSTEMS; do
+            load_for "$system"
+            link_run "$system" sustained "$net" write 1m 16 --runtime="${BENCH_SUSTAINED_S:-10}"
+        done
+        note "sustained, $net, repetition $rep done"
+    done
+done
 
-# --- Synchronous replication as in the seed design: dm-mirror, second leg an nbd device
-# served from the DR namespace.
-mirror_case() {
-    local json
-    json=$(run_fio /dev/mapper/bench-mirror "$@")
-    emit "$(python3 "$HERE/bench_case.py" dm-mirror-nbd "$NETWORK" "$@" <<<"$json")"
-}
-bench_mirror() {
-    local conf=/tmp/bench-nbd.conf error
-    printf '[generic]\n    allowlist = false\n[replica]\n    exportname = %s\n    flush = true\n    fua = true\n' \
-        "$replica" >"$conf"
-    if ! error=$(ip netns exec dr nbd-server -C "$conf" -p /tmp/bench-nbd.pid 2>&1) ||
-        ! error=$(retry_briefly ip netns exec prod nbd-client 10.90.0.2 10809 /dev/nbd0 -N replica 2>&1) ||
-        ! error=$(dmsetup create bench-mirror --table \
-            "0 $sectors mirror core 2 1024 nosync 2 $primary 0 /dev/nbd0 0" 2>&1); then
-        unavailable dm-mirror-nbd "$NETWORK" "$error"
-    else
-        for_each_case mirror_case
-        dmsetup remove bench-mirror
-    fi
-    ip netns exec prod nbd-client -d /dev/nbd0 >/dev/null 2>&1 || true
-    [[ -f /tmp/bench-nbd.pid ]] && kill "$(cat /tmp/bench-nbd.pid)" 2>/dev/null
-    rm -f /tmp/bench-nbd.pid
-}
-
-# --- replicad applying a stream: MiB/s and replicad's CPU per MiB against the target's
-# own speed. The stream is queued on a paused device (queue big enough for all of it),
-# then sent at once over the unshaped link: only replicad limits the drain.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-target_speed() { # block size: the target's own MiB/s, direct, queue depth 1
-    fio --name=target --filename="$replica" --rw=write --bs="$1" --size=128M --direct=1 \
-        --ioengine=psync --time_based --runtime="$RUNTIME" --output-format=json | python3 -c '
-import json, sys
-print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"] / 2**20, 2))'
-}
-apply_case() { # name, block size, MiB, replicad pid, target MiB/s, fio arguments...
-    local name=$1 bs=$2 mib=$3 pid=$4 target=$5 dev=bench-apply
-    shift 5
+# --- replicad alone applying a stream: MiB/s and replicad's CPU per MiB against the
+# target's own speed. The stream is queued on a paused device (queue big enough for all
+# of it), then sent at once over the unshaped link: only replicad limits the drain.
+apply_case() { # name, block size, MiB, target MiB/s, fio arguments...
+    local name=$1 bs=$2 mib=$3 target=$4 dev=bench-apply
+    shift 4
     dmsetup message "$dev" 0 pause
     fio --name="$name" --filename=/dev/mapper/$dev --bs="$bs" --size="${mib}M" --direct=1 \
         --ioengine=psync --output-format=terse "$@" >/dev/null
-    local entries ticks start seconds cpu
+    local entries cpu_before start seconds cpu
     entries=$(status_field "$dev" queued)
-    ticks=$(cpu_ticks "$pid")
-    start=$(date +%s.%N)
+    cpu_before=$(dr replicad-cpu)
+    start=$(date +%s%N)
     dmsetup message "$dev" 0 resume
     wait_drained "$dev" 900
-    seconds=$(python3 -c "import sys; print(round($(date +%s.%N) - float(sys.argv[1]), 3))" "$start")
-    cpu=$(python3 -c "import os, sys; print(round(int(sys.argv[1]) / os.sysconf('SC_CLK_TCK'), 2))" \
-        $(($(cpu_ticks "$pid") - ticks)))
-    emit "$(printf '{"kind":"apply","case":"%s","bs":"%s","mib":%s,"entries":%d,"seconds":%s,"replicad_cpu_s":%s,"target_mib_s":%s,"started":"%s"}' \
-        "$name" "$bs" "$mib" "$entries" "$seconds" "$cpu" "$target" "$STARTED")"
+    seconds=$(python3 -c "print(round(($(date +%s%N) - $start) / 1e9, 3))")
+    cpu=$(python3 -c "print(round($(dr replicad-cpu) - $cpu_before, 2))")
+    printf '{"kind":"apply","case":"%s","bs":"%s","mib":%s,"entries":%d,"seconds":%s,"replicad_cpu_s":%s,"target_mib_s":%s}\n' \
+        "$name" "$bs" "$mib" "$entries" "$seconds" "$cpu" "$target" >>"$OUT"
     note "replicad applied $mib MiB ($entries entries) in $seconds s with $cpu s of CPU; target alone $target MiB/s"
 }
 bench_apply() {
-    local state=/tmp/bench-apply-state pid target_256k target_4k
-    rm -rf "$state"
+    local target_256k target_4k
     # The target's own speed first, while nothing else uses it.
-    target_256k=$(target_speed 256k)
-    target_4k=$(target_speed 4k)
-    replicad_start "$replica" "$state"
-    pid=$(cat "$state/replicad.pid")
-    arepl_create bench-apply "$primary" "$PRIMARY_ADDR 2 volume:bench-apply queue_mb:512"
-    wait_connected bench-apply
+    target_256k=$(dr target-speed 256k)
+    target_4k=$(dr target-speed 4k)
+    dr replicad "$REPLICAD_PORT" >/dev/null
+    dmsetup create bench-apply --table \
+        "0 $sectors arepl $primary $DR_IP:$REPLICAD_PORT 2 volume:bench-apply queue_mb:512"
+    wait_connected bench-apply 60
     # Like the initial copy: 256 KiB writes in order.
-    apply_case copy-256k 256k 192 "$pid" "$target_256k" --rw=write
+    apply_case copy-256k 256k 192 "$target_256k" --rw=write
     # Like a database: small random writes, a flush (group commit) after every eighth.
-    apply_case commits-4k 4k 16 "$pid" "$target_4k" --rw=randwrite --fsync=8 --randrepeat=0
+    apply_case commits-4k 4k 16 "$target_4k" --rw=randwrite --fsync=8 --randrepeat=0
     dmsetup remove bench-apply
-    replicad_stop "$state"
+    dr replicad-stop >/dev/null
 }
 
 # --- The activity log's cost per write: arepl without and with a spill device (the log
@@ -292,36 +323,35 @@ bench_apply() {
 # hardly any write waits for a mark; `cold`: the whole volume in 64 KiB regions, so
 # nearly every write waits for one 512-byte FUA write of the log first.
 al_case() { # system, case, repetition
-    local system=$1 name=$2 rep=$3 state=/tmp/bench-al-state features size json
+    local system=$1 name=$2 rep=$3 features size json
     case $name in
         hot) features="region_kb:4096" size=16M ;;
         cold) features="region_kb:64" size=768M ;;
     esac
-    rm -rf "$state"
-    replicad_start "$replica" "$state"
+    dr replicad "$REPLICAD_PORT" >/dev/null
     if [[ $system == arepl-al ]]; then
         spill_blank "$spill"
-        arepl_create bench-al "$primary" "$PRIMARY_ADDR 3 volume:bench $features spill:$spill"
+        features="3 volume:bench $features spill:$spill"
     else
-        arepl_create bench-al "$primary" "$PRIMARY_ADDR 2 volume:bench $features"
+        features="2 volume:bench $features"
     fi
-    wait_connected bench-al
+    dmsetup create bench-al --table "0 $sectors arepl $primary $DR_IP:$REPLICAD_PORT $features"
+    wait_connected bench-al 60
     json=$(fio --name=al --filename=/dev/mapper/bench-al --rw=randwrite --bs=4k --iodepth=1 \
-        --size="$size" --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" --direct=1 \
+        --size="$size" --time_based --runtime=5 --ramp_time=1 --direct=1 \
         --ioengine=psync --refill_buffers --randrepeat=0 --norandommap --output-format=json)
     wait_drained bench-al 900
     dmsetup remove bench-al
-    replicad_stop "$state"
-    emit "$(python3 -c '
+    dr replicad-stop >/dev/null
+    python3 -c '
 import json, sys
 write = json.load(sys.stdin)["jobs"][0]["write"]
 pct = write["clat_ns"].get("percentile", {})
 print(json.dumps({"kind": "activity_log", "system": sys.argv[1], "case": sys.argv[2],
-                  "repetition": int(sys.argv[3]), "started": sys.argv[4],
-                  "iops": round(write["iops"], 1),
+                  "repetition": int(sys.argv[3]), "iops": round(write["iops"], 1),
                   "lat_mean_us": round(write["lat_ns"]["mean"] / 1000, 1),
                   "lat_p99_us": round(pct.get("99.000000", 0) / 1000, 1)}, sort_keys=True))' \
-        "$system" "$name" "$rep" "$STARTED" <<<"$json")"
+        "$system" "$name" "$rep" <<<"$json" >>"$OUT"
 }
 bench_activity_log() {
     local rep name system
@@ -334,18 +364,11 @@ bench_activity_log() {
     done
 }
 
-has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
-
-STARTED=$(date -u +%FT%TZ)
-has_system dm-linear && { note "dm-linear"; bench_linear; }
-has_system replicad-apply && { shape 0ms; note "replicad applying"; bench_apply; }
-has_system arepl-al && { shape 0ms; note "activity log cost"; bench_activity_log; }
-for NETWORK in $NETWORKS; do
-    shape "$NETWORK"
-    measure_link "$NETWORK"
-    has_system arepl && { note "arepl, $NETWORK"; bench_arepl; }
-    has_system drbd-a && { note "DRBD protocol A, $NETWORK"; bench_drbd; }
-    has_system dm-mirror-nbd && { note "dm-mirror over nbd, $NETWORK"; bench_mirror; }
-done
-shape 0ms
-note "results: $(grep -c '"kind": *"case"' "$OUT") cases in $OUT"
+if [[ " ${BENCH_EXTRAS:-} " == *" apply "* ]] || [[ " ${BENCH_EXTRAS:-} " == *" activity-log "* ]]; then
+    [[ $shaped == 0ms ]] || network 0ms
+    use_module "$MODULE_KO"
+    [[ " $BENCH_EXTRAS " == *" apply "* ]] && { note "replicad applying"; bench_apply; }
+    [[ " $BENCH_EXTRAS " == *" activity-log "* ]] && { note "activity log cost"; bench_activity_log; }
+fi
+dr quit >/dev/null
+dmesg_assert_clean 'drbd_w_.*'

@@ -1,5 +1,5 @@
 # What both ends of the benchmark's link between two VMs do for themselves (sourced by
-# bench-quick-guest.sh on the primary and bench-dr-guest.sh on the DR side): shaping
+# bench-guest.sh on the primary and bench-dr-guest.sh on the DR side): shaping
 # their own outgoing traffic, and running one DRBD node.
 # shellcheck shell=bash
 
