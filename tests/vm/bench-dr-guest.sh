@@ -27,14 +27,8 @@ STATE=/tmp/dr-replicad
 disk=$(disk_by_serial arepl0)
 nic=$(ls /sys/class/net | grep -vx lo | head -n1)
 
-replicad_stop_here() {
-    local pid
-    pid=$(cat "$STATE/replicad.pid" 2>/dev/null) || return 0
-    kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    rm -f "$STATE/replicad.pid"
-}
-listening() { ss -ltnH "sport = :$1" | grep -q .; }
+# replicad listens on this machine's own network card.
+REPLICAD_NETNS=
 
 case ${1:-serve} in
     serve)
@@ -45,23 +39,16 @@ case ${1:-serve} in
         note "DR side at $DR_IP, disk $disk; serving the primary's commands"
         python3 "$HERE/bench_dr_agent.py" serve "$AGENT_PORT" "$0"
         drbd_node_down
-        replicad_stop_here
+        replicad_stop "$STATE"
         "$0" nbd-down
         note "DR side done"
         ;;
     replicad)
-        replicad_stop_here
+        replicad_stop "$STATE"
         rm -rf "$STATE"
-        mkdir -p "$STATE"
-        "$REPLICAD" --listen "0.0.0.0:$2" --target "$disk" --state-dir "$STATE" \
-            >"$STATE/replicad.log" 2>&1 &
-        echo $! >"$STATE/replicad.pid"
-        retry_briefly listening "$2" || {
-            cat "$STATE/replicad.log"
-            fail "replicad did not start listening"
-        }
+        replicad_start "$disk" "$STATE" "$2"
         ;;
-    replicad-stop) replicad_stop_here ;;
+    replicad-stop) replicad_stop "$STATE" ;;
     replicad-cpu)
         awk -v tick="$(getconf CLK_TCK)" '{ print ($14 + $15) / tick }' \
             "/proc/$(cat "$STATE/replicad.pid")/stat"
@@ -84,9 +71,7 @@ print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw_bytes"] / 2**20, 2))'
     drbd-up) drbd_node_up "$disk" "$DR_IP" "$2" ;;
     drbd-down) drbd_node_down ;;
     shape) shape_egress "$nic" "$2" ;;
-    busy-seconds)
-        awk -v tick="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / tick }' /proc/stat
-        ;;
+    busy-seconds) busy_seconds ;;
     ping) echo "DR side up: $(uname -r), disk $disk" ;;
     *) fail "unknown command $*" ;;
 esac

@@ -132,10 +132,6 @@ ip link set "$nic" up
 for _ in $(seq 120); do dr ping >/dev/null 2>&1 && break; sleep 1; done
 dr ping || fail "the DR machine at $DR_IP does not answer"
 
-# Busy CPU ticks of the whole guest (user, nice, system, irq, softirq) so far.
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-ticks_per_s=$(getconf CLK_TCK)
-
 # Shapes both directions for network $1 (now in shaped) and measures the link (MiB/s
 # into link_mib_s).
 network() {
@@ -221,7 +217,7 @@ link_teardown() {
 # $6, more fio arguments after); waits for the drain and records it. CPU time, the
 # primary's and the DR machine's, covers the run and the drain.
 link_run() {
-    local system=$1 name=$2 network=$3 pattern=$4 bs=$5 qd=$6 dev json start_ticks start_ns
+    local system=$1 name=$2 network=$3 pattern=$4 bs=$5 qd=$6 dev json busy start_ns
     local drained_ns dr_busy
     shift 6
     # Below the link the queue never fills; faster, a small queue fills at once, so
@@ -231,20 +227,20 @@ link_run() {
     dev=$(link_device "$system" "$queue_mb")
     python3 "$HERE/cpu_split.py" snapshot /tmp/cpu-split.json
     dr_busy=$(dr busy-seconds)
-    start_ticks=$(busy_ticks)
+    busy=$(busy_seconds)
     start_ns=$(date +%s%N)
     json=$(fio --name=link --filename="$dev" --rw="$pattern" --bs="$bs" --iodepth="$qd" \
         --direct=1 --ioengine=libaio --lat_percentiles=1 --randrepeat=0 --norandommap \
         --size=768M --time_based --output-format=json "$@")
     link_drained "$system"
     drained_ns=$(($(date +%s%N) - start_ns))
-    local ticks=$(($(busy_ticks) - start_ticks))
+    busy=$(python3 -c "print($(busy_seconds) - $busy)")
     dr_busy=$(python3 -c "print($(dr busy-seconds) - $dr_busy)")
     python3 "$HERE/cpu_split.py" diff /tmp/cpu-split.json "$system" "$name" "$rep" \
         "shaping=$network" >>"$OUT"
     link_teardown "$system"
     python3 "$HERE/bench_case.py" "$system" "$name" "$pattern" "$bs" "$qd" "rep=$rep" \
-        "shaping=$network" "cpu_s=$(python3 -c "print($ticks / $ticks_per_s)")" "dr_cpu_s=$dr_busy" \
+        "shaping=$network" "cpu_s=$busy" "dr_cpu_s=$dr_busy" \
         "drained_s=$(python3 -c "print($drained_ns / 1e9)")" "link_mib_s=$link_mib_s" \
         <<<"$json" >>"$OUT"
 }

@@ -1,6 +1,6 @@
 # What both ends of the benchmark's link between two VMs do for themselves (sourced by
 # bench-guest.sh on the primary and bench-dr-guest.sh on the DR side): shaping
-# their own outgoing traffic, and running one DRBD node.
+# their own outgoing traffic, running one DRBD node, and counting their CPU time.
 # shellcheck shell=bash
 
 DRBDSETUP=/usr/lib/drbd/drbdsetup-84
@@ -49,3 +49,8 @@ drbd_take_primary() {
 }
 
 drbd_node_down() { "$DRBDSETUP" down r0 2>/dev/null || true; }
+
+# CPU seconds this machine spent busy so far (user, nice, system, irq, softirq).
+busy_seconds() {
+    awk -v tick="$(getconf CLK_TCK)" '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / tick }' /proc/stat
+}

@@ -154,18 +154,20 @@ net_setup() {
     ip netns exec prod ping -c1 -W2 10.90.0.2 >/dev/null || fail "primary link does not answer"
 }
 
-# Starts replicad in the DR namespace on target $1 with state in $2, listening on port
-# $3 (default 7788), with the extra arguments in REPLICAD_ARGS; logs to $2/replicad.log.
+# Starts replicad in the DR namespace (REPLICAD_NETNS, "dr"; empty: this one) on target
+# $1 with state in $2, listening on port $3 (default 7788), with the extra arguments in
+# REPLICAD_ARGS; logs to $2/replicad.log.
 replicad_start() {
-    local target=$1 state=$2 port=${3:-7788}
+    local target=$1 state=$2 port=${3:-7788} run=()
+    [[ -n ${REPLICAD_NETNS-dr} ]] && run=(ip netns exec "${REPLICAD_NETNS-dr}")
     mkdir -p "$state"
     # shellcheck disable=SC2086 # REPLICAD_ARGS: extra words, split on purpose
-    ip netns exec dr "$REPLICAD" --listen "0.0.0.0:$port" --target "$target" --state-dir "$state" \
+    "${run[@]}" "$REPLICAD" --listen "0.0.0.0:$port" --target "$target" --state-dir "$state" \
         ${REPLICAD_ARGS:-} >>"$state/replicad.log" 2>&1 &
     echo $! >"$state/replicad.pid"
     local i
     for i in $(seq 50); do
-        ip netns exec dr ss -ltn 2>/dev/null | grep -q ":$port " && return 0
+        "${run[@]}" ss -ltn 2>/dev/null | grep -q ":$port " && return 0
         sleep 0.1
     done
     cat "$state/replicad.log" >&2
