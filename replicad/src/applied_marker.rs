@@ -1,7 +1,8 @@
 //! The highest sequence applied to the target in this boot, durable or not.
 //!
 //! The state file says what is durable. Entries applied after its last commit are on the
-//! target as well (in the page cache or written back) for as long as the host stays up.
+//! target as well (in the page cache, the device's cache or on the medium) for as long as
+//! the host stays up.
 //! When the daemon is killed, writing them again as the sender resends them would walk
 //! the target back through states the primary never had: an older write lands over a
 //! newer one until the newer is written again. This marker tells the next start which

@@ -3,10 +3,18 @@
 //! Decoding validates the header as soon as its 40 bytes are in, before any payload is
 //! buffered, so a bad or oversized header is refused without reading what follows it.
 //! The payload is then checked against its CRC-32C before the frame is handed out.
+//!
+//! A payload of a page or more that has not all arrived with its header is read into a
+//! buffer of its own that starts on a page boundary: the socket reads land there
+//! directly, and the target can write it with direct I/O (see [`crate::volume`]), with
+//! no copy into the page cache. Headers and small payloads come through a small staging
+//! buffer.
 
 use arepl_core::wire::{Header, WireError, HEADER_LEN};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+
+use crate::volume::DIRECT_IO_ALIGN;
 
 /// One frame: a validated header and its payload (empty for kinds without one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,11 +66,16 @@ impl From<WireError> for CodecError {
     }
 }
 
+/// Size of the staging buffer headers and small payloads are read into.
+const STAGING_CAPACITY: usize = 8 * 1024;
+
 /// Encodes and decodes [`Frame`]s.
 #[derive(Debug, Default)]
 pub struct FrameCodec {
     /// Header of a frame whose payload has not fully arrived yet.
     pending: Option<Header>,
+    /// The read buffer is the pending payload's own aligned buffer.
+    reading_aligned: bool,
 }
 
 impl FrameCodec {
@@ -94,11 +107,22 @@ impl Decoder for FrameCodec {
         // Header::decode bounded the length by kind, so reserving it is safe.
         let payload_len = header.payload_len() as usize;
         if src.len() < payload_len {
-            src.reserve(payload_len - src.len());
+            if self.reading_aligned {
+                // Its buffer has room for all of it already.
+            } else if payload_len >= DIRECT_IO_ALIGN {
+                *src = aligned_buffer(payload_len, src);
+                self.reading_aligned = true;
+            } else {
+                src.reserve(payload_len - src.len());
+            }
             return Ok(None);
         }
         self.pending = None;
         let payload = src.split_to(payload_len).freeze();
+        if std::mem::take(&mut self.reading_aligned) && src.is_empty() {
+            // The payload's buffer is used up: headers go back to a small one.
+            *src = BytesMut::with_capacity(STAGING_CAPACITY);
+        }
         header.check_payload(&payload)?;
         Ok(Some(Frame { header, payload }))
     }
@@ -119,6 +143,19 @@ impl Decoder for FrameCodec {
             }
         }
     }
+}
+
+/// A buffer for a `len`-byte payload that starts on a [`DIRECT_IO_ALIGN`] boundary,
+/// holding the part of it already `received`; reads fill exactly the rest.
+fn aligned_buffer(len: usize, received: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(len + DIRECT_IO_ALIGN);
+    let misalignment = buf.as_ptr() as usize % DIRECT_IO_ALIGN;
+    let pad = (DIRECT_IO_ALIGN - misalignment) % DIRECT_IO_ALIGN;
+    buf.resize(pad, 0);
+    // FramedRead only reserves when no room is left, so the start never moves.
+    buf.advance(pad);
+    buf.extend_from_slice(received);
+    buf
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -219,6 +256,42 @@ mod tests {
         }
         assert_eq!(decoded, frames);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn large_payloads_arriving_later_land_page_aligned() {
+        let big = vec![0xA5u8; 3 * DIRECT_IO_ALIGN];
+        let small = vec![0x11u8; 512];
+        let frames = [
+            Frame::with_payload(Header::write(1, 0, &big, false), big.clone()),
+            Frame::with_payload(Header::write(2, 0, &small, false), small.clone()),
+            Frame::with_payload(Header::write(3, 0, &big, false), big.clone()),
+        ];
+        let bytes = encoded(&frames);
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::with_capacity(STAGING_CAPACITY);
+        let mut decoded = Vec::new();
+        // As a socket delivers them: a header with part of its payload, then the rest
+        // in reads no larger than the room the buffer has.
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let room = (buf.capacity() - buf.len()).clamp(1, 1000);
+            let (read, after) = rest.split_at(room.min(rest.len()));
+            buf.extend_from_slice(read);
+            rest = after;
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                decoded.push(frame);
+            }
+        }
+        assert_eq!(decoded, frames);
+        for frame in [&decoded[0], &decoded[2]] {
+            assert_eq!(frame.payload.as_ptr() as usize % DIRECT_IO_ALIGN, 0);
+        }
+        assert!(buf.is_empty());
+        assert!(
+            buf.capacity() <= STAGING_CAPACITY,
+            "staging grew to a payload's size"
+        );
     }
 
     #[test]

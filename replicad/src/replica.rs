@@ -176,9 +176,10 @@ impl Replica {
 
     /// Hashes the `check.len` bytes at `offset` of the target as they are now and
     /// compares them with `check`, for the `Verify` entry `seq`: the caller applied every
-    /// entry before it and none after (they are written through the page cache, so the
-    /// read sees exactly those). Counts the check in the verify record and returns the
-    /// mismatch, if the bytes differ. Writes nothing to the target.
+    /// entry before it and none after (each write is complete when it returns, and a
+    /// direct write drops the cached pages it covers, so the read sees exactly those).
+    /// Counts the check in the verify record and returns the mismatch, if the bytes
+    /// differ. Writes nothing to the target.
     pub fn check_chunk(
         &mut self,
         seq: u64,
