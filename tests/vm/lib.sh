@@ -321,7 +321,8 @@ lvm_cleanup() {
 lvm_teardown() {
     local mnt
     # First: replicad runs in its own mount namespace (ip netns exec), which holds a
-    # copy of every mount made before it started, and so keeps the LV open.
+    # copy of every mount made before it started (outside the suite, whose mounts are
+    # shared), and so keeps the LV open.
     replicad_stop "$LVM_STATE"
     links_restore_both
     for mnt in "${LVM_MOUNTS[@]}"; do

@@ -62,7 +62,6 @@ a=$(sha_of "$disk" "$(($(sectors_of "$disk") / 2048))")
 b=$(sha_of "$replica" "$(($(sectors_of "$disk") / 2048))")
 note "sha256 primary $a"
 note "sha256 replica $b"
-# replicad's mount namespace holds a copy of the file system's mount: stop it first.
 replicad_stop "$state"
 dmsetup remove arepl-restart-db
 [[ $a == "$b" ]] || fail "replica differs from primary"
