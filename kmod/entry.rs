@@ -39,7 +39,7 @@ pub(crate) struct Entry {
     /// [`Self::payload_on_disk`]).
     data: Option<KVVec<u8>>,
     /// The payload's CRC-32C when already known (a spill record's, checked as it was
-    /// read back), so it is not computed again for the frame.
+    /// read back), so it is not computed again should the entry be spilled again.
     payload_crc: Option<u32>,
 }
 
@@ -205,11 +205,10 @@ impl Entry {
     /// payload's checksum when `wire_crc` (else the payload is not read for it).
     pub(crate) fn header(&self, seq: u64, wire_crc: bool) -> Header {
         match self.kind {
-            EntryKind::Write { fua } => match self.payload_crc {
-                _ if !wire_crc => Header::write_unchecked(seq, self.offset, self.length, fua),
-                Some(crc) => Header::write_with_crc(seq, self.offset, self.length, crc, fua),
-                None => Header::write(seq, self.offset, self.payload(), fua),
-            },
+            EntryKind::Write { fua } if wire_crc => {
+                Header::write(seq, self.offset, self.payload(), fua)
+            }
+            EntryKind::Write { fua } => Header::write_unchecked(seq, self.offset, self.length, fua),
             EntryKind::Flush => Header::flush(seq),
             EntryKind::Discard => Header::discard(seq, self.offset, self.length),
             EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),

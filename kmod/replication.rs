@@ -302,7 +302,7 @@ pub(crate) struct Replication {
     pub(crate) on_spill_full: SpillFullPolicy,
     /// Copy reads per second at most, in MiB; 0: unlimited (table `resync_mbps`).
     pub(crate) resync_mbps: u32,
-    /// Whether write frames carry their payload's CRC-32C (table `wire_crc`).
+    /// Whether write frames carry their payload's checksum (table `wire_crc`).
     pub(crate) wire_crc: bool,
     /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
     pub(crate) thread_name: CString,

@@ -2,7 +2,7 @@
 //! by the sender and the receiver so that a lost, reordered or altered entry shows.
 //!
 //! Each entry contributes a 64-bit term that binds its sequence number to its contents
-//! (kind, FUA flag, offset, length and payload CRC-32C: the fields of its wire header,
+//! (kind, FUA flag, offset, length and payload checksum: the fields of its wire header,
 //! so computing a term touches no payload byte). The digest through sequence `S` is the
 //! wrapping sum of the terms of entries 1..=S, plus whatever base the history started
 //! from. Because each term names its sequence number, an entry missing, duplicated,
@@ -33,8 +33,8 @@ pub struct EntryFields {
     pub offset: u64,
     /// Payload or range length in bytes (0 for flushes).
     pub length: u32,
-    /// CRC-32C of the payload (0 without one).
-    pub payload_crc: u32,
+    /// The payload's [`crate::wire::payload_checksum`] (0 without one).
+    pub payload_checksum: u32,
 }
 
 impl Digest {
@@ -49,7 +49,7 @@ impl Digest {
 pub fn term(fields: &EntryFields) -> u64 {
     let shape = (u64::from(fields.kind) << 56)
         | (u64::from(fields.fua) << 48)
-        | (u64::from(fields.payload_crc) << 16);
+        | (u64::from(fields.payload_checksum) << 16);
     let mut h = mix(fields.seq ^ 0x6172_6570_6c64_6731);
     h = mix(h ^ shape);
     h = mix(h ^ fields.offset);
@@ -141,7 +141,7 @@ mod tests {
             fua: false,
             offset,
             length: 4096,
-            payload_crc: crc,
+            payload_checksum: crc,
         }
     }
 
@@ -160,7 +160,7 @@ mod tests {
             fua: false,
             offset: 0,
             length: 0,
-            payload_crc: 0,
+            payload_checksum: 0,
         };
         assert_eq!(term(&flush), 0xf0b0_6f39_14d5_fb22);
         assert_eq!(

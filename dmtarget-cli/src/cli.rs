@@ -65,9 +65,9 @@ pub struct LinkArgs {
     /// unlimited).
     #[arg(long, value_name = "MIB/S", default_value_t = DEFAULT_RESYNC_MBPS)]
     pub resync_mbps: u32,
-    /// Whether each write carries a CRC-32C of its payload that replicad checks (as
-    /// DRBD's data-integrity-alg): `off` saves the primary a pass over every byte sent
-    /// and leaves the payload to TCP's own checksum.
+    /// Whether each write carries a checksum of its payload (XXH64) that replicad
+    /// checks (as DRBD's data-integrity-alg): `off` saves the primary a pass over every
+    /// byte sent and leaves the payload to TCP's own checksum.
     #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Switch::On)]
     pub wire_crc: Switch,
 }

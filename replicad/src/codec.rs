@@ -2,7 +2,7 @@
 //!
 //! Decoding validates the header as soon as its 40 bytes are in, before any payload is
 //! buffered, so a bad or oversized header is refused without reading what follows it.
-//! The payload is then checked against its CRC-32C before the frame is handed out.
+//! The payload is then checked against its checksum before the frame is handed out.
 //!
 //! A payload of a page or more that has not all arrived with its header is read into a
 //! buffer of its own that starts on a page boundary: the socket reads land there
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn oversized_length_is_refused_without_buffering() {
-        let header = Header::write_with_crc(1, 0, MAX_WRITE_PAYLOAD + 512, 0, false);
+        let header = Header::write_with_checksum(1, 0, MAX_WRITE_PAYLOAD + 512, 0, false);
         let mut buf = BytesMut::from(&header.encode()[..]);
         let err = FrameCodec::new().decode(&mut buf).unwrap_err();
         assert!(matches!(
@@ -348,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn payload_crc_mismatch_is_refused() {
+    fn payload_checksum_mismatch_is_refused() {
         let payload = vec![3u8; 2048];
         let mut bytes = encoded(&[Frame::with_payload(
             Header::write(5, 4096, &payload, false),
@@ -359,9 +359,9 @@ mod tests {
         let err = decode_all(&bytes).unwrap_err();
         assert!(matches!(
             err,
-            CodecError::Wire(WireError::BadPayloadCrc { .. })
+            CodecError::Wire(WireError::BadPayloadChecksum { .. })
         ));
-        assert!(err.to_string().starts_with("payload crc32c mismatch"));
+        assert!(err.to_string().starts_with("payload checksum mismatch"));
     }
 
     #[test]

@@ -82,7 +82,7 @@ fn entries_before_a_bad_frame_apply_and_nothing_of_it_does() {
         // Seq 4 overwrites the start of the volume, but its payload is corrupt.
         let payload = vec![0xEEu8; 8192];
         let mut header = Header::write(4, 0, &payload, true);
-        header.payload_crc ^= 1;
+        header.payload_checksum ^= 1;
         conn.send(Frame::with_payload(header, payload))
             .await
             .unwrap();

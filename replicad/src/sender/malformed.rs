@@ -146,7 +146,7 @@ fn bad_frame(peer: &Peer, kind: MalformedKind, seq: u64) -> ([u8; HEADER_LEN], V
         }
         MalformedKind::UnknownKind => header_only(recrc(header, |h| h[5] = 0x7f)),
         MalformedKind::Oversized => header_only(
-            Header::write_with_crc(seq, 0, MAX_WRITE_PAYLOAD + SECTOR_SIZE, 0, false).encode(),
+            Header::write_with_checksum(seq, 0, MAX_WRITE_PAYLOAD + SECTOR_SIZE, 0, false).encode(),
         ),
         MalformedKind::PastEnd => {
             let last_sector = (peer.volume_size / u64::from(SECTOR_SIZE)).saturating_sub(1);
