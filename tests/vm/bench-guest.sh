@@ -21,10 +21,10 @@
 #   throughput against min(dm-linear, link), drain rate against the link, and the
 #   guest's CPU seconds per GiB (from /proc/stat) next to dm-linear's.
 # Systems with the link up: dm-linear (no replication), arepl, "arepl-nocrc" (arepl
-# with wire_crc:off: no payload CRC on the wire, as DRBD by default), "drbd-a" (DRBD
+# with wire_crc:off: no payload checksum on the wire, as DRBD by default), "drbd-a" (DRBD
 # 8.4 protocol A, its peer on the DR machine), "dm-mirror-nbd" (dm-mirror whose second
 # leg is an nbd device served by the DR machine: synchronous), and arepl-baseline when
-# given. Each runs in the initial network namespace (DRBD's sockets live there), so
+# given, unless BENCH_LINK_SYSTEMS picks the systems. Each runs in the initial network namespace (DRBD's sockets live there), so
 # all of them use the one network card and the same path.
 # BENCH_EXTRAS adds, on the unshaped link: "apply" (replicad alone applying a stream
 # queued on a paused device, against its target's own speed) and "activity-log" (the
@@ -253,8 +253,9 @@ load_for() {
     esac
 }
 
-LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc drbd-a}
-[[ -n ${BENCH_BASELINE_KO:-} ]] && LINK_SYSTEMS+=" arepl-baseline"
+# A baseline is left out of systems picked by hand: one of another wire version cannot
+# talk to this replicad.
+LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc drbd-a${BENCH_BASELINE_KO:+ arepl-baseline}}
 network 0ms
 rate=$(python3 -c "print(max(1, int($link_mib_s / 2)))")
 for rep in $(seq "$REPS"); do
