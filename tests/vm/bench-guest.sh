@@ -93,6 +93,8 @@ run_case() { # system, pattern, block size, depth, repetition
         local queued
         queued=$(status_field bench-q queued_bytes)
         (( queued > 0 && queued <= 1024 << 20 )) || fail "$1: queued_bytes=$queued after a burst"
+        # Writes over a payload still only on the local device wait for its read-back.
+        note "$1 $2 $3 QD$4: $(status_field bench-q cow_writes) of $(status_field bench-q writes) writes copied on write"
     fi
     dmsetup remove --retry bench-q
     python3 "$HERE/bench_case.py" "$1" paused "$2" "$3" "$4" "rep=$5" <<<"$json" >>"$OUT"

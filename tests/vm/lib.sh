@@ -13,6 +13,15 @@ fail() {
     exit 1
 }
 
+# The scenario's own background jobs (fio, loops) would keep devices busy.
+kill_background_jobs() {
+    local job
+    for job in $(jobs -p); do
+        pkill -9 -P "$job" 2>/dev/null || true
+        kill -9 "$job" 2>/dev/null || true
+    done
+}
+
 # A failed scenario must not leave receivers or devices behind for the next one. The
 # status is $1 when another EXIT trap calls this (under set -e, re-raising it with
 # `(exit $rc)` there would end that trap before it gets here), else $?.
@@ -26,12 +35,7 @@ cleanup_after_failure() {
     done
     echo "--- last dm_arepl kernel messages:" >&2
     dmesg | grep dm_arepl | tail -n 12 >&2
-    # The scenario's own background jobs (fio, loops) would keep devices busy.
-    local job
-    for job in $(jobs -p); do
-        pkill -9 -P "$job" 2>/dev/null
-        kill -9 "$job" 2>/dev/null
-    done
+    kill_background_jobs
     for pidfile in /tmp/state-*/replicad.pid; do
         [[ -f $pidfile ]] && kill -9 "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
     done
@@ -314,6 +318,10 @@ lvm_setup() {
 
 lvm_cleanup() {
     local rc=$?
+    # A writer still in the file system would keep it mounted, and the volume group
+    # would outlive the scenario (scenario 64 once failed with its writer running: the
+    # two scenarios after it that use the disk failed too).
+    ((rc == 0)) || kill_background_jobs
     lvm_teardown
     cleanup_after_failure "$rc"
 }
@@ -327,7 +335,11 @@ lvm_teardown() {
     links_restore_both
     for mnt in "${LVM_MOUNTS[@]}"; do
         fsfreeze -u "$mnt" 2>/dev/null || true
-        umount "$mnt" 2>/dev/null || true
+    done
+    # A killed writer may take a moment to let go of its files.
+    for mnt in "${LVM_MOUNTS[@]}"; do
+        mountpoint -q "$mnt" || continue
+        retry_briefly umount "$mnt" 2>/dev/null || true
     done
     # The LV can stay busy for a moment after its last user is gone.
     dmsetup remove --retry vgp-data 2>/dev/null || true

@@ -1,10 +1,11 @@
 # An LV with a mounted ext4 and a file writer (random 256 KiB files, a syncfs every 8)
-# is converted online with the default initial copy onto a blank target larger than
-# the volume, over one unshaped link. The copy interleaves 256 KiB chunks with ext4's
-# journal writes and flushes: the receiver must keep up with that (it once applied
-# about one entry a second and the link timed out every 20-50 s). The initial copy
-# completes, no link ever fails, the frozen LV equals the replica and fsck of the
-# replica is clean.
+# is converted online with an initial copy onto a blank target larger than the volume,
+# over one unshaped link; the copy is held to 16 MiB/s so that status is read while it
+# runs (unthrottled it once took 3 s, over before status had two samples to give a
+# rate). The copy interleaves 256 KiB chunks with ext4's journal writes and flushes:
+# the receiver must keep up with that (it once applied about one entry a second and
+# the link timed out every 20-50 s). The initial copy completes, no link ever fails,
+# the frozen LV equals the replica and fsck of the replica is clean.
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
@@ -35,8 +36,8 @@ note "writer: $files files of 256 KiB of random data, a syncfs every 8"
 ) >/tmp/convert-writer.out 2>&1 &
 writer=$!
 sleep 3
-note "convert under the writer (default initial copy, default queue)"
-ip netns exec prod "$AREPL" convert vgp/data --primary "$PRIMARY_ADDR" ||
+note "convert under the writer (initial copy at up to 16 MiB/s, default queue)"
+ip netns exec prod "$AREPL" convert vgp/data --primary "$PRIMARY_ADDR" --resync-mbps 16 ||
     fail "arepl convert failed"
 mountpoint -q "$mnt" || fail "the mount is gone"
 
