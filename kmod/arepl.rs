@@ -44,6 +44,8 @@ mod write_path;
 pub mod activity_log;
 #[path = "../arepl-core/src/copy_plan.rs"]
 pub mod copy_plan;
+#[path = "../arepl-core/src/copy_policy.rs"]
+pub mod copy_policy;
 #[path = "../arepl-core/src/digest.rs"]
 pub mod digest;
 #[path = "../arepl-core/src/fifo.rs"]

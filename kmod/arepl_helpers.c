@@ -59,6 +59,19 @@ unsigned int arepl_bio_size(const struct bio *bio)
 	return bio->bi_iter.bi_size;
 }
 
+/* Copies the bio's payload (bi_size bytes from bi_iter) to buf. */
+void arepl_bio_copy_payload(const struct bio *bio, void *buf)
+{
+	struct bio_vec bv;
+	struct bvec_iter iter;
+	char *to = buf;
+
+	bio_for_each_segment(bv, (struct bio *)bio, iter) {
+		memcpy_from_bvec(to, &bv);
+		to += bv.bv_len;
+	}
+}
+
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
 	bio_set_dev(bio, bdev);
@@ -528,4 +541,14 @@ void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors)
 void arepl_dm_set_accounts_remapped_io(struct dm_target *ti)
 {
 	ti->accounts_remapped_io = true;
+}
+
+/*
+ * The target's io_hints: a write's pages must not change while it is in flight, as
+ * its payload may be copied from them in map (file systems then wait for writeback
+ * before changing a page, as for checksumming devices).
+ */
+void arepl_dm_io_hints(struct dm_target *ti, struct queue_limits *limits)
+{
+	limits->features |= BLK_FEAT_STABLE_WRITES;
 }

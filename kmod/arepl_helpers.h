@@ -25,6 +25,7 @@ bool arepl_bio_is_fua(const struct bio *bio);
 sector_t arepl_bio_sector(const struct bio *bio);
 void arepl_bio_set_sector(struct bio *bio, sector_t sector);
 unsigned int arepl_bio_size(const struct bio *bio);
+void arepl_bio_copy_payload(const struct bio *bio, void *buf);
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev);
 u32 arepl_crc32c(u32 crc, const void *data, size_t len);
 void arepl_bio_list_add(struct bio_list *list, struct bio *bio);
@@ -37,6 +38,7 @@ int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
 
 void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors);
 void arepl_dm_set_accounts_remapped_io(struct dm_target *ti);
+void arepl_dm_io_hints(struct dm_target *ti, struct queue_limits *limits);
 
 /* synchronous I/O on a held device */
 struct dm_io_client *arepl_io_client_create(void);

@@ -5,6 +5,7 @@
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
+use kernel::prelude::*;
 
 use crate::bindings;
 use crate::dm::DmDevice;
@@ -99,6 +100,24 @@ impl<'a> Bio<'a> {
     pub(crate) fn is_fua(&self) -> bool {
         // SAFETY: `self.raw` is a live bio (type invariant); the helper only reads it.
         unsafe { bindings::arepl_bio_is_fua(self.raw) }
+    }
+
+    /// A copy of a write's payload.
+    pub(crate) fn copy_payload(&self) -> Result<KVVec<u8>> {
+        if self.kind() != BioKind::Write {
+            return Err(EINVAL);
+        }
+        let len = self.size() as usize;
+        let mut buf = KVVec::with_capacity(len, GFP_KERNEL)?;
+        // SAFETY: `self.raw` is a live write bio (type invariant) whose payload is `len`
+        // bytes of data pages; the helper writes exactly those bytes to the spare
+        // capacity, which holds at least `len`.
+        unsafe {
+            bindings::arepl_bio_copy_payload(self.raw, buf.spare_capacity_mut().as_mut_ptr().cast())
+        };
+        // SAFETY: the copy initialised the first `len` bytes.
+        unsafe { buf.set_len(len) };
+        Ok(buf)
     }
 
     /// Payload size in bytes.

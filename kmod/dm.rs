@@ -104,6 +104,7 @@ impl<T: Target> Registration<T> {
                 message: Some(message_callback::<T>),
                 iterate_devices: Some(iterate_devices_callback::<T>),
                 resume: Some(resume_callback::<T>),
+                io_hints: Some(bindings::arepl_dm_io_hints),
                 ..Default::default()
             },
             GFP_KERNEL,

@@ -60,6 +60,22 @@ impl Entry {
         )?)
     }
 
+    /// A write entry for a bio with its payload copied from the bio's pages, which do
+    /// not change while the write is in flight (the target asks for stable writes).
+    pub(crate) fn write_with_payload(bio: &Bio<'_>) -> Result<Arc<Self>> {
+        let data = bio.copy_payload()?;
+        Ok(Arc::new(
+            Self {
+                kind: EntryKind::Write { fua: bio.is_fua() },
+                offset: bio.target_offset_bytes(),
+                length: bio.size(),
+                data: Some(data),
+                payload_crc: None,
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     /// This write entry with its payload `data`, read back from the local device.
     pub(crate) fn with_payload(&self, data: KVVec<u8>) -> Result<Arc<Self>> {
         if !self.payload_on_disk() || data.len() != self.length as usize {

@@ -284,6 +284,8 @@ pub(crate) struct Replication {
     pub(crate) deferred_added: CondVar,
     /// Writes deferred so that payloads are read back first (status `cow_writes`).
     pub(crate) cow_writes: AtomicU64,
+    /// Where the last write mapped ended: a write starting there continues a stream.
+    pub(crate) last_write_end: AtomicU64,
     /// Signalled when a write's payload joins the queue on the local device while the
     /// read-ahead thread waits for one.
     #[pin]
@@ -447,6 +449,7 @@ impl Replication {
                 deferred_added <- new_condvar!("arepl_deferred"),
                 payload_queued <- new_condvar!("arepl_payload_queued"),
                 cow_writes: AtomicU64::new(0),
+                last_write_end: AtomicU64::new(0),
                 net: NetNamespace::current(),
                 spill,
                 copy_source,

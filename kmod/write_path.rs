@@ -17,6 +17,7 @@ use kernel::sync::Arc;
 use kernel::time::Ktime;
 
 use crate::bio::{Bio, BioKind, DeferredBio};
+use crate::copy_policy;
 use crate::entry::{Entry, EntryKind};
 use crate::kthread;
 use crate::noio::NoIoScope;
@@ -109,9 +110,13 @@ impl Replication {
         if !self.reserve(cost, bytes) {
             return nothing_queued;
         }
+        let copy_payload = kind == BioKind::Write && self.copies_payload(bytes);
         // Device-mapper sends REQ_PREFLUSH as an empty flush bio of its own, before
         // the data: a write here never carries one.
         let build = || match kind {
+            BioKind::Write if copy_payload => {
+                Entry::write_with_payload(bio).or_else(|_| Entry::write(bio))
+            }
             BioKind::Write => Entry::write(bio),
             BioKind::WriteZeroes => {
                 Entry::metadata(EntryKind::WriteZeroes, bio.target_offset_bytes(), bio.size())
@@ -136,6 +141,16 @@ impl Replication {
                 Err(_) => self.wait_for_memory(),
             }
         }
+    }
+
+    /// Whether a write's payload is copied now rather than left on the local device
+    /// (`copy_policy`).
+    fn copies_payload(&self, bytes: Option<(u64, u64)>) -> bool {
+        let Some((start, end)) = bytes else {
+            return false;
+        };
+        let previous_end = self.last_write_end.swap(end, Ordering::Relaxed);
+        copy_policy::copies_in_map(start, end - start, previous_end)
     }
 
     /// The bio completed on the local device (`failed`: with an error); may run in

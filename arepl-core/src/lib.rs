@@ -8,6 +8,7 @@
 
 pub mod activity_log;
 pub mod copy_plan;
+pub mod copy_policy;
 pub mod crc32c;
 pub mod digest;
 pub mod fifo;

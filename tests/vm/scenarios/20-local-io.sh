@@ -17,6 +17,9 @@ arepl_create arepl-io "$disk"
 dev=/dev/mapper/arepl-io
 [[ -b $dev ]] || fail "$dev does not exist after dmsetup create"
 [[ $(sectors_of "$dev") == "$size" ]] || fail "device size $(sectors_of "$dev") != $size sectors"
+# Small writes are copied from their pages in map: those must not change in flight.
+[[ $(cat "/sys/block/$(basename "$(readlink -f "$dev")")/queue/stable_writes") == 1 ]] ||
+    fail "the device does not ask for stable writes"
 
 majmin=$(printf '%d:%d' "$(stat -c '0x%t' "$disk")" "$(stat -c '0x%T' "$disk")")
 expected_table="0 $size arepl $majmin $PRIMARY_ADDR 1 queue_mb:64"
