@@ -10,6 +10,7 @@
 #include <linux/dm-io.h>
 #include <linux/ioprio.h>
 #include <linux/highmem.h>
+#include <linux/pagemap.h>
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/kthread.h>
@@ -551,4 +552,17 @@ void arepl_dm_set_accounts_remapped_io(struct dm_target *ti)
 void arepl_dm_io_hints(struct dm_target *ti, struct queue_limits *limits)
 {
 	limits->features |= BLK_FEAT_STABLE_WRITES;
+}
+
+/*
+ * Whether writers to the mapped device honour stable writes. The block device's page
+ * cache latches the flag when the disk is added, and a file system when it is
+ * mounted: a device that gained this target by a table reload (an online convert)
+ * keeps writers that may change a page while its write is in flight.
+ */
+bool arepl_dm_writes_stable(struct dm_target *ti)
+{
+	struct gendisk *disk = dm_disk(dm_table_get_md(ti->table));
+
+	return mapping_stable_writes(disk->part0->bd_mapping);
 }

@@ -5,7 +5,7 @@
 
 use core::net::SocketAddr;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::{new_condvar, new_spinlock};
 use kernel::prelude::*;
@@ -286,6 +286,9 @@ pub(crate) struct Replication {
     pub(crate) cow_writes: AtomicU64,
     /// Where the last write mapped ended: a write starting there continues a stream.
     pub(crate) last_write_end: AtomicU64,
+    /// Whether the device's writers honour stable writes (set at resume): only then
+    /// may a payload be copied from a write's pages in map.
+    pub(crate) writes_stable: AtomicBool,
     /// Signalled when a write's payload joins the queue on the local device while the
     /// read-ahead thread waits for one.
     #[pin]
@@ -450,6 +453,7 @@ impl Replication {
                 payload_queued <- new_condvar!("arepl_payload_queued"),
                 cow_writes: AtomicU64::new(0),
                 last_write_end: AtomicU64::new(0),
+                writes_stable: AtomicBool::new(false),
                 net: NetNamespace::current(),
                 spill,
                 copy_source,

@@ -279,7 +279,10 @@ impl Target for Arepl {
         &self.local
     }
 
-    fn resume(&self) {
+    fn resume(&self, writes_stable: bool) {
+        self.replication
+            .writes_stable
+            .store(writes_stable, Ordering::Relaxed);
         // Until now the previous table (an LV's linear one, say) may have been writing
         // to the volume without queueing anything: the copy must start after that.
         self.replication.allow_copy();

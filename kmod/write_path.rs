@@ -144,9 +144,10 @@ impl Replication {
     }
 
     /// Whether a write's payload is copied now rather than left on the local device
-    /// (`copy_policy`).
+    /// (`copy_policy`); never when the device's writers may change a page in flight.
     fn copies_payload(&self, bytes: Option<(u64, u64)>) -> bool {
-        let Some((start, end)) = bytes else {
+        let Some((start, end)) = bytes.filter(|_| self.writes_stable.load(Ordering::Relaxed))
+        else {
             return false;
         };
         let previous_end = self.last_write_end.swap(end, Ordering::Relaxed);
