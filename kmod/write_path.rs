@@ -4,12 +4,13 @@
 //! device (its range, activity log marks, queue budget, its entry), what its completion
 //! does, and the copy-on-write thread.
 //!
-//! A write's payload is not copied: its entry names the range, and the payload is read
-//! back from the local device when it is sent or spilled. Until then the range stays
-//! held, and a later write over it is deferred to the copy-on-write thread, which reads
-//! the queued payload back first (as dm-snapshot copies an origin's old data before a
-//! write to it goes on). A map callback cannot do that itself: the block layer holds
-//! the bios it issues until it returns.
+//! A small random write's payload is copied as it is mapped (`copy_policy`). Any other
+//! write's entry names its range, and the payload is read back from the local device
+//! when it is sent or spilled. Until then the range stays held, and a later write over
+//! it is deferred to the copy-on-write thread, which reads the queued payload back
+//! first (as dm-snapshot copies an origin's old data before a write to it goes on). A
+//! map callback cannot do that itself: the block layer holds the bios it issues until
+//! it returns.
 
 use core::sync::atomic::Ordering;
 

@@ -1,7 +1,9 @@
 # The write-path regime as a functional check (no timing is asserted): bursts into a
-# paused link leave every payload on the local device (nothing reads ahead without a
-# session), so each rewrite of a queued block goes through copy-on-write, and a burst
-# of small writes fills the range table (payloads are then read back early). Resumed, the replica equals the primary.
+# paused link. Random writes of up to 64 KiB are copied as they are mapped; larger ones
+# leave their payload on the local device (nothing reads ahead without a session), so a
+# rewrite of such a queued block goes through copy-on-write; and a stream of small
+# writes, left on the local device as streams are, fills the range table (payloads are
+# then read back early). Resumed, the replica equals the primary.
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
@@ -17,13 +19,13 @@ burst() { # fio arguments
         --iodepth=16 --randrepeat=0 --norandommap --refill_buffers \
         --output-format=terse "$@" >/dev/null || fail "fio $* failed"
 }
-note "hot rewrites: 4 KiB-64 KiB random writes into 1 MiB, 6 MiB in all"
-burst --rw=randwrite --bsrange=4k-64k --offset=8M --size=1M --io_size=6M
+note "hot rewrites: 4 KiB-256 KiB random writes into 1 MiB, 6 MiB in all"
+burst --rw=randwrite --bsrange=4k-256k --offset=8M --size=1M --io_size=6M
 note "status: $(dmsetup status arepl-burst)"
 (($(status_field arepl-burst sent_seq) == 0)) || fail "entries were sent while paused"
 (($(status_field arepl-burst cow_writes) > 0)) || fail "no write went through copy-on-write"
-note "small writes: 8192 of 512 bytes, random within 32 MiB"
-burst --rw=randwrite --bs=512 --offset=32M --size=32M --io_size=4M
+note "small writes: a stream of 8192 writes of 512 bytes"
+burst --rw=write --bs=512 --offset=32M --size=4M
 note "status: $(dmsetup status arepl-burst)"
 (($(status_field arepl-burst write_errors) == 0)) || fail "writes failed to queue"
 (($(status_field arepl-burst queued) > 8192)) || fail "not every write was queued"
