@@ -583,3 +583,13 @@ bool arepl_dm_writes_stable(struct dm_target *ti)
 
 	return mapping_stable_writes(disk->part0->bd_mapping);
 }
+
+/*
+ * Whether the mapped device's disk has been added. Device-mapper adds it once the
+ * device's first table is loaded, with that table's limits, so it is not yet while
+ * that first table is constructed.
+ */
+bool arepl_dm_disk_added(struct dm_target *ti)
+{
+	return disk_live(dm_disk(dm_table_get_md(ti->table)));
+}

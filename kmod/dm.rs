@@ -168,6 +168,14 @@ impl ConstructCtx<'_> {
         core::str::from_utf8(&buf[..end]).ok()
     }
 
+    /// Whether this is the device's first table: device-mapper adds the disk, with
+    /// this table's limits, only once it is loaded.
+    pub(crate) fn first_table(&self) -> bool {
+        // SAFETY: `ti` belongs to a table of a live mapped device for the whole call;
+        // the helper only reads the device's disk.
+        !unsafe { bindings::arepl_dm_disk_added(self.ti) }
+    }
+
     /// Length of the target in 512-byte sectors.
     pub(crate) fn len_sectors(&self) -> u64 {
         // SAFETY: `self.ti` is valid for the whole constructor call.

@@ -284,6 +284,8 @@ pub(crate) struct Replication {
     pub(crate) deferred_added: CondVar,
     /// Writes deferred so that payloads are read back first (status `cow_writes`).
     pub(crate) cow_writes: AtomicU64,
+    /// Writes whose payload was copied in map (status `map_copies`).
+    pub(crate) map_copies: AtomicU64,
     /// Where the last write mapped ended: a write starting there continues a stream.
     pub(crate) last_write_end: AtomicU64,
     /// Whether the device's writers honour stable writes (set at resume): only then
@@ -452,6 +454,7 @@ impl Replication {
                 deferred_added <- new_condvar!("arepl_deferred"),
                 payload_queued <- new_condvar!("arepl_payload_queued"),
                 cow_writes: AtomicU64::new(0),
+                map_copies: AtomicU64::new(0),
                 last_write_end: AtomicU64::new(0),
                 writes_stable: AtomicBool::new(false),
                 net: NetNamespace::current(),
@@ -1093,6 +1096,7 @@ impl Replication {
             verify_mismatches: queue.verify.mismatches,
             verify_repaired: queue.verify.repaired,
             cow_writes: self.cow_writes.load(Ordering::Relaxed),
+            map_copies: self.map_copies.load(Ordering::Relaxed),
             ..Counters::default()
         };
         let report = |l: &LinkStats| LinkReport {

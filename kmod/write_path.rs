@@ -115,9 +115,11 @@ impl Replication {
         // Device-mapper sends REQ_PREFLUSH as an empty flush bio of its own, before
         // the data: a write here never carries one.
         let build = || match kind {
-            BioKind::Write if copy_payload => {
-                Entry::write_with_payload(bio).or_else(|_| Entry::write(bio))
-            }
+            BioKind::Write if copy_payload => Entry::write_with_payload(bio)
+                .inspect(|_| {
+                    self.map_copies.fetch_add(1, Ordering::Relaxed);
+                })
+                .or_else(|_| Entry::write(bio)),
             BioKind::Write => Entry::write(bio),
             BioKind::WriteZeroes => {
                 Entry::metadata(EntryKind::WriteZeroes, bio.target_offset_bytes(), bio.size())

@@ -182,6 +182,9 @@ pub struct Counters {
     /// Writes that first waited for the queued payload of blocks they overwrite to be
     /// read back from the local device (copy-on-write).
     pub cow_writes: u64,
+    /// Writes whose payload was copied from their pages as they were mapped (small
+    /// random writes, on a device created with the target).
+    pub map_copies: u64,
 }
 
 /// The whole status line.
@@ -235,7 +238,7 @@ type CounterField = fn(&mut Counters) -> &mut u64;
 
 /// The numeric keys, in line order, with accessors; one list for writing and reading.
 /// Those from [`LATER_KEYS`] on were added later and follow the link keys.
-const COUNTER_KEYS: [(&str, CounterField); 33] = [
+const COUNTER_KEYS: [(&str, CounterField); 34] = [
     ("reads", |c| &mut c.reads),
     ("writes", |c| &mut c.writes),
     ("flushes", |c| &mut c.flushes),
@@ -269,6 +272,7 @@ const COUNTER_KEYS: [(&str, CounterField); 33] = [
     ("verify_mismatches", |c| &mut c.verify_mismatches),
     ("verify_repaired", |c| &mut c.verify_repaired),
     ("cow_writes", |c| &mut c.cow_writes),
+    ("map_copies", |c| &mut c.map_copies),
 ];
 
 /// Index in [`COUNTER_KEYS`] of the first key printed after the link keys.
@@ -424,6 +428,7 @@ mod tests {
             verify_mismatches: 2,
             verify_repaired: 1,
             cow_writes: 5,
+            map_copies: 6,
         },
         active_link: ActiveLink::Backup,
         paused: false,
@@ -456,7 +461,8 @@ mod tests {
              sync_bytes=1048576 sync_total_bytes=1073741824 consistent=0 diverged=1 \
              sync_rate=3145728 receiver_slow=1 slow_drops=2 generation=3 refused=1 resyncs=2 \
              dirty_bytes=4194304 verifying=1 verify_bytes=1048576 \
-             verify_total_bytes=1073741824 verify_mismatches=2 verify_repaired=1 cow_writes=5"
+             verify_total_bytes=1073741824 verify_mismatches=2 verify_repaired=1 cow_writes=5 \
+             map_copies=6"
         );
     }
 

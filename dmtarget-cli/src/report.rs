@@ -390,7 +390,7 @@ mod tests {
         backup=down backup_connects=0 backup_errors=0 backup_last_error=0 spill_entries=3 \
         spill_bytes=3145728 spill_capacity_bytes=67108864 sync_bytes=0 sync_total_bytes=0 \
         consistent=1 diverged=0 sync_rate=0 receiver_slow=0 slow_drops=0 generation=1 refused=0 resyncs=0 dirty_bytes=0 verifying=0 verify_bytes=0 \
-        verify_total_bytes=0 verify_mismatches=0 verify_repaired=0 cow_writes=0";
+        verify_total_bytes=0 verify_mismatches=0 verify_repaired=0 cow_writes=0 map_copies=0";
 
     #[test]
     fn report_from_table_and_status() {

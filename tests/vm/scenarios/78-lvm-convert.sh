@@ -44,6 +44,8 @@ dmsetup table vgp-data | grep -q " arepl " || fail "vgp-data has no arepl table"
 mountpoint -q "$mnt" || fail "the mount is gone"
 wait "$fio_pid" || { cat /tmp/lvm-fio.out >&2; fail "the writer saw an error"; }
 note "writer finished without error; mount still there"
+(($(status_field vgp-data map_copies) == 0)) ||
+    fail "the converted LV copied writes in map: its mounted file system does not keep pages stable"
 "$AREPL" status
 "$AREPL" status vgp/data --json >/tmp/status.json
 python3 - /tmp/status.json "$REPO_ROOT/docs/status-json.schema.json" <<'PY' || fail "status --json does not match the schema"
