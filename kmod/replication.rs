@@ -376,7 +376,7 @@ impl Replication {
         let mut plan = CopyPlan::idle();
         if copy_requested && al.is_some() {
             dirty.mark_all();
-            plan.start_regions(&dirty, "initial copy");
+            plan.start_regions(&mut dirty, "initial copy");
         } else if copy_requested {
             plan.start_whole(volume_size, "initial copy");
         }

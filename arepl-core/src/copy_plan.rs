@@ -70,13 +70,37 @@ impl CopyPlan {
         self.start(volume_bytes, false, purpose);
     }
 
-    /// Starts a copy of the regions marked in `dirty`.
+    /// Starts a copy of the regions marked in `dirty`. What an unfinished copy had
+    /// still to queue is marked first, so this one covers it too.
     pub fn start_regions<W: core::ops::DerefMut<Target = [u64]>>(
         &mut self,
-        dirty: &DirtyRegions<W>,
+        dirty: &mut DirtyRegions<W>,
         purpose: &'static str,
     ) {
+        self.hand_back(dirty);
         self.start(dirty.marked_bytes(), true, purpose);
+    }
+
+    /// Marks in `dirty` the regions an unfinished copy has not queued in full: for a
+    /// copy of regions, the one it is in (it took that off `dirty` when it started on
+    /// it; the regions after are still marked); for a whole copy, every region from its
+    /// cursor on.
+    fn hand_back<W: core::ops::DerefMut<Target = [u64]>>(&self, dirty: &mut DirtyRegions<W>) {
+        if self.finished {
+            return;
+        }
+        let first = self.cursor / dirty.region_bytes();
+        let end = if self.regions_only {
+            match self.region_end {
+                Some(end) if self.cursor < end => first + 1,
+                _ => return,
+            }
+        } else {
+            dirty.regions()
+        };
+        for region in first..end {
+            dirty.mark(region);
+        }
     }
 
     fn start(&mut self, total: u64, regions_only: bool, purpose: &'static str) {
@@ -248,7 +272,7 @@ mod tests {
         run(&mut plan, &mut regions, volume);
         assert_eq!(plan.whole_copy_cursor(), None);
         regions.mark(2);
-        plan.start_regions(&regions, "resync");
+        plan.start_regions(&mut regions, "resync");
         assert!(plan.copying_regions() && plan.whole_copy_cursor().is_none());
     }
 
@@ -259,7 +283,7 @@ mod tests {
         regions.mark(1);
         regions.mark(6);
         let mut plan = CopyPlan::default();
-        plan.start_regions(&regions, "resync");
+        plan.start_regions(&mut regions, "resync");
         assert_eq!(plan.total, 2 * MIB);
         let first = plan.next_chunk(&mut regions, volume, MIB / 4).unwrap();
         assert_eq!((first.offset, first.len), (MIB, MIB / 4));
@@ -296,10 +320,71 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_of_regions_replaced_midway_hands_its_region_back() {
+        let volume = 8 * MIB;
+        let mut regions = dirty(volume);
+        regions.mark(2);
+        regions.mark(5);
+        let mut plan = CopyPlan::default();
+        plan.start_regions(&mut regions, "resync");
+        let first = plan.next_chunk(&mut regions, volume, MIB / 4).unwrap();
+        assert!(plan.chunk_queued(&first, 1));
+        assert!(
+            !regions.is_marked(2),
+            "taken off when the copy started on it"
+        );
+        // Another resync replaces this one with a quarter of region 2 queued: the
+        // rest of it, and region 5, are copied by the new one.
+        regions.mark(7);
+        plan.start_regions(&mut regions, "resync");
+        assert_eq!(plan.total, 3 * MIB);
+        let chunks = run(&mut plan, &mut regions, volume);
+        assert_eq!(chunks.len(), 12);
+        assert_eq!(
+            (chunks[0], chunks[4], chunks[8]),
+            ((2 * MIB, MIB / 4), (5 * MIB, MIB / 4), (7 * MIB, MIB / 4))
+        );
+        assert_eq!(regions.marked(), 0);
+    }
+
+    #[test]
+    fn a_whole_copy_replaced_midway_hands_back_what_it_did_not_reach() {
+        let volume = 4 * MIB + 4096;
+        let mut regions = dirty(volume);
+        let mut plan = CopyPlan::default();
+        plan.start_whole(volume, "initial copy");
+        for seq in 1..=5 {
+            let chunk = plan.next_chunk(&mut regions, volume, MIB / 4).unwrap();
+            assert!(plan.chunk_queued(&chunk, seq));
+        }
+        // Region 1 is a quarter queued; region 0 is done and stays unmarked.
+        plan.start_regions(&mut regions, "resync");
+        assert!(!regions.is_marked(0));
+        assert_eq!(regions.marked(), 4);
+        assert_eq!(plan.total, 3 * MIB + 4096);
+        let chunks = run(&mut plan, &mut regions, volume);
+        assert_eq!(chunks.first(), Some(&(MIB, MIB / 4)));
+        assert_eq!(chunks.last(), Some(&(4 * MIB, 4096)));
+    }
+
+    #[test]
+    fn a_finished_copy_hands_nothing_back() {
+        let volume = 4 * MIB;
+        let mut regions = dirty(volume);
+        regions.mark(1);
+        let mut plan = CopyPlan::default();
+        plan.start_regions(&mut regions, "resync");
+        run(&mut plan, &mut regions, volume);
+        plan.start_regions(&mut regions, "resync");
+        assert_eq!(plan.total, 0);
+        assert!(run(&mut plan, &mut regions, volume).is_empty());
+    }
+
+    #[test]
     fn no_dirty_region_finishes_at_once() {
         let mut regions = dirty(4 * MIB);
         let mut plan = CopyPlan::default();
-        plan.start_regions(&regions, "resync");
+        plan.start_regions(&mut regions, "resync");
         assert!(run(&mut plan, &mut regions, 4 * MIB).is_empty());
         assert!(plan.finished() && plan.acknowledged(0));
     }

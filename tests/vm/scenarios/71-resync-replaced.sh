@@ -1,0 +1,57 @@
+# A copy replaced by another before it ends: the initial copy of the whole volume
+# (sync:full, no spill device) is under way when replicad dies and writers fill the
+# queue, so their regions are tracked instead; the next handshake starts a resync of
+# the tracked regions, which must also cover what the first copy had not reached. It
+# once dropped that part (scenario 61 found the replica silently different after a
+# resync of the whole volume gave way to one of regions). The replica ends equal to the
+# primary and consistent on both sides.
+source "$(dirname "$0")/../lib.sh"
+load_module
+net_setup
+
+state=/tmp/state-replaced
+disk=$(disk_by_serial arepl0)
+replica=$(disk_by_serial arepl1)
+remove_if_present arepl-replaced replaced-lv
+rm -rf "$state"
+mib=64
+dmsetup create replaced-lv --table "0 $((mib * 2048)) linear $disk 0"
+cleanup_on_exit "$state" arepl-replaced replaced-lv
+dd if=/dev/urandom of=/dev/mapper/replaced-lv bs=1M count=$mib iflag=fullblock oflag=direct status=none
+dd if=/dev/zero of="$replica" bs=1M count=$mib oflag=direct status=none
+replicad_start "$replica" "$state"
+arepl_create arepl-replaced /dev/mapper/replaced-lv \
+    "$PRIMARY_ADDR 4 queue_mb:4 volume:replaced sync:full resync_mbps:4"
+total=$(status_field arepl-replaced sync_total_bytes)
+((total == mib << 20)) || fail "sync_total_bytes=$total, expected the volume"
+for i in $(seq 300); do
+    (($(status_field arepl-replaced sync_bytes) >= total / 4)) && break
+    sleep 0.2
+done
+
+note "replicad dies a quarter into the copy; writers fill the queue and are tracked"
+replicad_stop "$state" KILL
+wait_status arepl-replaced active_link none 20
+dd if=/dev/urandom of=/dev/mapper/arepl-replaced bs=64k count=128 iflag=fullblock \
+    oflag=direct status=none &
+writer=$!
+wait_status arepl-replaced mode tracking 40
+wait "$writer" || fail "the writer failed"
+reached=$(status_field arepl-replaced sync_bytes)
+((reached < total)) || fail "the copy ended before the resync could replace it"
+note "the first copy reached $reached of $total bytes"
+
+note "replicad returns: a resync of the tracked regions and of the rest of the copy"
+replicad_start "$replica" "$state"
+wait_status arepl-replaced resyncs 2 30
+left=$(status_field arepl-replaced sync_total_bytes)
+note "the new resync copies $left bytes"
+((left >= total - reached)) ||
+    fail "the resync copies $left bytes, less than the $((total - reached)) the first copy left"
+wait_status arepl-replaced consistent 1 120
+wait_drained arepl-replaced 120
+report_differing_blocks /dev/mapper/replaced-lv "$replica" $((mib * 2048))
+assert_same_image /dev/mapper/replaced-lv "$replica" "$mib"
+ip netns exec dr "$REPLICAD" status --state-dir "$state" --check-consistent ||
+    fail "replicad does not call its replica consistent"
+dmesg_assert_clean
