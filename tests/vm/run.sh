@@ -20,18 +20,39 @@ done
 # scenario unmounts it, not later when the last replicad started under it exits (a
 # scenario 61 run found the primary changed after its drain that way).
 mount --make-rshared /
+# What a scenario about to time out is stuck on, into its log: a hang leaves no other
+# trace (the timeout kills it, and its cleanup may hang as well).
+hang_report() {
+    echo "--- about to time out; arepl devices:"
+    dmsetup status --target arepl
+    echo "--- processes:"
+    ps -eo pid,ppid,stat,wchan:32,args
+    local mark
+    mark=$(dmesg | wc -l)
+    echo w >/proc/sysrq-trigger
+    echo "--- blocked tasks (sysrq w), after the last kernel messages before them:"
+    dmesg | head -n "$mark" | tail -n 40
+    dmesg | tail -n "+$((mark + 1))"
+    # The blocked tasks' traces are no fault of the scenarios after this one.
+    dmesg -C
+}
+
 echo "AREPL-SUITE-BEGIN ${#scenarios[@]}"
+limit=${AREPL_SCENARIO_TIMEOUT:-600}
 logdir=$(mktemp -d)
 for file in "${scenarios[@]}"; do
     name=$(basename "$file" .sh)
     start=$SECONDS
     # A hung scenario must fail, not stall the suite. Its lines stream out as they come
     # (so a hang shows where it stands); what it leaves running cannot hold the stream.
-    timeout --kill-after=10 "${AREPL_SCENARIO_TIMEOUT:-600}" bash "$file" >"$logdir/$name.log" 2>&1 &
+    timeout --kill-after=10 "$limit" bash "$file" >"$logdir/$name.log" 2>&1 &
     pid=$!
+    { sleep $((limit - 5)) && kill -0 "$pid" 2>/dev/null && hang_report >>"$logdir/$name.log" 2>&1; } &
+    reporter=$!
     tail -n +1 -f --pid="$pid" "$logdir/$name.log" | sed -u "s/^/  [$name] /"
     wait "$pid"
     rc=$?
+    kill "$reporter" 2>/dev/null
     ((rc == 124)) && echo "  [$name] scenario timed out"
     verdict=PASS
     ((rc == 0)) || verdict=FAIL
