@@ -572,19 +572,6 @@ void arepl_dm_io_hints(struct dm_target *ti, struct queue_limits *limits)
 }
 
 /*
- * Whether writers to the mapped device honour stable writes. The block device's page
- * cache latches the flag when the disk is added, and a file system when it is
- * mounted: a device that gained this target by a table reload (an online convert)
- * keeps writers that may change a page while its write is in flight.
- */
-bool arepl_dm_writes_stable(struct dm_target *ti)
-{
-	struct gendisk *disk = dm_disk(dm_table_get_md(ti->table));
-
-	return mapping_stable_writes(disk->part0->bd_mapping);
-}
-
-/*
  * Whether the mapped device's disk has been added. Device-mapper adds it once the
  * device's first table is loaded, with that table's limits, so it is not yet while
  * that first table is constructed.

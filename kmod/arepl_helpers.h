@@ -39,7 +39,6 @@ int arepl_dm_device_name(struct dm_target *ti, char *name, size_t len);
 void arepl_dm_set_max_io_len(struct dm_target *ti, u32 sectors);
 void arepl_dm_set_accounts_remapped_io(struct dm_target *ti);
 void arepl_dm_io_hints(struct dm_target *ti, struct queue_limits *limits);
-bool arepl_dm_writes_stable(struct dm_target *ti);
 bool arepl_dm_disk_added(struct dm_target *ti);
 
 /* synchronous I/O on a held device */

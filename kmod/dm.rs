@@ -53,9 +53,8 @@ pub(crate) trait Target: Sized + Send + Sync {
     fn data_device(&self) -> &DmDevice;
 
     /// Runs when the table becomes live (and on every later resume): a table is
-    /// constructed while another one may still serve the device. `writes_stable`:
-    /// whether the device's writers keep a page unchanged while its write is in flight.
-    fn resume(&self, _writes_stable: bool) {}
+    /// constructed while another one may still serve the device.
+    fn resume(&self) {}
 }
 
 /// Why a constructor refused a table line.
@@ -355,12 +354,9 @@ unsafe extern "C" fn destroy_callback<T: Target>(ti: *mut bindings::dm_target) {
 ///
 /// Called by device-mapper only, for a constructed target.
 unsafe extern "C" fn resume_callback<T: Target>(ti: *mut bindings::dm_target) {
-    // SAFETY: `ti` is a live target of a table that is being resumed, so its table and
-    // mapped device exist; the helper only reads them.
-    let writes_stable = unsafe { bindings::arepl_dm_writes_stable(ti) };
     // SAFETY: resume runs only between a successful constructor and the destructor,
     // which stored a leaked `KBox<T>` in `private`.
-    unsafe { instance::<T>(ti) }.resume(writes_stable);
+    unsafe { instance::<T>(ti) }.resume();
 }
 
 /// Device-mapper's `map`.

@@ -288,8 +288,8 @@ pub(crate) struct Replication {
     pub(crate) map_copies: AtomicU64,
     /// Where the last write mapped ended: a write starting there continues a stream.
     pub(crate) last_write_end: AtomicU64,
-    /// Whether the device's writers honour stable writes (set at resume): only then
-    /// may a payload be copied from a write's pages in map.
+    /// Whether the device's writers honour stable writes (set at construction): only
+    /// then may a payload be copied from a write's pages in map.
     pub(crate) writes_stable: AtomicBool,
     /// Signalled when a write's payload joins the queue on the local device while the
     /// read-ahead thread waits for one.

@@ -44,11 +44,6 @@ pub(crate) struct Arepl {
     copier: Option<KThread>,
     cow: [Option<KThread>; COW_THREADS],
     read_ahead: Option<KThread>,
-    /// Whether the device was created with this table. Only then did every writer
-    /// since (a file system mounted later included) see it ask for stable writes: a
-    /// file system mounted under an earlier table keeps changing pages in flight even
-    /// where the block device's own flag is set.
-    first_table: bool,
     /// Released last, once nothing of this target streams any more; it passes the
     /// history on to the volume's next target.
     claim: VolumeClaim,
@@ -154,6 +149,13 @@ impl Target for Arepl {
             copy_source,
         )
         .map_err(out_of_memory)?;
+        // Only a device created with this table had every writer since (a file system
+        // mounted later included) see it ask for stable writes: a file system mounted
+        // under an earlier table keeps changing pages in flight, even where the block
+        // device's own flag is set.
+        replication
+            .writes_stable
+            .store(ctx.first_table(), Ordering::Relaxed);
         if let Some(log) = replication.spill.as_deref() {
             if replication.copy_wants_activity_log() {
                 // The initial copy's regions are all on disk before it starts.
@@ -204,7 +206,6 @@ impl Target for Arepl {
                 copier: Some(copier),
                 cow,
                 read_ahead: Some(read_ahead),
-                first_table: ctx.first_table(),
                 claim,
             },
             GFP_KERNEL,
@@ -285,10 +286,7 @@ impl Target for Arepl {
         &self.local
     }
 
-    fn resume(&self, writes_stable: bool) {
-        self.replication
-            .writes_stable
-            .store(self.first_table && writes_stable, Ordering::Relaxed);
+    fn resume(&self) {
         // Until now the previous table (an LV's linear one, say) may have been writing
         // to the volume without queueing anything: the copy must start after that.
         self.replication.allow_copy();
