@@ -523,8 +523,11 @@ fn plan_session(
         let has_activity_log = queue.al.is_some();
         let QueueState { copy, dirty, .. } = &mut *queue;
         match decision {
-            // The initial copy already runs, and nothing was sent yet.
-            _ if copy_running => {}
+            // The initial copy already runs, and nothing was sent yet...
+            _ if copy_running && dirty.marked() == 0 => {}
+            // ... but writes were tracked meanwhile (no link for long): regions the
+            // copy had passed must be copied again, with what it has still to do.
+            _ if copy_running => copy.plan.start_regions(dirty, "initial copy"),
             Decision::Resync(_, ResyncScope::DirtyRegions) => copy.plan.start_regions(dirty, "resync"),
             // With an activity log, every region, each cleared once acknowledged, so
             // an interrupted copy resumes.

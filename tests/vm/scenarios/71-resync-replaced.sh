@@ -4,7 +4,9 @@
 # the tracked regions, which must also cover what the first copy had not reached. It
 # once dropped that part (scenario 61 found the replica silently different after a
 # resync of the whole volume gave way to one of regions). The replica ends equal to the
-# primary and consistent on both sides.
+# primary and consistent on both sides. Then the same before the first handshake: an
+# initial copy that has queued what the queue allows, writes behind its cursor tracked
+# while no receiver answers, and the first handshake must copy those regions as well.
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
@@ -54,4 +56,37 @@ report_differing_blocks /dev/mapper/replaced-lv "$replica" $((mib * 2048))
 assert_same_image /dev/mapper/replaced-lv "$replica" "$mib"
 ip netns exec dr "$REPLICAD" status --state-dir "$state" --check-consistent ||
     fail "replicad does not call its replica consistent"
+dmsetup remove arepl-replaced
+replicad_stop "$state"
+
+# The first handshake keeps an initial copy that runs already, and once ran it with
+# the regions tracked before it forgotten: the copy had passed them, no later handshake
+# came, and the replica was called consistent without their last writes.
+note "no receiver yet: the initial copy queues what it may, writers behind it are tracked"
+rm -rf "$state"
+dd if=/dev/urandom of=/dev/mapper/replaced-lv bs=1M count=$mib iflag=fullblock oflag=direct status=none
+dd if=/dev/zero of="$replica" bs=1M count=$mib oflag=direct status=none
+arepl_create arepl-replaced /dev/mapper/replaced-lv \
+    "$PRIMARY_ADDR 4 queue_mb:4 volume:replaced-early sync:full region_kb:1024"
+for i in $(seq 100); do
+    (($(status_field arepl-replaced sync_bytes) >= 1 << 20)) && break
+    sleep 0.2
+done
+# Region 0, behind the copy's cursor, rewritten until the queue is full and the rest
+# is tracked.
+(
+    for pass in $(seq 12); do
+        dd if=/dev/urandom of=/dev/mapper/arepl-replaced bs=64k count=16 iflag=fullblock \
+            oflag=direct status=none || exit 1
+    done
+) &
+writer=$!
+wait_status arepl-replaced mode tracking 40
+wait "$writer" || fail "the writer failed"
+note "the copy stands at $(status_field arepl-replaced sync_bytes) bytes; replicad starts"
+replicad_start "$replica" "$state"
+wait_status arepl-replaced consistent 1 120
+wait_drained arepl-replaced 120
+report_differing_blocks /dev/mapper/replaced-lv "$replica" $((mib * 2048))
+assert_same_image /dev/mapper/replaced-lv "$replica" "$mib"
 dmesg_assert_clean
