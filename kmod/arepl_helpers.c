@@ -311,7 +311,8 @@ void arepl_net_put(struct net *net)
 /*
  * Connects a kernel TCP socket in namespace net within connect_timeout_ms. Later, a
  * send waits at most send_wait_ms for buffer space before it returns to its caller,
- * which judges whether the peer is slow or gone; receives block until data or shutdown.
+ * which judges whether the peer is slow or gone; receives block until data or shutdown
+ * (arepl_sock_set_recv_timeout bounds them).
  */
 int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 		      unsigned int connect_timeout_ms, unsigned int send_wait_ms,
@@ -467,7 +468,17 @@ u64 arepl_sock_transport_acked(struct socket *sock)
 	return READ_ONCE(tcp_sk(sock->sk)->bytes_acked);
 }
 
-/* Receives exactly len bytes; -ECONNRESET when the peer closes first. */
+/* A receive waits at most timeout_ms for data (0: until data or shutdown). */
+void arepl_sock_set_recv_timeout(struct socket *sock, unsigned int timeout_ms)
+{
+	WRITE_ONCE(sock->sk->sk_rcvtimeo,
+		   timeout_ms ? msecs_to_jiffies(timeout_ms) : MAX_SCHEDULE_TIMEOUT);
+}
+
+/*
+ * Receives exactly len bytes; -ECONNRESET when the peer closes first, -ETIMEDOUT when
+ * the receive timeout passes first.
+ */
 int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len)
 {
 	struct kvec vec = { .iov_base = buf, .iov_len = len };
@@ -477,6 +488,8 @@ int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len)
 	iov_iter_kvec(&msg.msg_iter, ITER_DEST, &vec, 1, len);
 	while (msg_data_left(&msg)) {
 		got = sock_recvmsg(sock, &msg, MSG_WAITALL);
+		if (got == -EAGAIN)
+			return -ETIMEDOUT;
 		if (got < 0)
 			return got;
 		if (got == 0)

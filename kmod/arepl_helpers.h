@@ -82,6 +82,7 @@ int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
 		    const void *body, size_t body_len, bool more, bool splice,
 		    size_t *done);
 u64 arepl_sock_transport_acked(struct socket *sock);
+void arepl_sock_set_recv_timeout(struct socket *sock, unsigned int timeout_ms);
 int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len);
 void arepl_sock_shutdown(struct socket *sock);
 void arepl_sock_release(struct socket *sock);

@@ -136,6 +136,13 @@ impl TcpStream {
         unsafe { bindings::arepl_sock_transport_acked(self.sock) }
     }
 
+    /// Bounds each receive to `ms` milliseconds (`None`: it waits until data or
+    /// shutdown); a receive that runs out fails with `ETIMEDOUT`.
+    pub(crate) fn set_recv_timeout(&self, ms: Option<u32>) {
+        // SAFETY: the socket lives until drop; the helper only stores the timeout.
+        unsafe { bindings::arepl_sock_set_recv_timeout(self.sock, ms.unwrap_or(0)) };
+    }
+
     /// Fills `buf` completely from the stream.
     pub(crate) fn recv_exact(&self, buf: &mut [u8]) -> Result {
         // SAFETY: `buf` is exclusively borrowed for the whole call.

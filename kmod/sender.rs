@@ -40,6 +40,10 @@ use crate::wire::{FrameKind, Header, HelloPayload, HEADER_LEN, MAX_REASON_LEN};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT_MS: u32 = 5_000;
+/// Each answer of the handshake comes within this long, or the link fails: a receiver
+/// that accepts and never answers (hung, or blocked on this very device's writes) must
+/// not hold the sender, which lets stranded writers go only between attempts.
+const HANDSHAKE_TIMEOUT_MS: u32 = 15_000;
 /// A send blocked on a full send buffer judges the receiver this often.
 const SEND_WAIT_MS: u32 = 1_000;
 /// Entries sent but not yet acknowledged, at most.
@@ -253,6 +257,18 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
     let stream = TcpStream::connect(&repl.net, addr, CONNECT_TIMEOUT_MS, SEND_WAIT_MS)?;
     // The handshake's frames are small: a full send buffer here is a dead link.
     let handshake_stall = || Err(timed_out());
+    stream.set_recv_timeout(Some(HANDSHAKE_TIMEOUT_MS));
+    let unanswered = |err: &Error| {
+        if *err == timed_out() {
+            pr_warn!(
+                "volume {}: replicad at {} accepted the connection but did not answer the \
+                 handshake within {} s\n",
+                repl.volume,
+                addr,
+                HANDSHAKE_TIMEOUT_MS / 1000
+            );
+        }
+    };
 
     let (oldest_wire, ours) = {
         let queue = repl.queue.lock();
@@ -274,8 +290,8 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         handshake_stall,
     )?;
 
-    let (durable_wire, replica) = recv_welcome(repl, &stream, addr)?;
-    let theirs = recv_header(&stream)?;
+    let (durable_wire, replica) = recv_welcome(repl, &stream, addr).inspect_err(unanswered)?;
+    let theirs = recv_header(&stream).inspect_err(unanswered)?;
     if theirs.kind != FrameKind::Digest || theirs.seq != durable_wire {
         pr_err!(
             "replicad at {} followed its Welcome with {:?} for sequence {}, not its digest\n",
@@ -326,6 +342,8 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
         false,
         handshake_stall,
     )?;
+    // From here on the sender judges the link; the receiver thread waits for frames.
+    stream.set_recv_timeout(None);
     {
         let mut queue = repl.queue.lock();
         queue.active_link = Some(link);
