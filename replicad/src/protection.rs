@@ -169,6 +169,11 @@ impl ResyncProtection {
     /// no LVM installed) gets no snapshot, said at info level. A device that the kernel
     /// says is an LVM volume but `lvs` cannot name (a sandbox without access to LVM's
     /// locks, say) is an error: the resync must not run unprotected by accident.
+    ///
+    /// `lvs` runs only for a device the kernel says LVM made: it scans every block
+    /// device of the host, and a scan that reads a device whose writes cannot complete
+    /// blocks the resync with it (in a test VM, the primary's own device, waiting for
+    /// this very receiver).
     fn logical_volume(&self, target: &Path) -> Result<Option<Lv>, ProtectionError> {
         let device = match BlockDevice::of(target) {
             Ok(device) => device,
@@ -177,6 +182,14 @@ impl ResyncProtection {
                 return Ok(None);
             }
         };
+        if !device.lvm_uuid {
+            tracing::info!(
+                "no LVM snapshot before the resync: {} is not an LVM logical volume (no LVM \
+                 device-mapper uuid)",
+                device.lvm_path.display()
+            );
+            return Ok(None);
+        }
         let mut lvs = Command::new(&self.lvm.lvs);
         lvs.args(["--noheadings", "-o", "vg_name,lv_name"])
             .arg(&device.lvm_path);
@@ -188,20 +201,10 @@ impl ResyncProtection {
             }
             Err(RunError::Failed(why)) => Err(why),
         };
-        match listed {
-            Ok(lv) => Ok(Some(lv)),
-            Err(why) if device.lvm_uuid => Err(ProtectionError::Snapshot {
-                snapshot: format!("of {}", device.lvm_path.display()),
-                detail: format!("it is an LVM logical volume, but lvs cannot name it: {why}"),
-            }),
-            Err(why) => {
-                tracing::info!(
-                    "no LVM snapshot before the resync: {} is not an LVM logical volume ({why})",
-                    device.lvm_path.display()
-                );
-                Ok(None)
-            }
-        }
+        listed.map(Some).map_err(|why| ProtectionError::Snapshot {
+            snapshot: format!("of {}", device.lvm_path.display()),
+            detail: format!("it is an LVM logical volume, but lvs cannot name it: {why}"),
+        })
     }
 
     /// Creates `<lv>_arepl_resync` in the LV's group, or keeps the one an interrupted
