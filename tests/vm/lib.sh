@@ -269,6 +269,16 @@ wait_status() {
     echo "$dev: $key=$want after $((SECONDS - start))s"
 }
 
+# Waits until the copy of device $1 has queued $2 bytes (status sync_bytes); 120 s at most.
+wait_copied() {
+    local dev=$1 bytes=$2 i
+    for i in $(seq 600); do
+        (($(status_field "$dev" sync_bytes) >= bytes)) && return 0
+        sleep 0.2
+    done
+    fail "$dev: the copy never passed $bytes bytes: $(dmsetup status "$dev")"
+}
+
 # Sets disk (arepl0, the primary), replica (arepl1, the DR side) and state
 # (/tmp/state-$1); removes leftover devices $2...; copies the primary onto the replica;
 # starts replicad.

@@ -24,15 +24,7 @@ table="$PRIMARY_ADDR 5 queue_mb:8 volume:resume sync:full spill:/dev/mapper/resu
 arepl_create arepl-resume "$disk" "$table"
 total=$(status_field arepl-resume sync_total_bytes)
 ((total == mib * 1048576)) || fail "sync_total_bytes=$total, expected the volume"
-copied_past() { # waits until the copy queued $1 bytes
-    local i
-    for i in $(seq 600); do
-        (($(status_field arepl-resume sync_bytes) >= $1)) && return 0
-        sleep 0.2
-    done
-    fail "the copy never passed $1 bytes: $(dmsetup status arepl-resume)"
-}
-copied_past $((total / 5))
+wait_copied arepl-resume $((total / 5))
 
 note "the link is lost for a while: the copy waits and goes on"
 link_cut dr0
@@ -41,7 +33,7 @@ before=$(status_field arepl-resume sync_bytes)
 sleep 3
 link_restore dr0
 wait_connected arepl-resume
-copied_past $((total * 2 / 5))
+wait_copied arepl-resume $((total * 2 / 5))
 ((before <= $(status_field arepl-resume sync_bytes))) || fail "the copy went back after the link loss"
 [[ $(status_field arepl-resume resyncs) == 1 ]] || fail "the link loss started the copy again"
 
@@ -71,7 +63,7 @@ dd if=/dev/zero of="$replica" bs=1M count=96 oflag=direct status=none
 replicad_start "$replica" "$state"
 plain="$PRIMARY_ADDR 4 queue_mb:8 volume:resume-plain sync:full resync_mbps:8"
 arepl_create arepl-resume "$disk" "$plain"
-copied_past $((total * 2 / 5))
+wait_copied arepl-resume $((total * 2 / 5))
 done_before=$(status_field arepl-resume sync_bytes)
 dmsetup remove arepl-resume
 mark=$(dmesg_mark)

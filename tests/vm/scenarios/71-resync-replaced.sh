@@ -26,10 +26,7 @@ arepl_create arepl-replaced /dev/mapper/replaced-lv \
     "$PRIMARY_ADDR 4 queue_mb:4 volume:replaced sync:full resync_mbps:4"
 total=$(status_field arepl-replaced sync_total_bytes)
 ((total == mib << 20)) || fail "sync_total_bytes=$total, expected the volume"
-for i in $(seq 300); do
-    (($(status_field arepl-replaced sync_bytes) >= total / 4)) && break
-    sleep 0.2
-done
+wait_copied arepl-replaced $((total / 4))
 
 note "replicad dies a quarter into the copy; writers fill the queue and are tracked"
 replicad_stop "$state" KILL
@@ -68,10 +65,7 @@ dd if=/dev/urandom of=/dev/mapper/replaced-lv bs=1M count=$mib iflag=fullblock o
 dd if=/dev/zero of="$replica" bs=1M count=$mib oflag=direct status=none
 arepl_create arepl-replaced /dev/mapper/replaced-lv \
     "$PRIMARY_ADDR 4 queue_mb:4 volume:replaced-early sync:full region_kb:1024"
-for i in $(seq 100); do
-    (($(status_field arepl-replaced sync_bytes) >= 1 << 20)) && break
-    sleep 0.2
-done
+wait_copied arepl-replaced $((1 << 20))
 # Region 0, behind the copy's cursor, rewritten until the queue is full and the rest
 # is tracked.
 (
