@@ -24,9 +24,9 @@ mount --make-rshared /
 # trace (the timeout kills it, and its cleanup may hang as well).
 hang_report() {
     echo "--- about to time out; arepl devices:"
-    dmsetup status --target arepl
+    timeout 20 dmsetup status --target arepl
     echo "--- processes:"
-    ps -eo pid,ppid,stat,wchan:32,args
+    timeout 20 ps -eo pid,ppid,stat,wchan:32,args
     local mark
     mark=$(dmesg | wc -l)
     echo w >/proc/sysrq-trigger
@@ -52,7 +52,9 @@ for file in "${scenarios[@]}"; do
     tail -n +1 -f --pid="$pid" "$logdir/$name.log" | sed -u "s/^/  [$name] /"
     wait "$pid"
     rc=$?
-    kill "$reporter" 2>/dev/null
+    # Its sleep first: the report is then skipped, and no sleeper outlives the scenario.
+    pkill -P "$reporter" sleep 2>/dev/null
+    wait "$reporter" 2>/dev/null
     ((rc == 124)) && echo "  [$name] scenario timed out"
     verdict=PASS
     ((rc == 0)) || verdict=FAIL

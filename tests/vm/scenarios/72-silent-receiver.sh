@@ -1,8 +1,8 @@
 # A receiver that accepts the connection and never answers the handshake (hung, or
 # blocked itself) must not hold the sender: each handshake times out and the link is
 # tried again, and writers waiting for queue space meanwhile are let go, their regions
-# tracked, instead of hanging. (CI once hung here for good: replicad, at a resync's
-# start, ran an lvs that waited on this very device's full queue.) Once a real replicad
+# tracked, instead of hanging. (CI once hung for good in scenario 61: replicad, at a
+# resync's start, ran an lvs that waited on this very device's full queue.) Once a real replicad
 # listens, the tracked regions are resynced and the replica equals the primary.
 source "$(dirname "$0")/../lib.sh"
 load_module
