@@ -29,6 +29,7 @@ mod entry;
 mod kthread;
 mod net;
 mod noio;
+mod payload;
 mod read_ahead;
 mod replication;
 mod sender;

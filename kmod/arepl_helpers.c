@@ -75,20 +75,91 @@ static void arepl_copy_bytes(void *to, const void *from, size_t len)
 #endif
 }
 
-/* Copies the bio's payload (bi_size bytes from bi_iter) to buf. */
-void arepl_bio_copy_payload(const struct bio *bio, void *buf)
+/*
+ * Payload pages: order-0 pages from GFP_KERNEL, never highmem, so page_address() is
+ * their mapping for as long as they live. Freed by put_page(): TCP may still hold a
+ * reference to a page it was handed by arepl_sock_send_pages().
+ */
+int arepl_pages_alloc(struct page **pages, unsigned int count)
+{
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		pages[i] = alloc_page(GFP_KERNEL | __GFP_NOWARN);
+		if (!pages[i]) {
+			arepl_pages_put(pages, i);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+void arepl_pages_put(struct page **pages, unsigned int count)
+{
+	unsigned int i;
+
+	for (i = 0; i < count; i++)
+		put_page(pages[i]);
+}
+
+void *arepl_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
+/* Copies the bio's payload (bi_size bytes from bi_iter) into pages, from their start. */
+void arepl_bio_copy_to_pages(const struct bio *bio, struct page **pages)
 {
 	struct bio_vec bv;
 	struct bvec_iter iter;
-	char *to = buf;
+	size_t at = 0;
 
 	bio_for_each_segment(bv, (struct bio *)bio, iter) {
-		void *from = bvec_kmap_local(&bv);
+		const char *from = bvec_kmap_local(&bv);
+		size_t done = 0;
 
-		arepl_copy_bytes(to, from, bv.bv_len);
+		while (done < bv.bv_len) {
+			size_t in_page = offset_in_page(at);
+			size_t len = min_t(size_t, PAGE_SIZE - in_page, bv.bv_len - done);
+
+			arepl_copy_bytes(page_address(pages[at >> PAGE_SHIFT]) + in_page,
+					 from + done, len);
+			done += len;
+			at += len;
+		}
 		kunmap_local(from);
-		to += bv.bv_len;
 	}
+}
+
+/*
+ * Reads len bytes (a multiple of 512) at byte offset of bdev into pages, from their
+ * start, waiting for the reads.
+ */
+int arepl_read_pages(struct block_device *bdev, u64 offset, struct page **pages,
+		     size_t len)
+{
+	size_t at = 0;
+
+	while (at < len) {
+		unsigned int count = min_t(size_t, DIV_ROUND_UP(len - at, PAGE_SIZE),
+					   BIO_MAX_VECS);
+		struct bio *bio = bio_alloc(bdev, count, REQ_OP_READ, GFP_NOIO);
+		unsigned int i;
+		int ret;
+
+		bio->bi_iter.bi_sector = (offset + at) >> SECTOR_SHIFT;
+		for (i = 0; i < count; i++) {
+			size_t part = min_t(size_t, PAGE_SIZE, len - at);
+
+			__bio_add_page(bio, pages[at >> PAGE_SHIFT], part, 0);
+			at += part;
+		}
+		ret = submit_bio_wait(bio);
+		bio_put(bio);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev)
@@ -362,56 +433,21 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
  * live while referenced (freeing drops our reference only); a slab object is reused as
  * soon as it is freed, whatever the page's count, so slab memory is copied.
  */
-static struct page *arepl_spliceable_page(const void *addr)
-{
-	struct page *page;
-
-	if (is_vmalloc_addr(addr))
-		return vmalloc_to_page(addr);
-	if (!virt_addr_valid(addr))
-		return NULL;
-	page = virt_to_page(addr);
-	return sendpage_ok(page) ? page : NULL;
-}
-
-/* Pages of the body handed to TCP per sendmsg when splicing. */
+/* Pages of the body handed to TCP per sendmsg. */
 #define AREPL_SPLICE_PAGES 16
-
-/*
- * Describes up to AREPL_SPLICE_PAGES pages of body from `from` on for splicing; the
- * number of bytes described, 0 when the first page must be copied instead.
- */
-static size_t arepl_splice_vec(struct bio_vec *vec, const char *from, size_t len,
-			       unsigned int *count)
-{
-	size_t described = 0;
-
-	*count = 0;
-	while (described < len && *count < AREPL_SPLICE_PAGES) {
-		const char *at = from + described;
-		size_t in_page = min_t(size_t, PAGE_SIZE - offset_in_page(at), len - described);
-		struct page *page = arepl_spliceable_page(at);
-
-		if (!page)
-			break;
-		bvec_set_page(&vec[(*count)++], page, in_page, offset_in_page(at));
-		described += in_page;
-	}
-	return described;
-}
 
 /*
  * Sends one frame, head then body, from byte *done on (a send that times out returns
  * -EAGAIN with *done advanced, to be called again). more: another frame follows at
- * once, so TCP may fill segments (MSG_MORE). The head is copied. With splice, the
- * body's pages are handed to TCP without a copy (MSG_SPLICE_PAGES) where they outlive
- * the socket's reference: the caller promises the body's bytes never change again (a
- * queued payload), as TCP may transmit or retransmit them after this returns. A body
- * on a stack or in a reused buffer must be copied: stacks are vmalloc memory too.
+ * once, so TCP may fill segments (MSG_MORE). The head is copied. The body is either
+ * body_len bytes at `body`, copied, or, with `pages`, body_len bytes from the start of
+ * those payload pages, handed to TCP without a copy (MSG_SPLICE_PAGES): the caller
+ * promises their bytes never change again (a queued payload), as TCP may transmit or
+ * retransmit them after this returns, holding its own page references.
  */
 int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
-		    const void *body, size_t body_len, bool more, bool splice,
-		    size_t *done)
+		    const void *body, struct page *const *pages, size_t body_len,
+		    bool more, size_t *done)
 {
 	size_t total = head_len + body_len;
 	int sent;
@@ -419,33 +455,34 @@ int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
 	if (*done > total)
 		return -EINVAL;
 	while (*done < total) {
-		struct bio_vec pages[AREPL_SPLICE_PAGES];
+		struct bio_vec vecs[AREPL_SPLICE_PAGES];
 		struct msghdr msg = { .msg_flags = MSG_NOSIGNAL };
 		struct kvec vec;
 		size_t len = 0;
 
-		if (*done < head_len) {
-			vec.iov_base = (char *)head + *done;
-			len = head_len - *done;
-		} else {
-			const char *from = (const char *)body + (*done - head_len);
-			unsigned int count;
+		if (*done < head_len || !pages) {
+			bool in_head = *done < head_len;
 
-			if (splice)
-				len = arepl_splice_vec(pages, from, total - *done, &count);
-			if (len) {
-				msg.msg_flags |= MSG_SPLICE_PAGES;
-				iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, pages, count, len);
-			} else {
-				vec.iov_base = (void *)from;
-				len = splice ? min_t(size_t, PAGE_SIZE - offset_in_page(from),
-						     total - *done)
-					     : total - *done;
-			}
-		}
-		if (!(msg.msg_flags & MSG_SPLICE_PAGES)) {
+			vec.iov_base = in_head ? (char *)head + *done
+					       : (char *)body + (*done - head_len);
+			len = in_head ? head_len - *done : total - *done;
 			vec.iov_len = len;
 			iov_iter_kvec(&msg.msg_iter, ITER_SOURCE, &vec, 1, len);
+		} else {
+			size_t at = *done - head_len;
+			unsigned int count = 0;
+
+			while (at + len < body_len && count < AREPL_SPLICE_PAGES) {
+				size_t from = at + len;
+				size_t part = min_t(size_t, PAGE_SIZE - offset_in_page(from),
+						    body_len - from);
+
+				bvec_set_page(&vecs[count++], pages[from >> PAGE_SHIFT], part,
+					      offset_in_page(from));
+				len += part;
+			}
+			msg.msg_flags |= MSG_SPLICE_PAGES;
+			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, vecs, count, len);
 		}
 		if (more || *done + len < total)
 			msg.msg_flags |= MSG_MORE;

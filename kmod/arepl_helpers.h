@@ -15,8 +15,14 @@ struct block_device;
 struct dm_io_client;
 struct dm_target;
 struct net;
+struct page;
 struct socket;
 struct task_struct;
+
+/* payload pages */
+int arepl_pages_alloc(struct page **pages, unsigned int count);
+void arepl_pages_put(struct page **pages, unsigned int count);
+void *arepl_page_address(struct page *page);
 
 /* bio */
 unsigned int arepl_bio_op(const struct bio *bio);
@@ -25,7 +31,9 @@ bool arepl_bio_is_fua(const struct bio *bio);
 sector_t arepl_bio_sector(const struct bio *bio);
 void arepl_bio_set_sector(struct bio *bio, sector_t sector);
 unsigned int arepl_bio_size(const struct bio *bio);
-void arepl_bio_copy_payload(const struct bio *bio, void *buf);
+void arepl_bio_copy_to_pages(const struct bio *bio, struct page **pages);
+int arepl_read_pages(struct block_device *bdev, u64 offset, struct page **pages,
+		     size_t len);
 void arepl_bio_set_dev(struct bio *bio, struct block_device *bdev);
 u32 arepl_crc32c(u32 crc, const void *data, size_t len);
 void arepl_bio_list_add(struct bio_list *list, struct bio *bio);
@@ -79,8 +87,8 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 		      unsigned int connect_timeout_ms, unsigned int send_wait_ms,
 		      struct socket **out);
 int arepl_sock_send(struct socket *sock, const void *head, size_t head_len,
-		    const void *body, size_t body_len, bool more, bool splice,
-		    size_t *done);
+		    const void *body, struct page *const *pages, size_t body_len,
+		    bool more, size_t *done);
 u64 arepl_sock_transport_acked(struct socket *sock);
 void arepl_sock_set_recv_timeout(struct socket *sock, unsigned int timeout_ms);
 int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len);

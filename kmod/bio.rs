@@ -9,6 +9,7 @@ use kernel::prelude::*;
 
 use crate::bindings;
 use crate::dm::DmDevice;
+use crate::payload::Payload;
 
 /// What a bio asks the device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,21 +104,19 @@ impl<'a> Bio<'a> {
     }
 
     /// A copy of a write's payload.
-    pub(crate) fn copy_payload(&self) -> Result<KVVec<u8>> {
+    pub(crate) fn copy_payload(&self) -> Result<Payload> {
         if self.kind() != BioKind::Write {
             return Err(EINVAL);
         }
-        let len = self.size() as usize;
-        let mut buf = KVVec::with_capacity(len, GFP_KERNEL)?;
-        // SAFETY: `self.raw` is a live write bio (type invariant) whose payload is `len`
-        // bytes of data pages; the helper writes exactly those bytes to the spare
-        // capacity, which holds at least `len`.
+        // SAFETY: `self.raw` is a live write bio (type invariant) whose payload is
+        // `size()` bytes of data pages; the helper copies exactly those bytes, in order,
+        // into the payload's pages from the first one's start.
         unsafe {
-            bindings::arepl_bio_copy_payload(self.raw, buf.spare_capacity_mut().as_mut_ptr().cast())
-        };
-        // SAFETY: the copy initialised the first `len` bytes.
-        unsafe { buf.set_len(len) };
-        Ok(buf)
+            Payload::filled_by(self.size() as usize, |pages| {
+                bindings::arepl_bio_copy_to_pages(self.raw, pages);
+                Ok(())
+            })
+        }
     }
 
     /// Payload size in bytes.

@@ -9,6 +9,7 @@ use kernel::prelude::*;
 
 use crate::bindings;
 use crate::dm::DmDevice;
+use crate::payload::Payload;
 
 /// A held device with a dm-io client for synchronous reads and writes.
 pub(crate) struct BlockIo {
@@ -48,15 +49,17 @@ impl BlockIo {
         self.io(offset, buf.as_mut_ptr(), buf.len(), false, 0)
     }
 
-    /// Reads `len` bytes (a multiple of 512) at byte `offset` into a new buffer, which
-    /// nothing zeroes first.
-    pub(crate) fn read_new(&self, offset: u64, len: usize) -> Result<KVVec<u8>> {
-        let mut buf = KVVec::with_capacity(len, GFP_KERNEL)?;
-        let spare = buf.spare_capacity_mut();
-        self.io(offset, spare.as_mut_ptr().cast(), len, false, 0)?;
-        // SAFETY: the read filled exactly the first `len` bytes of the spare capacity.
-        unsafe { buf.set_len(len) };
-        Ok(buf)
+    /// Reads `len` bytes (a multiple of 512) at byte `offset` into a new payload.
+    pub(crate) fn read_payload(&self, offset: u64, len: usize) -> Result<Payload> {
+        let bdev = self.dev.bdev();
+        // SAFETY: the block device stays valid while `self.dev` holds it; the helper
+        // waits for its reads, which fill exactly `len` bytes of the pages in order
+        // from the first one's start, or returns their error.
+        unsafe {
+            Payload::filled_by(len, |pages| {
+                kernel::error::to_result(bindings::arepl_read_pages(bdev, offset, pages, len))
+            })
+        }
     }
 
     /// Writes `buf` (a multiple of 512 bytes of heap memory) at byte `offset`. A durable

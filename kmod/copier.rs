@@ -129,7 +129,7 @@ fn copy_chunk(repl: &Replication, offset: u64, len: u64, chunk: Option<&Chunk>) 
     let held = repl.hold_activity(offset, offset + len);
     let copied = repl
         .copy_source
-        .read_new(offset, len as usize)
+        .read_payload(offset, len as usize)
         .and_then(|data| Entry::copied(offset, data))
         .map(|entry| repl.enqueue_copy(entry, chunk));
     repl.release_range(range);
@@ -155,8 +155,8 @@ fn verify_chunk(repl: &Replication, offset: u64, len: u64) -> Result<bool> {
     // the stream.
     let checked = repl
         .copy_source
-        .read_new(offset, len as usize)
-        .and_then(|data| Entry::verify(offset, &ChunkCheck::of(&data)))
+        .read_payload(offset, len as usize)
+        .and_then(|data| Entry::verify(offset, &ChunkCheck::of_pieces(data.pieces())))
         .map(|entry| repl.enqueue_verify(entry, offset, len));
     repl.release_range(range);
     if checked.is_err() {

@@ -9,7 +9,12 @@ use crate::bindings;
 
 /// CRC-32C of `data` (initial value and final inversion as in iSCSI).
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    crc32c_update(0, data)
+}
+
+/// Continues a CRC-32C over `data`; start with `crc32c_update(0, ..)`.
+pub(crate) fn crc32c_update(crc: u32, data: &[u8]) -> u32 {
     // The kernel's `crc32c` works on the raw register: no inversions of its own.
     // SAFETY: `data` is valid for reads of `data.len()` bytes for the whole call.
-    !unsafe { bindings::arepl_crc32c(!0, data.as_ptr().cast(), data.len()) }
+    !unsafe { bindings::arepl_crc32c(!crc, data.as_ptr().cast(), data.len()) }
 }

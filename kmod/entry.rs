@@ -7,12 +7,13 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::bio::Bio;
-use crate::crc32c::crc32c;
+use crate::crc32c::crc32c_update;
 use crate::fifo::{Budget, Slots};
+use crate::payload::Payload;
 use crate::range_table::RangeId;
 use crate::spill::{RecordHeader, RecordKind};
 use crate::verify::{ChunkCheck, VERIFY_PAYLOAD_LEN};
-use crate::wire::Header;
+use crate::wire::{payload_checksum_pieces, Header};
 
 /// What an entry asks the receiver to do.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,10 +35,9 @@ pub(crate) struct Entry {
     offset: u64,
     /// Payload bytes for writes and checks, range bytes for discards and write-zeroes.
     length: u32,
-    /// Payload of a write or check (its first `length` bytes); empty otherwise, and
-    /// for a write whose payload is still only on the local device (see
-    /// [`Self::payload_on_disk`]).
-    data: Option<KVVec<u8>>,
+    /// Payload of a write or check (`length` bytes); empty otherwise, and for a write
+    /// whose payload is still only on the local device (see [`Self::payload_on_disk`]).
+    data: Option<Payload>,
     /// The payload's CRC-32C when already known (a spill record's, checked as it was
     /// read back), so it is not computed again should the entry be spilled again.
     payload_crc: Option<u32>,
@@ -77,7 +77,7 @@ impl Entry {
     }
 
     /// This write entry with its payload `data`, read back from the local device.
-    pub(crate) fn with_payload(&self, data: KVVec<u8>) -> Result<Arc<Self>> {
+    pub(crate) fn with_payload(&self, data: Payload) -> Result<Arc<Self>> {
         if !self.payload_on_disk() || data.len() != self.length as usize {
             return Err(EINVAL);
         }
@@ -99,7 +99,7 @@ impl Entry {
     }
 
     /// A write entry of `data`, read from the volume at byte `offset` (initial copy).
-    pub(crate) fn copied(offset: u64, data: KVVec<u8>) -> Result<Arc<Self>> {
+    pub(crate) fn copied(offset: u64, data: Payload) -> Result<Arc<Self>> {
         let length = u32::try_from(data.len()).map_err(|_| EINVAL)?;
         Ok(Arc::new(
             Self {
@@ -115,8 +115,7 @@ impl Entry {
 
     /// A check of the chunk at byte `offset` (online verify).
     pub(crate) fn verify(offset: u64, check: &ChunkCheck) -> Result<Arc<Self>> {
-        let mut data = KVVec::with_capacity(VERIFY_PAYLOAD_LEN, GFP_KERNEL)?;
-        data.extend_from_slice(&check.encode(), GFP_KERNEL)?;
+        let data = Payload::copy_of(&check.encode())?;
         Ok(Arc::new(
             Self {
                 kind: EntryKind::Verify,
@@ -143,9 +142,9 @@ impl Entry {
         )?)
     }
 
-    /// An entry read back from the spill log; `data` holds at least the payload,
-    /// already checked against the header's CRC.
-    pub(crate) fn from_record(header: &RecordHeader, data: Option<KVVec<u8>>) -> Result<Arc<Self>> {
+    /// An entry read back from the spill log; `data` holds the payload, already checked
+    /// against the header's CRC.
+    pub(crate) fn from_record(header: &RecordHeader, data: Option<Payload>) -> Result<Arc<Self>> {
         let kind = match header.kind {
             RecordKind::Write => EntryKind::Write { fua: header.fua },
             RecordKind::Flush => EntryKind::Flush,
@@ -156,7 +155,7 @@ impl Entry {
         };
         let bad_check = kind == EntryKind::Verify && header.length as usize != VERIFY_PAYLOAD_LEN;
         let held = data.as_ref().map_or(0, |d| d.len() as u64);
-        if bad_check || header.payload_len() > held {
+        if bad_check || header.payload_len() != held {
             return Err(EINVAL);
         }
         Ok(Arc::new(
@@ -186,7 +185,9 @@ impl Entry {
             fua,
             offset: self.offset,
             length: self.length,
-            payload_crc: self.payload_crc.unwrap_or_else(|| crc32c(self.payload())),
+            payload_crc: self
+                .payload_crc
+                .unwrap_or_else(|| self.payload_pieces().fold(0, crc32c_update)),
         }
     }
 
@@ -222,7 +223,8 @@ impl Entry {
     pub(crate) fn header(&self, seq: u64, wire_crc: bool) -> Header {
         match self.kind {
             EntryKind::Write { fua } if wire_crc => {
-                Header::write(seq, self.offset, self.payload(), fua)
+                let checksum = payload_checksum_pieces(self.payload_pieces());
+                Header::write_with_checksum(seq, self.offset, self.length, checksum, fua)
             }
             EntryKind::Write { fua } => Header::write_unchecked(seq, self.offset, self.length, fua),
             EntryKind::Flush => Header::flush(seq),
@@ -230,21 +232,22 @@ impl Entry {
             EntryKind::WriteZeroes => Header::write_zeroes(seq, self.offset, self.length),
             EntryKind::Verify => {
                 let mut check = [0u8; VERIFY_PAYLOAD_LEN];
-                check.copy_from_slice(self.payload());
+                if let Some(data) = self.payload() {
+                    data.copy_to(&mut check);
+                }
                 Header::verify(seq, self.offset, &check)
             }
         }
     }
 
-    /// The payload sent after the header.
-    pub(crate) fn payload(&self) -> &[u8] {
-        match self.kind {
-            EntryKind::Write { .. } | EntryKind::Verify => {
-                let data = self.data.as_deref().unwrap_or(&[]);
-                data.get(..self.length as usize).unwrap_or(&[])
-            }
-            _ => &[],
-        }
+    /// The payload sent after the header, when in memory (a write's or a check's).
+    pub(crate) fn payload(&self) -> Option<&Payload> {
+        self.data.as_ref()
+    }
+
+    /// The payload's bytes, page by page; none without a payload in memory.
+    pub(crate) fn payload_pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.data.iter().flat_map(Payload::pieces)
     }
 }
 

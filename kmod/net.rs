@@ -37,7 +37,8 @@ impl Drop for NetNamespace {
 pub(crate) enum Body<'a> {
     /// Bytes copied into the socket: anything, a stack buffer or one reused later.
     Copied(&'a [u8]),
-    /// A queued entry's payload, handed to TCP without a copy where its memory allows.
+    /// A queued entry's payload (none: no body), its pages handed to TCP without a
+    /// copy.
     Payload(&'a Entry),
 }
 
@@ -97,28 +98,31 @@ impl TcpStream {
         more: bool,
         mut stalled: impl FnMut() -> Result,
     ) -> Result {
-        let (bytes, splice) = match body {
-            Body::Copied(bytes) => (bytes, false),
-            Body::Payload(entry) => (entry.payload(), true),
+        let (bytes, pages, len): (&[u8], _, _) = match body {
+            Body::Copied(bytes) => (bytes, core::ptr::null(), bytes.len()),
+            Body::Payload(entry) => match entry.payload() {
+                Some(payload) => (&[], payload.pages(), payload.len()),
+                None => (&[], core::ptr::null(), 0),
+            },
         };
         let mut done = 0usize;
         loop {
-            // SAFETY: both slices stay borrowed for the whole call, `done` is a valid
-            // out pointer that never exceeds their total length (the helper only adds
-            // what it sent); the socket is connected. With `splice`, TCP may reference
-            // the body's pages after the call: they hold an entry's payload, which is
-            // never written once the entry is built (`Entry` is immutable), and is freed
-            // by kvfree, which for the vmalloc and page-allocator memory the helper
-            // splices only drops a page reference (it copies slab memory instead).
+            // SAFETY: `head`, `bytes` and the entry's payload stay borrowed for the
+            // whole call; the body is `len` bytes of `bytes` or of the payload's pages
+            // (`pages`, non-null only for a payload); `done` is a valid out pointer that
+            // never exceeds the frame's length (the helper only adds what it sent); the
+            // socket is connected. TCP may hold references to the payload's pages after
+            // the call: a payload is never written once built, and dropping it only
+            // puts the payload's own page references.
             let ret = unsafe {
                 bindings::arepl_sock_send(
                     self.sock,
                     head.as_ptr().cast(),
                     head.len(),
                     bytes.as_ptr().cast(),
-                    bytes.len(),
+                    pages,
+                    len,
                     more,
-                    splice,
                     &mut done,
                 )
             };

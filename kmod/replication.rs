@@ -633,7 +633,7 @@ impl Replication {
         };
         let read = self
             .copy_source
-            .read_new(entry.offset(), entry.payload_len() as usize)
+            .read_payload(entry.offset(), entry.payload_len() as usize)
             .and_then(|data| entry.with_payload(data));
         let mut guard = self.queue.lock();
         let queue = &mut *guard;

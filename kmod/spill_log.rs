@@ -23,6 +23,7 @@ use kernel::sync::{Arc, Mutex};
 use crate::blockio::BlockIo;
 use crate::entry::Entry;
 use crate::history::History;
+use crate::payload::Payload;
 use crate::replication::{QueueState, Replication, SpillFigures};
 use crate::activity_log::{
     decode_block, encode_block, encode_words, AlGeometry, BlockRange, AL_BLOCK,
@@ -662,7 +663,7 @@ impl SpillLog {
                 let Some(queued) = queue.fifo.get(count).filter(|q| q.range.is_none()) else {
                     break;
                 };
-                let len = record_len(queued.entry.payload().len() as u64);
+                let len = record_len(queued.entry.payload().map_or(0, Payload::len) as u64);
                 if bytes + len > BATCH_BYTES as u64 {
                     break;
                 }
@@ -749,13 +750,15 @@ impl SpillLog {
             let Some(entry) = entry else {
                 return Err(EINVAL);
             };
-            let payload = entry.payload();
-            let len = record_len(payload.len() as u64) as usize;
+            let payload_len = entry.payload().map_or(0, Payload::len);
+            let len = record_len(payload_len as u64) as usize;
             let record = &mut batch[pos..pos + len];
             record[..BLOCK as usize]
                 .copy_from_slice(&entry.record_header(first_seq + i as u64).encode());
-            let (data, padding) = record[BLOCK as usize..].split_at_mut(payload.len());
-            data.copy_from_slice(payload);
+            let (data, padding) = record[BLOCK as usize..].split_at_mut(payload_len);
+            if let Some(payload) = entry.payload() {
+                payload.copy_to(data);
+            }
             padding.fill(0);
             pos += len;
         }
@@ -854,10 +857,14 @@ impl SpillLog {
             let padded = payload_len.div_ceil(BLOCK) * BLOCK;
             let data = match padded {
                 0 => None,
-                _ => Some(self.io.read_new(at + BLOCK, padded as usize)?),
+                _ => {
+                    let mut data = self.io.read_payload(at + BLOCK, padded as usize)?;
+                    data.truncate(payload_len as usize);
+                    Some(data)
+                }
             };
             header
-                .check_payload(data.as_deref().map_or(&[], |d| &d[..payload_len as usize]))
+                .check_payload_pieces(data.iter().flat_map(Payload::pieces))
                 .map_err(spill_error)?;
             let len = record_len(payload_len);
             st.reader.push((seq, at, len));

@@ -19,6 +19,9 @@ pub trait Slots {
 /// entries are bounded too and the slot count can follow from the budget.
 pub const ENTRY_OVERHEAD: u64 = 256;
 
+/// The unit a payload takes memory in: the module keeps payloads in pages.
+pub const PAYLOAD_PAGE: u64 = 4096;
+
 /// The number of slots needed for a budget of `capacity_bytes`.
 pub fn slots_for_budget(capacity_bytes: u64) -> usize {
     (capacity_bytes / ENTRY_OVERHEAD) as usize
@@ -41,9 +44,10 @@ impl Budget {
         }
     }
 
-    /// What an entry with `payload` bytes costs.
+    /// What an entry with `payload` bytes costs: the whole pages its payload takes in
+    /// memory (the module holds payloads in order-0 pages), and the overhead.
     pub const fn cost(payload: u64) -> u64 {
-        payload + ENTRY_OVERHEAD
+        payload.div_ceil(PAYLOAD_PAGE) * PAYLOAD_PAGE + ENTRY_OVERHEAD
     }
 
     /// Reserves `cost` bytes if they fit. A single entry larger than the whole budget
@@ -219,6 +223,17 @@ mod tests {
     extern crate std;
     use super::*;
     use std::vec::Vec;
+
+    #[test]
+    fn payloads_cost_the_whole_pages_they_take() {
+        assert_eq!(Budget::cost(0), ENTRY_OVERHEAD);
+        assert_eq!(Budget::cost(512), PAYLOAD_PAGE + ENTRY_OVERHEAD);
+        assert_eq!(Budget::cost(PAYLOAD_PAGE), PAYLOAD_PAGE + ENTRY_OVERHEAD);
+        assert_eq!(
+            Budget::cost(PAYLOAD_PAGE + 512),
+            2 * PAYLOAD_PAGE + ENTRY_OVERHEAD
+        );
+    }
 
     struct VecSlots(Vec<Option<u32>>);
 

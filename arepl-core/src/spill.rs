@@ -25,7 +25,7 @@
 //! which a resync must cover.
 
 use crate::activity_log::AlGeometry;
-use crate::crc32c::crc32c;
+use crate::crc32c::{crc32c, crc32c_update};
 use crate::history::{History, HistoryBlock, HISTORY_BLOCK_LEN};
 use crate::table::{VolumeName, MAX_VOLUME_LEN};
 
@@ -566,7 +566,18 @@ impl RecordHeader {
 
     /// Checks a payload read back against the header.
     pub fn check_payload(&self, payload: &[u8]) -> Result<(), SpillError> {
-        if payload.len() as u64 != self.payload_len() || crc32c(payload) != self.payload_crc {
+        self.check_payload_pieces([payload])
+    }
+
+    /// [`Self::check_payload`] for a payload read back in pieces (pages), in order.
+    pub fn check_payload_pieces<'a>(
+        &self,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), SpillError> {
+        let (len, crc) = pieces.into_iter().fold((0u64, 0u32), |(len, crc), piece| {
+            (len + piece.len() as u64, crc32c_update(crc, piece))
+        });
+        if len != self.payload_len() || crc != self.payload_crc {
             return Err(SpillError::BadPayload);
         }
         Ok(())

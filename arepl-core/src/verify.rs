@@ -12,7 +12,7 @@
 //! | 8..12 | chunk length in bytes, big-endian |
 //! | 12..16 | zero |
 
-use crate::xxh64::xxh64;
+use crate::xxh64::Xxh64;
 
 /// Bytes of a `Verify` frame's payload.
 pub const VERIFY_PAYLOAD_LEN: usize = 16;
@@ -29,9 +29,18 @@ pub struct ChunkCheck {
 impl ChunkCheck {
     /// The check of `data`, a whole chunk.
     pub fn of(data: &[u8]) -> Self {
+        Self::of_pieces([data])
+    }
+
+    /// The check of a whole chunk held in pieces (pages), taken in order.
+    pub fn of_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut hasher = Xxh64::new();
+        for piece in pieces {
+            hasher.update(piece);
+        }
         Self {
-            hash: xxh64(data),
-            len: data.len() as u32,
+            hash: hasher.finish(),
+            len: hasher.total() as u32,
         }
     }
 

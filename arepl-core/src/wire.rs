@@ -63,7 +63,7 @@
 use crate::crc32c::crc32c;
 use crate::digest::{Digest, EntryFields};
 use crate::history::{HistoryBlock, HISTORY_BLOCK_LEN};
-use crate::xxh64::xxh64;
+use crate::xxh64::Xxh64;
 use core::fmt;
 
 /// First four header bytes: "ARPL".
@@ -97,10 +97,19 @@ pub const FLAG_UNCHECKED: u16 = 16;
 /// The checksum of a frame's payload: the low 32 bits of its XXH64 (seed 0), and 0 for
 /// no payload, as frames without one state.
 pub fn payload_checksum(payload: &[u8]) -> u32 {
-    if payload.is_empty() {
-        return 0;
+    payload_checksum_pieces([payload])
+}
+
+/// [`payload_checksum`] of a payload held in pieces (pages), taken in order.
+pub fn payload_checksum_pieces<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut hasher = Xxh64::new();
+    for piece in pieces {
+        hasher.update(piece);
     }
-    xxh64(payload) as u32
+    match hasher.total() {
+        0 => 0,
+        _ => hasher.finish() as u32,
+    }
 }
 
 /// The payload of a `Hello`: the sender's history block, then the volume name.
