@@ -9,7 +9,9 @@
 //! the write itself (random 64 KiB writes at QD1 ran at 0.55x dm-linear with read-backs,
 //! 1.0x with copies). Streams and larger writes stay on the local device: copying them
 //! costs the write path more than the rarer rewrite saves (random 1 MiB writes at QD16
-//! ran at 0.58-0.69x dm-linear with copies, 0.73-0.84x with read-backs).
+//! ran at 0.58-0.69x dm-linear with copies, 0.73-0.84x with read-backs; again with
+//! payloads in pages rather than vmalloc, 0.41x against 0.71x, and random 256 KiB
+//! writes at QD16 0.48x against 0.75x).
 
 /// The largest write copied in map.
 pub const COPY_IN_MAP_MAX: u64 = 64 << 10;
