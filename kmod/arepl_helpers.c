@@ -78,7 +78,7 @@ static void arepl_copy_bytes(void *to, const void *from, size_t len)
 /*
  * Payload pages: order-0 pages from GFP_KERNEL, never highmem, so page_address() is
  * their mapping for as long as they live. Freed by put_page(): TCP may still hold a
- * reference to a page it was handed by arepl_sock_send_pages().
+ * reference to a page it was handed by arepl_sock_send().
  */
 int arepl_pages_alloc(struct page **pages, unsigned int count)
 {
@@ -427,12 +427,6 @@ int arepl_tcp_connect(struct net *net, bool ipv6, const u8 *addr, u16 port,
 	return 0;
 }
 
-/*
- * The page behind a payload byte when the network stack may keep referencing it after
- * sendmsg returns, NULL when the byte must be copied. Vmalloc and page-allocator pages
- * live while referenced (freeing drops our reference only); a slab object is reused as
- * soon as it is freed, whatever the page's count, so slab memory is copied.
- */
 /* Pages of the body handed to TCP per sendmsg. */
 #define AREPL_SPLICE_PAGES 16
 

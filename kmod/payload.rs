@@ -11,6 +11,10 @@ use crate::bindings;
 
 const PAGE_SIZE: usize = kernel::page::PAGE_SIZE;
 
+// The queue's budget charges payloads by this page size (`Budget::cost`): with larger
+// pages it would undercount the memory they take.
+const _: () = assert!(PAGE_SIZE as u64 == crate::fifo::PAYLOAD_PAGE);
+
 /// `len` bytes in `pages`, from the first page's start; never changed once filled.
 pub(crate) struct Payload {
     /// One reference to each page, dropped with the payload.
@@ -56,9 +60,11 @@ impl Payload {
 
     /// A payload holding a copy of `bytes`.
     pub(crate) fn copy_of(bytes: &[u8]) -> Result<Self> {
-        // SAFETY: the closure writes all `bytes.len()` bytes, page by page, through
-        // each page's permanent mapping (the pages are never highmem), and keeps no
-        // pointer.
+        // SAFETY: `filled_by` hands the closure `bytes.len().div_ceil(PAGE_SIZE)` page
+        // pointers, one per chunk of `bytes`, so `pages.add(index)` stays in the array;
+        // each chunk (at most a page) is copied to the start of its page through the
+        // page's permanent mapping (the pages are never highmem), so all `bytes.len()`
+        // bytes are written in order, and the closure keeps no pointer.
         unsafe {
             Self::filled_by(bytes.len(), |pages| {
                 for (index, piece) in bytes.chunks(PAGE_SIZE).enumerate() {
