@@ -12,7 +12,7 @@ log "guest output goes to $log"
 
 set +e
 # The whole VM run is bounded too, so CI ends with a verdict even if the guest hangs.
-timeout --kill-after=30 3000 "$REPO_ROOT/scripts/vm-run.sh" --disk-mb 320 --disk-mb 320 --disk-mb 64 -- \
+timeout --kill-after=30 3600 "$REPO_ROOT/scripts/vm-run.sh" --disk-mb 320 --disk-mb 320 --disk-mb 64 -- \
     env AREPL_ONLY="$only" "$REPO_ROOT/tests/vm/run.sh" 2>&1 | stdbuf -oL tr -d '\r' | tee "$log"
 vm_rc=${PIPESTATUS[0]}
 set -e

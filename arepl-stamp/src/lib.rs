@@ -8,12 +8,14 @@
 //! - [`stamp`]: the content of a stamped block; [`prng`]: the deterministic generators;
 //! - [`log`]: the write log file;
 //! - [`geometry`], [`aligned`], [`device`]: block layout, O_DIRECT buffers and files;
-//! - [`scan`]: which write each block of an image holds.
+//! - [`scan`]: which write each block of an image holds;
+//! - [`image`]: whole images compared and digested.
 
 pub mod aligned;
 pub mod check;
 pub mod device;
 pub mod geometry;
+pub mod image;
 pub mod log;
 pub mod prng;
 pub mod scan;

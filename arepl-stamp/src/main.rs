@@ -1,6 +1,7 @@
 //! `arepl-stamp`: write stamped blocks in a logged order, then check that an image (the
-//! replica) is a state the writes could have left. Exit status: 0 consistent, 1 a
-//! violation, 2 usage or I/O error.
+//! replica) is a state the writes could have left; compare or digest whole images.
+//! Exit status: 0 consistent (identical), 1 a violation (a difference), 2 usage or I/O
+//! error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use anyhow::Context;
 use arepl_stamp::check::check;
 use arepl_stamp::device::{self, Access};
 use arepl_stamp::geometry::Geometry;
+use arepl_stamp::image;
 use arepl_stamp::log::Log;
 use arepl_stamp::workload::{self, Workload};
 use clap::{Args, Parser, Subcommand};
@@ -30,6 +32,10 @@ enum Command {
     Write(WriteArgs),
     /// Decide whether an image is the state after some prefix (cut) of the logged writes.
     Check(CheckArgs),
+    /// Compare the first MiB of two images; list the 4 KiB blocks that differ.
+    Compare(CompareArgs),
+    /// Print a digest (XXH64, hex) of an image's first MiB, to compare with a later one.
+    Digest(DigestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,11 +88,36 @@ struct CheckArgs {
     layout: Layout,
 }
 
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// First device or file, normally the primary.
+    #[arg(value_name = "IMAGE_A")]
+    a: PathBuf,
+    /// Second device or file, normally the replica.
+    #[arg(value_name = "IMAGE_B")]
+    b: PathBuf,
+    /// How much to compare, from the start: both must hold at least this much.
+    #[arg(long, value_name = "MIB")]
+    mib: u64,
+}
+
+#[derive(Debug, Args)]
+struct DigestArgs {
+    /// Device or file to digest.
+    #[arg(long, value_name = "PATH")]
+    image: PathBuf,
+    /// How much to digest, from the start: the image must hold at least this much.
+    #[arg(long, value_name = "MIB")]
+    mib: u64,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Write(args) => write(args).map(|()| true),
         Command::Check(args) => run_check(args),
+        Command::Compare(args) => run_compare(args),
+        Command::Digest(args) => run_digest(args).map(|()| true),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
@@ -123,13 +154,49 @@ fn write(args: WriteArgs) -> anyhow::Result<()> {
 fn run_check(args: CheckArgs) -> anyhow::Result<bool> {
     let geometry = geometry(&args.layout)?;
     let log = Log::load(&args.log)?;
-    let device = device::open(&args.image, Access::Read)
-        .with_context(|| format!("cannot open {}", args.image.display()))?;
-    warn_if_buffered(&device, &args.image);
+    let device = open_for_reading(&args.image)?;
     let verdict = check(&mut &device.file, &log, geometry)
         .with_context(|| format!("cannot check {}", args.image.display()))?;
     println!("{verdict}");
     Ok(verdict.is_consistent())
+}
+
+/// `Ok(true)`: identical; `Ok(false)`: the images differ, reported on stdout.
+fn run_compare(args: CompareArgs) -> anyhow::Result<bool> {
+    let bytes = mib_to_bytes(args.mib)?;
+    let a = open_for_reading(&args.a)?;
+    let b = open_for_reading(&args.b)?;
+    let comparison = image::compare(&mut &a.file, &mut &b.file, bytes).with_context(|| {
+        format!(
+            "cannot compare {} MiB of {} and {}",
+            args.mib,
+            args.a.display(),
+            args.b.display()
+        )
+    })?;
+    println!("{comparison}");
+    Ok(comparison.is_identical())
+}
+
+fn run_digest(args: DigestArgs) -> anyhow::Result<()> {
+    let bytes = mib_to_bytes(args.mib)?;
+    let image = open_for_reading(&args.image)?;
+    let digest = image::digest(&mut &image.file, bytes)
+        .with_context(|| format!("cannot digest {} MiB of {}", args.mib, args.image.display()))?;
+    println!("{digest:016x}");
+    Ok(())
+}
+
+fn mib_to_bytes(mib: u64) -> anyhow::Result<u64> {
+    mib.checked_mul(1 << 20)
+        .with_context(|| format!("{mib} MiB is too large"))
+}
+
+fn open_for_reading(path: &std::path::Path) -> anyhow::Result<device::Device> {
+    let device = device::open(path, Access::Read)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    warn_if_buffered(&device, path);
+    Ok(device)
 }
 
 fn warn_if_buffered(device: &device::Device, path: &std::path::Path) {

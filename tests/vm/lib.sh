@@ -104,8 +104,8 @@ sys.exit(1 if failed else 0)' "${1:-}" || fail "kernel log has warnings or oopse
 dmesg_mark() { dmesg | wc -l; }
 dmesg_since() { dmesg | tail -n "+$(($1 + 1))"; }
 
-sha_of() { # device, MiB from the start
-    dd if="$1" bs=1M count="$2" iflag=direct status=none | sha256sum | cut -d' ' -f1
+digest_of() { # device, MiB from the start
+    "$AREPL_STAMP" digest --image "$1" --mib "$2"
 }
 
 remove_if_present() {
@@ -138,6 +138,7 @@ cleanup_scenario() {
 # REPLICAD may name another build (e.g. target/debug/replicad) to run the scenarios with.
 REPLICAD=${REPLICAD:-$REPO_ROOT/target/release/replicad}
 AREPL_SEND="$REPO_ROOT/target/release/arepl-send"
+AREPL_STAMP="$REPO_ROOT/target/release/arepl-stamp"
 AREPL="$REPO_ROOT/target/release/arepl"
 
 net_setup() {
@@ -235,12 +236,17 @@ wait_connected() {
 }
 
 assert_same_image() { # primary device, replica device, MiB
-    local a b
-    a=$(sha_of "$1" "$3")
-    b=$(sha_of "$2" "$3")
-    note "sha256 primary $a"
-    note "sha256 replica $b"
-    [[ $a == "$b" ]] || fail "replica differs from primary"
+    images_equal "$@" || fail "replica differs from primary"
+}
+
+# Whether the first $3 MiB of devices $1 and $2 are equal; notes the outcome, with the
+# differing 4 KiB blocks (the first 20) if any.
+images_equal() {
+    local outcome rc=0
+    outcome=$("$AREPL_STAMP" compare "$1" "$2" --mib "$3") || rc=$?
+    note "$1 against $2: $outcome"
+    ((rc <= 1)) || fail "cannot compare $1 and $2"
+    ((rc == 0))
 }
 
 # Silently drops all traffic of DR interface $1 (dr0: primary link, dr1: backup link).
@@ -391,27 +397,6 @@ links_cut_both() {
 links_restore_both() {
     link_restore dr0
     link_restore dr1
-}
-
-# Prints the 4 KiB blocks (at most 20) in which devices $1 and $2 differ over their
-# first $3 sectors, and whether each side's first differing block is all zeroes;
-# nothing when they are equal.
-report_differing_blocks() {
-    local blocks first side
-    blocks=$(cmp -l <(dd if="$1" bs=1M count=$(($3 / 2048)) iflag=direct status=none) \
-        <(dd if="$2" bs=1M count=$(($3 / 2048)) iflag=direct status=none) 2>/dev/null |
-        awk '{ print int(($1 - 1) / 4096) }' | uniq | head -n 20) || true
-    [[ -n $blocks ]] || return 0
-    sed 's/^/    differing 4 KiB block: /' <<<"$blocks" >&2
-    first=$(head -n 1 <<<"$blocks")
-    for side in "$1" "$2"; do
-        if dd if="$side" bs=4096 skip="$first" count=1 iflag=direct status=none |
-            cmp -s - <(head -c 4096 /dev/zero); then
-            echo "    block $first on $side: all zeroes" >&2
-        else
-            echo "    block $first on $side: data" >&2
-        fi
-    done
 }
 
 # One figure from replicad's metrics endpoint at $1 (inside the DR namespace): the first

@@ -22,7 +22,6 @@ source "$(dirname "$0")/lib.sh"
 SEED=${1:?usage: torture.sh SEED ROUNDS}
 ROUNDS=${2:?usage: torture.sh SEED ROUNDS}
 [[ $SEED =~ ^[0-9]+$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] || fail "SEED and ROUNDS must be numbers"
-STAMP="$REPO_ROOT/target/release/arepl-stamp"
 DEV=arepl-torture
 STATE=/tmp/state-torture
 BLOCKS=4096                    # 16 MiB of 4 KiB blocks
@@ -119,7 +118,7 @@ teardown_and_final_check() {
     wait_status "$DEV" consistent 1 300 >/dev/null
     # The end state: the replica holds every write.
     local verdict last
-    verdict=$("$STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
+    verdict=$("$AREPL_STAMP" check --image /dev/mapper/torture-r --log "$LOG" --blocks "$BLOCKS") ||
         { violations=$((violations + 1)); echo "VIOLATION final replica: $verdict"; }
     checked=$((checked + 1))
     last=$(awk '$1 == "w" {n = $2} END {print n}' "$LOG")
@@ -198,7 +197,7 @@ fault_start() {
                 sleep 0.5
             done
             draw seed 1 1000000
-            "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 3000 --seed "$seed" \
+            "$AREPL_STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 3000 --seed "$seed" \
                 --jobs 4 --fsync-every 8 --log "$LOG" >/dev/null || fail "the writes filling the spill log failed"
             [[ $(status_field "$DEV" mode) == tracking ]] ||
                 fail "the spill log never filled: $(dmsetup status "$DEV")"
@@ -238,7 +237,7 @@ power_loss() {
     links_restore_both
     links_cut_both
     wait_status "$DEV" active_link none 30 >/dev/null
-    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 300 --seed "$seed" \
+    "$AREPL_STAMP" write --dev "/dev/mapper/$DEV" --blocks "$BLOCKS" --count 300 --seed "$seed" \
         --jobs 2 --fsync-every 4 --log "$LOG" >/dev/null || fail "the writes before the power loss failed"
     read_status
     echo "      power loss with queued=${STATUS[queued]} spill_entries=${STATUS[spill_entries]}"
@@ -301,7 +300,7 @@ check_snapshots() { # round, count
         dd if=/dev/mapper/torture-snap of="$WORK/snap.img" bs=1M count=$((SLICE_SECTORS / 2048)) \
             skip=$((i * SLICE_SECTORS / 2048)) iflag=direct status=none
         checked=$((checked + 1))
-        if verdict=$("$STAMP" check --image "$WORK/snap.img" --log "$LOG" --blocks "$BLOCKS"); then
+        if verdict=$("$AREPL_STAMP" check --image "$WORK/snap.img" --log "$LOG" --blocks "$BLOCKS"); then
             echo "    round $round snapshot $i: ${verdict%% (*}"
             # "ok: image is the state after write P of W ...": P < W caught it mid-stream.
             if [[ $verdict =~ after\ write\ ([0-9]+)\ of\ ([0-9]+) ]] &&
@@ -322,7 +321,7 @@ check_snapshots() { # round, count
         [[ -e $image ]] || continue
         checked=$((checked + 1))
         protected=$((protected + 1))
-        if verdict=$("$STAMP" check --image "$image" --log "$LOG" --blocks "$BLOCKS"); then
+        if verdict=$("$AREPL_STAMP" check --image "$image" --log "$LOG" --blocks "$BLOCKS"); then
             echo "    round $round image kept before a resync: ${verdict%% (*}"
             rm -f "$image"
         else
@@ -457,7 +456,7 @@ run_round() {
     IFS=$IFS_SAVED
     local spilled=0 tracked=0
     ROUND_START=${EPOCHREALTIME/./}
-    "$STAMP" write --dev "/dev/mapper/$DEV" --blocks "$blocks" --count "$writes" --seed "$seed" \
+    "$AREPL_STAMP" write --dev "/dev/mapper/$DEV" --blocks "$blocks" --count "$writes" --seed "$seed" \
         --jobs "$jobs" ${fsync_every:+--fsync-every "$fsync_every"} --log "$LOG" \
         >"$WORK/stamp.out" 2>&1 &
     local stamp_pid=$! index=0 step kind arg

@@ -33,11 +33,9 @@ fio --name=fill --filename="$dev" --rw=randwrite --bs=64k --size=64M \
     --output-format=terse >/dev/null ||
     fail "fio write or verify through $dev failed"
 
-through_dev=$(sha_of "$dev" 64)
-raw_disk=$(sha_of "$disk" 64)
-zeros=$(head -c 64M /dev/zero | sha256sum | cut -d' ' -f1)
-[[ $through_dev == "$raw_disk" ]] || fail "checksums differ between $dev and $disk"
-[[ $raw_disk != "$zeros" ]] || fail "the disk holds only zeros: fio wrote nothing"
+images_equal "$dev" "$disk" 64 || fail "$dev and $disk differ"
+[[ $(digest_of "$disk" 64) != $(digest_of /dev/zero 64 2>/dev/null) ]] ||
+    fail "the disk holds only zeros: fio wrote nothing"
 
 note "fsync after every write: flushes pass down"
 fio --name=flush --filename="$dev" --rw=write --bs=4k --size=1M --direct=1 \

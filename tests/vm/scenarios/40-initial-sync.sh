@@ -15,7 +15,7 @@ for dev in "$disk" "$replica"; do
     dd if=/dev/urandom of="$dev" bs=1M count=96 iflag=fullblock oflag=direct status=none
 done
 dd if=/dev/urandom of="$replica" bs=1M seek=$((mib - 1)) count=1 oflag=direct status=none
-[[ $(sha_of "$disk" "$mib") != "$(sha_of "$replica" "$mib")" ]] || fail "disks start equal"
+[[ $(digest_of "$disk" "$mib") != "$(digest_of "$replica" "$mib")" ]] || fail "disks start equal"
 replicad_start "$replica" "$state"
 
 mark=$(dmesg_mark)

@@ -11,7 +11,7 @@ sectors=$(sectors_of "$disk")
 dmsetup create flaky --table "0 $sectors flakey $disk 0 0 1 1 error_writes"
 arepl_create arepl-err /dev/mapper/flaky "$PRIMARY_ADDR 1 volume:arepl-err"
 wait_connected arepl-err
-before=$(sha_of "$replica" 16)
+before=$(digest_of "$replica" 16)
 
 if dd if=/dev/urandom of=/dev/mapper/arepl-err bs=64k count=16 oflag=direct status=none 2>/dev/null; then
     fail "writes to a failing local device succeeded"
@@ -21,7 +21,7 @@ note "status: $(dmsetup status arepl-err)"
 ((errors > 0)) || fail "write_errors=$errors after failed writes"
 (($(status_field arepl-err queued) == 0)) || fail "failed writes were queued for replication"
 (($(status_field arepl-err acked_seq) == 0)) || fail "failed writes were sent to the receiver"
-[[ $(sha_of "$replica" 16) == "$before" ]] || fail "the replica changed"
+[[ $(digest_of "$replica" 16) == "$before" ]] || fail "the replica changed"
 dmsetup remove arepl-err
 dmsetup remove flaky
 replicad_stop "$state"

@@ -49,7 +49,6 @@ note "the new resync copies $left bytes"
     fail "the resync copies $left bytes, less than the $((total - reached)) the first copy left"
 wait_status arepl-replaced consistent 1 120
 wait_drained arepl-replaced 120
-report_differing_blocks /dev/mapper/replaced-lv "$replica" $((mib * 2048))
 assert_same_image /dev/mapper/replaced-lv "$replica" "$mib"
 ip netns exec dr "$REPLICAD" status --state-dir "$state" --check-consistent ||
     fail "replicad does not call its replica consistent"
@@ -81,6 +80,5 @@ note "the copy stands at $(status_field arepl-replaced sync_bytes) bytes; replic
 replicad_start "$replica" "$state"
 wait_status arepl-replaced consistent 1 120
 wait_drained arepl-replaced 120
-report_differing_blocks /dev/mapper/replaced-lv "$replica" $((mib * 2048))
 assert_same_image /dev/mapper/replaced-lv "$replica" "$mib"
 dmesg_assert_clean

@@ -9,7 +9,6 @@ load_module
 net_setup
 
 state=/tmp/state-bitmap
-STAMP="$REPO_ROOT/target/release/arepl-stamp"
 disk=$(disk_by_serial arepl0)
 drdisk=$(disk_by_serial arepl1)
 spare=$(disk_by_serial arepl2)
@@ -43,7 +42,7 @@ arepl_create arepl-bm /dev/mapper/bm-p "$PRIMARY_ADDR 4 queue_mb:2 volume:bm spi
 wait_connected arepl-bm
 
 note "stamped writes over the first 32 MiB, replicated"
-"$STAMP" write --dev /dev/mapper/arepl-bm --blocks 8192 --count 1500 --seed 11 --jobs 2 \
+"$AREPL_STAMP" write --dev /dev/mapper/arepl-bm --blocks 8192 --count 1500 --seed 11 --jobs 2 \
     --fsync-every 4 --log "$stamplog" >/dev/null || fail "stamped writes failed"
 wait_drained arepl-bm
 
@@ -51,7 +50,7 @@ note "both links cut: 24 MiB more overflow the 2 MiB queue and the 4 MiB spill l
 links_cut_both
 wait_status arepl-bm active_link none 20
 start=$SECONDS
-timeout 180 "$STAMP" write --dev /dev/mapper/arepl-bm --blocks 8192 --count 6000 --seed 12 \
+timeout 180 "$AREPL_STAMP" write --dev /dev/mapper/arepl-bm --blocks 8192 --count 6000 --seed 12 \
     --jobs 2 --log "$stamplog" >/dev/null || fail "writers did not finish while the spill log was full"
 note "6000 writes in $((SECONDS - start)) s with no link"
 [[ $(status_field arepl-bm mode) == tracking ]] || fail "mode is $(status_field arepl-bm mode), not tracking"
@@ -72,7 +71,7 @@ for i in $(seq 150); do grep -q "LVM snapshot vgr/replica_arepl_resync of" "$sta
 grep "LVM snapshot vgr/replica_arepl_resync of" "$state/replicad.log" ||
     fail "replicad took no LVM snapshot before the resync"
 udevadm settle
-verdict=$("$STAMP" check --image "$snapshot" --log "$stamplog" --blocks 8192) ||
+verdict=$("$AREPL_STAMP" check --image "$snapshot" --log "$stamplog" --blocks 8192) ||
     fail "the protected snapshot is no prefix state: $verdict"
 note "snapshot: ${verdict%% (*}"
 total=$(status_field arepl-bm sync_total_bytes)

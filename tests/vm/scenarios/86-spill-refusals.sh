@@ -11,7 +11,7 @@ sectors=$(sectors_of "$disk")
 
 expect_spill_refused() { # spill device, expected dmesg text, volume
     local before after mark
-    before=$(sha_of "$1" 1)
+    before=$(digest_of "$1" 1)
     mark=$(dmesg_mark)
     if dmsetup create arepl-ref --table \
         "0 $sectors arepl $disk $PRIMARY_ADDR 2 volume:${3:-vol-b} spill:$1" 2>/dev/null; then
@@ -20,7 +20,7 @@ expect_spill_refused() { # spill device, expected dmesg text, volume
     fi
     dmesg_since "$mark" | grep -F -- "$2" >/dev/null \
         || { dmesg_since "$mark" >&2; fail "no dmesg line with '$2'"; }
-    after=$(sha_of "$1" 1)
+    after=$(digest_of "$1" 1)
     [[ $before == "$after" ]] || fail "the refused spill device was modified"
     dmsetup info arepl-ref >/dev/null 2>&1 && fail "a refused device exists"
     note "refused: $(dmesg_since "$mark" | grep -F -- "$2" | head -1 | sed 's/^\[[^]]*\] //')"

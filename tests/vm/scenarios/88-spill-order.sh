@@ -5,7 +5,6 @@
 source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
-STAMP="$REPO_ROOT/target/release/arepl-stamp"
 state=/tmp/state-order
 remove_if_present arepl-order order-p order-r order-snap
 primary_disk=$(disk_by_serial arepl0)
@@ -41,14 +40,14 @@ snapshot() { # replicad is stopped while its image is copied
 # Acknowledged straight from memory, these move the stream past the empty spill log's
 # first sequence: the first spill must start where the queue is, not at 1.
 note "phase 0: links up, 500 stamped writes, all acknowledged"
-"$STAMP" write --dev "$dev" --blocks "$blocks" --count 500 --seed 10 --jobs 4 --log "$log" \
+"$AREPL_STAMP" write --dev "$dev" --blocks "$blocks" --count 500 --seed 10 --jobs 4 --log "$log" \
     || fail "stamped workload failed"
 wait_drained arepl-order 120
 
 note "phase 1: both links down, 3000 stamped writes through a 2 MiB queue"
 links_cut_both
 wait_status arepl-order active_link none 20
-"$STAMP" write --dev "$dev" --blocks "$blocks" --count 3000 --seed 11 --jobs 4 --log "$log" \
+"$AREPL_STAMP" write --dev "$dev" --blocks "$blocks" --count 3000 --seed 11 --jobs 4 --log "$log" \
     || fail "stamped workload failed"
 (($(status_field arepl-order spill_entries) > 0)) || fail "nothing spilled"
 [[ $(status_field arepl-order mode) == spilling ]] ||
@@ -58,7 +57,7 @@ snapshot
 note "phase 2: links back at 20 Mbit/s; 3000 more writes while the log drains"
 ip netns exec prod tc qdisc replace dev prod0 root netem rate 20mbit
 links_restore_both
-"$STAMP" write --dev "$dev" --blocks "$blocks" --count 3000 --seed 12 --jobs 4 --log "$log" &
+"$AREPL_STAMP" write --dev "$dev" --blocks "$blocks" --count 3000 --seed 12 --jobs 4 --log "$log" &
 stamp_pid=$!
 saw_draining=0
 for _ in $(seq 6); do
@@ -78,7 +77,7 @@ last=-1
 for ((i = 0; i < snapshots; i++)); do
     dd if=/dev/mapper/order-snap of=/tmp/order-snap.img bs=4M count=8 skip=$((i * 8)) \
         iflag=direct status=none
-    verdict=$("$STAMP" check --image /tmp/order-snap.img --log "$log" --blocks "$blocks") \
+    verdict=$("$AREPL_STAMP" check --image /tmp/order-snap.img --log "$log" --blocks "$blocks") \
         || fail "snapshot $i is not a prefix state: $verdict"
     prefix=$(sed -n 's/^ok: image is the state after write \([0-9]*\) of.*/\1/p' <<<"$verdict")
     note "snapshot $i: $verdict"
