@@ -205,6 +205,15 @@ impl FrameKind {
         })
     }
 
+    /// Whether frames of this kind name a byte range of the volume (`length` bytes at
+    /// `offset`).
+    pub fn has_range(self) -> bool {
+        matches!(
+            self,
+            Self::Write | Self::Discard | Self::WriteZeroes | Self::Mismatch
+        )
+    }
+
     /// Whether frames of this kind carry a payload of `length` bytes.
     pub fn has_payload(self) -> bool {
         matches!(
@@ -265,6 +274,13 @@ pub enum WireError {
         /// The length given.
         length: u32,
     },
+    /// A range whose end lies beyond the largest byte offset.
+    RangeOverflow {
+        /// The offset given.
+        offset: u64,
+        /// The length given.
+        length: u32,
+    },
     /// A frame without payload with a nonzero payload checksum.
     StrayPayloadChecksum,
     /// The payload checksum does not match.
@@ -299,6 +315,10 @@ impl fmt::Display for WireError {
             Self::Misaligned { offset, length } => write!(
                 f,
                 "offset {offset} or length {length} is not a multiple of {SECTOR_SIZE}"
+            ),
+            Self::RangeOverflow { offset, length } => write!(
+                f,
+                "range of {length} bytes at offset {offset} ends beyond 2^64"
             ),
             Self::StrayPayloadChecksum => {
                 write!(f, "payload checksum set on a frame without payload or one")
@@ -535,15 +555,15 @@ impl Header {
         }
     }
 
-    /// End of the byte range the frame touches, for range checks against the volume.
+    /// End of the byte range the frame touches, for range checks against the volume;
+    /// `None` for kinds without a range. A decoded header's range never overflows.
     pub fn range_end(&self) -> Option<u64> {
-        match self.kind {
-            FrameKind::Write
-            | FrameKind::Discard
-            | FrameKind::WriteZeroes
-            | FrameKind::Mismatch => self.offset.checked_add(u64::from(self.length)),
-            _ => None,
+        if !self.kind.has_range() {
+            return None;
         }
+        // Decoding refuses a range that overflows; one built here saturates, so it
+        // still ends past any volume.
+        Some(self.offset.saturating_add(u64::from(self.length)))
     }
 
     /// The 40 header bytes.
@@ -631,19 +651,19 @@ impl Header {
         if !length_ok {
             return bad_length;
         }
-        if self.range_end().is_some()
-            && (self.offset % u64::from(SECTOR_SIZE) != 0 || self.length % SECTOR_SIZE != 0)
-        {
-            return Err(WireError::Misaligned {
-                offset: self.offset,
-                length: self.length,
-            });
-        }
-        if self.range_end().is_some() && self.offset.checked_add(u64::from(self.length)).is_none() {
-            return Err(WireError::Misaligned {
-                offset: self.offset,
-                length: self.length,
-            });
+        if self.kind.has_range() {
+            if self.offset % u64::from(SECTOR_SIZE) != 0 || self.length % SECTOR_SIZE != 0 {
+                return Err(WireError::Misaligned {
+                    offset: self.offset,
+                    length: self.length,
+                });
+            }
+            if self.offset.checked_add(u64::from(self.length)).is_none() {
+                return Err(WireError::RangeOverflow {
+                    offset: self.offset,
+                    length: self.length,
+                });
+            }
         }
         if (!self.kind.has_payload() || self.is_unchecked()) && self.payload_checksum != 0 {
             return Err(WireError::StrayPayloadChecksum);
@@ -916,6 +936,16 @@ mod tests {
             Header::decode(&corrupt(good, 23, 1)),
             Err(WireError::Misaligned { .. })
         ));
+        // A discard whose range wraps past 2^64: refused as such, before any volume
+        // range check could be fooled by it.
+        let wrapping = Header::discard(1, u64::MAX - 511, 1024).encode();
+        assert_eq!(
+            Header::decode(&wrapping),
+            Err(WireError::RangeOverflow {
+                offset: u64::MAX - 511,
+                length: 1024
+            })
+        );
         let mut flipped = good;
         flipped[15] ^= 1; // seq changed, header crc not updated
         assert!(matches!(
