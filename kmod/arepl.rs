@@ -43,6 +43,8 @@ mod write_path;
 // unchanged. They are public so the kernel's `unreachable_pub` lint accepts their API.
 #[path = "../arepl-core/src/activity_log.rs"]
 pub mod activity_log;
+#[path = "../arepl-core/src/auth.rs"]
+pub mod auth;
 #[path = "../arepl-core/src/copy_plan.rs"]
 pub mod copy_plan;
 #[path = "../arepl-core/src/copy_policy.rs"]

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod activity_log;
+pub mod auth;
 pub mod copy_plan;
 pub mod copy_policy;
 pub mod crc32c;

@@ -1,4 +1,4 @@
-//! The replication wire protocol, version 5: one definition for the kernel sender and
+//! The replication wire protocol, version 6: one definition for the kernel sender and
 //! `replicad`.
 //!
 //! Every frame is a 40-byte header, big-endian, optionally followed by a payload:
@@ -60,6 +60,16 @@
 //! under QEMU's emulation, a bit-by-bit loop for the CRC instruction): the VM
 //! benchmark measured 0.61 s per GiB against 1.93 (tables) and 7.04 (instruction).
 //! The header keeps its CRC-32C.
+//!
+//! Authentication (new in version 6, see [`crate::auth`]): a sender configured with a
+//! key opens with `Greeting` (offset: volume size; flags: [`FLAG_ENCRYPT`] when the
+//! stream is to be encrypted; payload: key id, nonce, volume name) instead of `Hello`.
+//! The receiver answers `Challenge` (payload: its nonce and proof) or `Refuse`; the
+//! sender checks the proof and answers `Proof` (payload: its proof), then sends `Hello`
+//! and the session goes on as above. A receiver that finds the sender's proof wrong
+//! closes the connection without a word. With [`FLAG_ENCRYPT`], every byte after `Proof`
+//! in both directions is TLS 1.3 records (AES-128-GCM) under the session's keys.
+use crate::auth;
 use crate::crc32c::crc32c;
 use crate::digest::{Digest, EntryFields};
 use crate::history::{HistoryBlock, HISTORY_BLOCK_LEN};
@@ -69,7 +79,7 @@ use core::fmt;
 /// First four header bytes: "ARPL".
 pub const MAGIC: u32 = 0x4152_504C;
 /// Protocol version this code speaks.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Size of every frame header.
 pub const HEADER_LEN: usize = 40;
 /// Writes are whole 512-byte sectors at sector-aligned offsets.
@@ -80,6 +90,8 @@ pub const MAX_WRITE_PAYLOAD: u32 = 8 << 20;
 pub const MAX_REASON_LEN: u32 = 256;
 /// Largest volume name in a `Hello`.
 pub const MAX_VOLUME_NAME_LEN: u32 = crate::table::MAX_VOLUME_LEN as u32;
+/// Bytes of a `Greeting` payload before the volume name.
+const GREETING_FIXED_LEN: u32 = auth::GREETING_FIXED_LEN as u32;
 /// Bytes of the history block that opens `Hello`, `Welcome` and `Resync` payloads.
 pub const HISTORY_LEN: u32 = HISTORY_BLOCK_LEN as u32;
 /// The write must be durable before its acknowledgement (REQ_FUA).
@@ -93,6 +105,8 @@ pub const FLAG_RESYNC: u16 = 8;
 /// On `Write`: the sender computed no payload checksum (table feature `wire_crc:off`),
 /// so `payload_checksum` is 0 and only TCP's checksum covers the payload on the wire.
 pub const FLAG_UNCHECKED: u16 = 16;
+/// On `Greeting`: after `Proof`, both directions are encrypted.
+pub const FLAG_ENCRYPT: u16 = 32;
 
 /// The checksum of a frame's payload: the low 32 bits of its XXH64 (seed 0), and 0 for
 /// no payload, as frames without one state.
@@ -182,6 +196,12 @@ pub enum FrameKind {
     Verify = 13,
     /// Receiver: the chunk of `Verify` `seq` (`length` bytes at `offset`) differs.
     Mismatch = 14,
+    /// Sender with a key: opens a session, before `Hello`.
+    Greeting = 15,
+    /// Receiver: its nonce and proof of the key, answering `Greeting`.
+    Challenge = 16,
+    /// Sender: its proof of the key, answering `Challenge`.
+    Proof = 17,
 }
 
 impl FrameKind {
@@ -201,6 +221,9 @@ impl FrameKind {
             12 => Self::ResyncDone,
             13 => Self::Verify,
             14 => Self::Mismatch,
+            15 => Self::Greeting,
+            16 => Self::Challenge,
+            17 => Self::Proof,
             _ => return None,
         })
     }
@@ -218,7 +241,15 @@ impl FrameKind {
     pub fn has_payload(self) -> bool {
         matches!(
             self,
-            Self::Hello | Self::Welcome | Self::Write | Self::Refuse | Self::Begin | Self::Verify
+            Self::Hello
+                | Self::Welcome
+                | Self::Write
+                | Self::Refuse
+                | Self::Begin
+                | Self::Verify
+                | Self::Greeting
+                | Self::Challenge
+                | Self::Proof
         )
     }
 }
@@ -530,6 +561,49 @@ impl Header {
         }
     }
 
+    /// `Greeting` for a volume of `volume_size` bytes; `payload` is a
+    /// [`auth::GreetingPayload`].
+    pub fn greeting(volume_size: u64, encrypt: bool, payload: &[u8]) -> Self {
+        let mut header = Self::new(
+            FrameKind::Greeting,
+            0,
+            volume_size,
+            payload.len() as u32,
+            payload_checksum(payload),
+        );
+        if encrypt {
+            header.flags = FLAG_ENCRYPT;
+        }
+        header
+    }
+
+    /// `Challenge` carrying `payload` (see [`auth::challenge_payload`]).
+    pub fn challenge(payload: &[u8; auth::CHALLENGE_LEN]) -> Self {
+        Self::new(
+            FrameKind::Challenge,
+            0,
+            0,
+            auth::CHALLENGE_LEN as u32,
+            payload_checksum(payload),
+        )
+    }
+
+    /// `Proof` carrying the sender's proof.
+    pub fn proof(proof: &[u8; auth::PROOF_LEN]) -> Self {
+        Self::new(
+            FrameKind::Proof,
+            0,
+            0,
+            auth::PROOF_LEN as u32,
+            payload_checksum(proof),
+        )
+    }
+
+    /// Whether a `Greeting` asks for an encrypted stream.
+    pub fn wants_encryption(&self) -> bool {
+        self.flags & FLAG_ENCRYPT != 0
+    }
+
     /// `Refuse` with a reason text.
     pub fn refuse(reason: &[u8]) -> Self {
         Self::new(
@@ -624,6 +698,7 @@ impl Header {
             FrameKind::Ack => FLAG_DIVERGED,
             FrameKind::Digest => FLAG_DIGEST_UNKNOWN,
             FrameKind::Begin => FLAG_RESYNC,
+            FrameKind::Greeting => FLAG_ENCRYPT,
             _ => 0,
         };
         if self.flags & !allowed_flags != 0 {
@@ -642,6 +717,11 @@ impl Header {
             FrameKind::Write => (1..=MAX_WRITE_PAYLOAD).contains(&self.length),
             FrameKind::Discard | FrameKind::WriteZeroes | FrameKind::Mismatch => self.length > 0,
             FrameKind::Verify => self.length == crate::verify::VERIFY_PAYLOAD_LEN as u32,
+            FrameKind::Greeting => (GREETING_FIXED_LEN + 1
+                ..=GREETING_FIXED_LEN + MAX_VOLUME_NAME_LEN)
+                .contains(&self.length),
+            FrameKind::Challenge => self.length == auth::CHALLENGE_LEN as u32,
+            FrameKind::Proof => self.length == auth::PROOF_LEN as u32,
             FrameKind::Flush
             | FrameKind::Ack
             | FrameKind::Ping
@@ -696,7 +776,7 @@ mod tests {
 
     const WRITE_GOLDEN: [u8; HEADER_LEN] = [
         0x41, 0x52, 0x50, 0x4C, // magic "ARPL"
-        0x05, // version
+        0x06, // version
         0x03, // kind: Write
         0x00, 0x01, // flags: FUA
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, // seq 258
@@ -705,7 +785,7 @@ mod tests {
         0xD4, 0xE1, 0xE1,
         0x50, // payload checksum: low half of XXH64 of 512 x 0xAB (from the spec, in Python)
         0x00, 0x00, 0x00, 0x00, // reserved
-        0xC5, 0x47, 0x8E, 0x01, // header crc32c
+        0x83, 0xAC, 0xFF, 0x5C, // header crc32c (computed in Python from the spec)
     ];
 
     #[test]
@@ -727,7 +807,7 @@ mod tests {
         let mut expected = WRITE_GOLDEN;
         expected[6..8].copy_from_slice(&[0x00, 0x10]); // flags: unchecked
         expected[28..32].copy_from_slice(&[0; 4]); // no payload checksum
-        expected[36..40].copy_from_slice(&[0xE8, 0x96, 0xEA, 0x8B]); // header crc32c
+        expected[36..40].copy_from_slice(&[0xAE, 0x7D, 0x9B, 0xD6]); // header crc32c
         assert_eq!(bytes, expected);
         let decoded = Header::decode(&bytes).unwrap();
         assert!(decoded.is_unchecked() && !decoded.is_fua());
@@ -754,7 +834,7 @@ mod tests {
         assert_eq!(
             &ack[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x05, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
+                0x41, 0x52, 0x50, 0x4C, 0x06, 0x07, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06,
                 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -772,12 +852,42 @@ mod tests {
     }
 
     #[test]
+    fn authentication_frames_validate_their_lengths_and_flag() {
+        let name = crate::table::VolumeName::new("db").unwrap();
+        let payload = auth::GreetingPayload::new(&[1; 8], &[2; 32], &name);
+        let greeting = Header::greeting(1 << 30, true, payload.as_bytes());
+        let decoded = Header::decode(&greeting.encode()).unwrap();
+        assert!(decoded.wants_encryption());
+        assert_eq!(decoded.check_payload(payload.as_bytes()), Ok(()));
+        assert!(!Header::greeting(1 << 30, false, payload.as_bytes()).wants_encryption());
+        // A Greeting without a volume name, or a short Challenge or Proof: refused.
+        let bare = Header::greeting(1 << 30, true, &payload.as_bytes()[..40]);
+        assert!(matches!(
+            Header::decode(&bare.encode()),
+            Err(WireError::BadLength { .. })
+        ));
+        let mut challenge = Header::challenge(&[0; auth::CHALLENGE_LEN]);
+        challenge.length -= 1;
+        assert!(matches!(
+            Header::decode(&challenge.encode()),
+            Err(WireError::BadLength { .. })
+        ));
+        let mut proof = Header::proof(&[0; auth::PROOF_LEN]);
+        assert_eq!(Header::decode(&proof.encode()), Ok(proof));
+        proof.flags = FLAG_ENCRYPT;
+        assert_eq!(
+            Header::decode(&proof.encode()),
+            Err(WireError::BadFlags(FLAG_ENCRYPT))
+        );
+    }
+
+    #[test]
     fn golden_digest_and_diverged_ack() {
         let digest = Header::digest(0x10, Some(Digest(0x0A0B_0C0D_0E0F_1011))).encode();
         assert_eq!(
             &digest[..36],
             &[
-                0x41, 0x52, 0x50, 0x4C, 0x05, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
+                0x41, 0x52, 0x50, 0x4C, 0x06, 0x0A, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x0A,
                 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
             ]
         );
@@ -976,7 +1086,7 @@ mod tests {
     fn messages() {
         assert_eq!(
             WireError::BadVersion(9).to_string(),
-            "unsupported protocol version 9 (speaking 5)"
+            "unsupported protocol version 9 (speaking 6)"
         );
     }
 }
