@@ -17,7 +17,8 @@ use crate::protection::SnapshotMode;
     long_about = "Apply dm-arepl replication streams on the DR host.\n\n\
         Serves with `replicad --listen ADDR:PORT --target PATH --state-dir DIR` or \
         `replicad --config FILE` (TOML with listen, target, state_dir, metrics_listen, \
-        before_resync, resync_snapshot, resync_snapshot_size; flags override it). \
+        before_resync, resync_snapshot, resync_snapshot_size, key_file, next_key_file, \
+        metrics_allow_remote; flags override it). \
         One session at a time: a new sender for the same volume takes over from the active \
         one. SIGTERM or SIGINT makes applied entries durable and exits. \
         Logs go to stderr; RUST_LOG filters them (default: info).",
@@ -64,6 +65,16 @@ pub struct ServeArgs {
     /// Size of that snapshot: lvcreate -l when it has a % (default 100%ORIGIN), else -L.
     #[arg(long, value_name = "SIZE")]
     pub resync_snapshot_size: Option<String>,
+    /// Senders must prove this pre-shared key (64 hex digits, root-only file) before
+    /// any frame of theirs is applied; read at each handshake.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// During a key rollover, a second key senders may prove instead.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub next_key_file: Option<PathBuf>,
+    /// Allow --metrics-listen on a non-loopback address (/metrics is unauthenticated).
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
     /// Only check the target and state directory, then exit.
     #[arg(long)]
     pub check: bool,

@@ -8,6 +8,9 @@
 //! before_resync = "/usr/local/sbin/keep-replica" # optional hook before a resync
 //! resync_snapshot = "auto"           # or "none": LVM snapshot before a resync
 //! resync_snapshot_size = "100%ORIGIN" # lvcreate -l with a %, else -L
+//! key_file = "/etc/replicad/db.key"   # optional: senders must prove this key
+//! next_key_file = "/etc/replicad/db.next.key" # optional: also accepted, for a rollover
+//! metrics_allow_remote = false       # true: metrics_listen may be a non-loopback address
 //! ```
 //!
 //! Command-line flags override the file. Relative paths in the file are relative to the
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::keys::KeyFiles;
 use crate::protection::{ResyncProtection, SnapshotMode, DEFAULT_SNAPSHOT_SIZE};
 
 /// Settings as given, each possibly missing.
@@ -38,6 +42,12 @@ pub struct PartialSettings {
     pub resync_snapshot: Option<SnapshotMode>,
     /// The snapshot's size.
     pub resync_snapshot_size: Option<String>,
+    /// File with the pre-shared key senders must prove.
+    pub key_file: Option<PathBuf>,
+    /// File with the next key, accepted too during a rollover.
+    pub next_key_file: Option<PathBuf>,
+    /// Serve metrics on a non-loopback address.
+    pub metrics_allow_remote: Option<bool>,
 }
 
 /// Complete settings.
@@ -53,6 +63,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// How a resync protects the replica's last consistent image.
     pub protection: ResyncProtection,
+    /// Where the keys senders must prove are read from; `None`: no authentication.
+    pub keys: Option<KeyFiles>,
 }
 
 /// Why the settings are unusable.
@@ -74,6 +86,15 @@ pub enum ConfigError {
         /// The parser's complaint.
         message: String,
     },
+    /// A next key without a current one.
+    #[error("next_key_file needs key_file: the next key only joins a current one")]
+    NextKeyAlone,
+    /// Metrics would be served beyond this host without being asked to.
+    #[error(
+        "metrics_listen {0} is not a loopback address: /metrics has no authentication; \
+         use --metrics-allow-remote (metrics_allow_remote = true) to serve it there anyway"
+    )]
+    MetricsNotLoopback(SocketAddr),
     /// A required setting is missing everywhere.
     #[error("missing {setting}: use --{flag} or `{setting}` in the config file")]
     Missing {
@@ -118,6 +139,8 @@ impl PartialSettings {
         Self {
             target: self.target.map(rebase),
             state_dir: self.state_dir.map(rebase),
+            key_file: self.key_file.map(rebase),
+            next_key_file: self.next_key_file.map(rebase),
             // The hook is a shell command, run from replicad's working directory: it is
             // left as written.
             ..self
@@ -127,6 +150,24 @@ impl PartialSettings {
     /// These settings, with `overrides` taking precedence, completed.
     pub fn resolve(self, overrides: PartialSettings) -> Result<Settings, ConfigError> {
         let missing = |setting, flag| ConfigError::Missing { setting, flag };
+        let keys = match (
+            overrides.key_file.or(self.key_file),
+            overrides.next_key_file.or(self.next_key_file),
+        ) {
+            (Some(current), next) => Some(KeyFiles { current, next }),
+            (None, Some(_)) => return Err(ConfigError::NextKeyAlone),
+            (None, None) => None,
+        };
+        let metrics_listen = overrides.metrics_listen.or(self.metrics_listen);
+        let allow_remote = overrides
+            .metrics_allow_remote
+            .or(self.metrics_allow_remote)
+            .unwrap_or(false);
+        if let Some(addr) = metrics_listen.filter(|addr| !addr.ip().is_loopback()) {
+            if !allow_remote {
+                return Err(ConfigError::MetricsNotLoopback(addr));
+            }
+        }
         Ok(Settings {
             listen: overrides
                 .listen
@@ -140,7 +181,7 @@ impl PartialSettings {
                 .state_dir
                 .or(self.state_dir)
                 .ok_or(missing("state_dir", "state-dir"))?,
-            metrics_listen: overrides.metrics_listen.or(self.metrics_listen),
+            metrics_listen,
             protection: ResyncProtection {
                 before_resync: overrides.before_resync.or(self.before_resync),
                 snapshot: overrides
@@ -153,6 +194,7 @@ impl PartialSettings {
                     .unwrap_or_else(|| DEFAULT_SNAPSHOT_SIZE.to_string()),
                 ..ResyncProtection::default()
             },
+            keys,
         })
     }
 }
@@ -241,6 +283,50 @@ mod tests {
         assert_eq!(settings.protection.snapshot_size, "4G");
         let err = PartialSettings::parse("resync_snapshot = \"always\"").unwrap_err();
         assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn keys_and_remote_metrics_are_opt_in() {
+        let base = "listen = \"127.0.0.1:7788\"\ntarget = \"/dev/t\"\nstate_dir = \"/s\"\n";
+        let none = PartialSettings::parse(base).unwrap();
+        assert_eq!(
+            none.clone()
+                .resolve(PartialSettings::default())
+                .unwrap()
+                .keys,
+            None
+        );
+        let keys = PartialSettings::parse(&format!(
+            "{base}key_file = \"/k/cur\"\nnext_key_file = \"/k/next\"\n"
+        ))
+        .unwrap()
+        .resolve(PartialSettings::default())
+        .unwrap()
+        .keys
+        .unwrap();
+        assert_eq!(keys.current, PathBuf::from("/k/cur"));
+        assert_eq!(keys.next, Some(PathBuf::from("/k/next")));
+        let alone = none.clone().resolve(PartialSettings {
+            next_key_file: Some("/k/next".into()),
+            ..PartialSettings::default()
+        });
+        assert!(matches!(alone, Err(ConfigError::NextKeyAlone)));
+        let remote = PartialSettings {
+            metrics_listen: Some("0.0.0.0:9477".parse().unwrap()),
+            ..PartialSettings::default()
+        };
+        let err = none.clone().resolve(remote.clone()).unwrap_err();
+        assert!(err.to_string().contains("--metrics-allow-remote"), "{err}");
+        let allowed = none
+            .resolve(PartialSettings {
+                metrics_allow_remote: Some(true),
+                ..remote
+            })
+            .unwrap();
+        assert_eq!(
+            allowed.metrics_listen,
+            Some("0.0.0.0:9477".parse().unwrap())
+        );
     }
 
     #[test]

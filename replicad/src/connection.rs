@@ -21,14 +21,16 @@ use arepl_core::wire::Header;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard, Semaphore};
+use tokio::sync::{mpsc, watch, Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::applier::{self, ApplyError, Outputs, Published, Queued};
+use crate::authentication::{self, AuthError, Opening, OpeningError, ProvenVolume};
 use crate::codec::{CodecError, Frame, FrameCodec};
 use crate::consistency;
 use crate::handshake::{self, Admission, Hello, Refusal};
+use crate::keys::KeyFiles;
 use crate::protection::{ProtectionError, ResyncProtection};
 use crate::replica::{Replica, ReplicaError};
 use crate::sequencer::{Admitted, ProtocolError, Sequencer};
@@ -39,6 +41,9 @@ use crate::verify::ChunkMismatch;
 
 /// How long a new connection may take to send its `Hello`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session may go without a frame from the sender. Senders ping every
+/// second; this also covers the largest write arriving over a slow link.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the last `Ack` may take to leave once the session is over.
 const FINAL_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Validated entries waiting for the applier. While a group commit syncs, the next group
@@ -67,17 +72,20 @@ pub struct Shared {
     sessions: SessionSlot,
     stats: Arc<Stats>,
     protection: Arc<ResyncProtection>,
+    /// Keys senders must prove; `None`: no authentication.
+    keys: Option<KeyFiles>,
     shutdown: CancellationToken,
 }
 
 impl Shared {
     /// Shares `replica` among connections until `shutdown` is cancelled; they report
     /// what they do in `stats`, and protect the replica before a resync with
-    /// `protection`.
+    /// `protection`; with `keys`, senders must prove one of them.
     pub fn new(
         replica: Replica,
         stats: Arc<Stats>,
         protection: ResyncProtection,
+        keys: Option<KeyFiles>,
         shutdown: CancellationToken,
     ) -> Self {
         let identity = replica.state().identity.clone();
@@ -87,6 +95,7 @@ impl Shared {
             sessions: SessionSlot::default(),
             stats,
             protection: Arc::new(protection),
+            keys,
             shutdown,
         }
     }
@@ -112,6 +121,10 @@ enum ConnectionError {
     Protocol(#[from] ProtocolError),
     #[error("no Hello within {0:?}")]
     HelloTimeout(Duration),
+    #[error("no frame for {0:?}")]
+    Idle(Duration),
+    #[error("authentication failed: {0}")]
+    Denied(AuthError),
     #[error("{0}")]
     Refused(Refusal),
     #[error("target or state failed: {0}")]
@@ -135,10 +148,12 @@ impl ConnectionError {
         match self {
             Self::Codec(CodecError::Wire(_)) | Self::Protocol(_) => Failure::MalformedFrame,
             Self::Refused(_) => Failure::Refused,
+            Self::Denied(_) => Failure::Authentication,
             Self::Replica(err) => Failure::of_replica(err),
             Self::ResyncRefused(_) => Failure::ProtectionFailed,
             Self::Codec(CodecError::Io(_) | CodecError::Truncated { .. })
-            | Self::HelloTimeout(_) => Failure::Other,
+            | Self::HelloTimeout(_)
+            | Self::Idle(_) => Failure::Other,
         }
     }
 }
@@ -165,9 +180,25 @@ impl std::fmt::Display for SessionEnd {
     }
 }
 
-/// Serves one connection to its end, logging how it ended.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let ended = run(stream, &shared).await;
+impl From<OpeningError> for ConnectionError {
+    fn from(err: OpeningError) -> Self {
+        match err {
+            OpeningError::Denied(err) => Self::Denied(err),
+            OpeningError::Protocol(err) => Self::Protocol(err),
+            OpeningError::Codec(err) => Self::Codec(err),
+        }
+    }
+}
+
+/// Serves one connection to its end, logging how it ended. `handshaking` is held until
+/// the sender is welcomed or gone: it bounds the connections that have proven nothing.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    handshaking: OwnedSemaphorePermit,
+) {
+    let ended = run(stream, &shared, handshaking).await;
     if let Err(err) = &ended {
         shared.stats.connection_failed(err.failure());
     }
@@ -175,6 +206,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Ok(end) => tracing::info!("connection from {peer} ended: {end}"),
         Err(ConnectionError::Refused(reason)) => {
             tracing::warn!("refused session from {peer}: {reason}")
+        }
+        Err(ConnectionError::Denied(reason)) => {
+            tracing::warn!("refused connection from {peer}: authentication failed: {reason}")
         }
         Err(err @ (ConnectionError::Replica(_) | ConnectionError::ResyncRefused(_))) => {
             tracing::error!("dropping connection from {peer}: {err}")
@@ -191,11 +225,29 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-async fn run(stream: TcpStream, shared: &Shared) -> Result<SessionEnd, ConnectionError> {
+async fn run(
+    mut stream: TcpStream,
+    shared: &Shared,
+    handshaking: OwnedSemaphorePermit,
+) -> Result<SessionEnd, ConnectionError> {
+    let opening = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(SessionEnd::ShuttingDown),
+        opening = tokio::time::timeout(
+            HELLO_TIMEOUT,
+            authentication::open(&mut stream, shared.keys.as_ref()),
+        ) => opening.map_err(|_| ConnectionError::HelloTimeout(HELLO_TIMEOUT))??,
+    };
+    let (hello, proven) = match opening {
+        Opening::Closed => return Ok(SessionEnd::ClosedBeforeHello),
+        Opening::Plain(hello) => (Some(hello), None),
+        Opening::Authenticated { volume, .. } => (None, Some(volume)),
+    };
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, FrameCodec::new());
     let mut sink = FramedWrite::new(write, FrameCodec::new());
-    match handshake(&mut frames, &mut sink, shared).await? {
+    let handshake = handshake(&mut frames, &mut sink, shared, hello, proven).await?;
+    drop(handshaking);
+    match handshake {
         Handshake::Ended(end) => Ok(end),
         Handshake::Welcomed(session) => stream_entries(frames, sink, shared, session).await,
     }
@@ -222,26 +274,43 @@ enum Handshake {
 /// the replica. A session taken over gives the replica up only after its applier made
 /// everything it applied durable (see [`crate::takeover`]), so the `Welcome` covers all
 /// the old session applied and the sender resends exactly what is missing.
+///
+/// `hello` is the `Hello` read already, when the connection opened with it; after an
+/// authentication it is read here, and must name the `proven` volume.
 async fn handshake(
     frames: &mut FrameReader,
     sink: &mut FrameWriter,
     shared: &Shared,
+    hello: Option<Frame>,
+    proven: Option<ProvenVolume>,
 ) -> Result<Handshake, ConnectionError> {
-    let first = tokio::select! {
-        _ = shared.shutdown.cancelled() => return Ok(Handshake::Ended(SessionEnd::ShuttingDown)),
-        first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => {
-            first.map_err(|_| ConnectionError::HelloTimeout(HELLO_TIMEOUT))?
+    let first = match hello {
+        Some(hello) => hello,
+        None => {
+            let first = tokio::select! {
+                _ = shared.shutdown.cancelled() => {
+                    return Ok(Handshake::Ended(SessionEnd::ShuttingDown))
+                }
+                first = tokio::time::timeout(HELLO_TIMEOUT, frames.next()) => {
+                    first.map_err(|_| ConnectionError::HelloTimeout(HELLO_TIMEOUT))?
+                }
+            };
+            let Some(first) = first else {
+                return Ok(Handshake::Ended(SessionEnd::ClosedBeforeHello));
+            };
+            first?
         }
     };
-    let Some(first) = first else {
-        return Ok(Handshake::Ended(SessionEnd::ClosedBeforeHello));
-    };
-    let first = first?;
     shared.stats.frame_received();
     let hello = match Hello::from_frame(&first)? {
         Err(refusal) => return refuse(sink, refusal).await,
         Ok(hello) => hello,
     };
+    if let Some(proven) = proven {
+        if !proven.is(&hello.identity) {
+            return Err(ProtocolError::HelloAfterGreeting.into());
+        }
+    }
     let known = shared.identity().clone();
     if let Err(refusal) = handshake::check_identity(&hello, known.as_ref()) {
         return refuse(sink, refusal).await;
@@ -453,7 +522,11 @@ async fn forward_entries(
             // The applier stopped at an error (a refused resync, a failed write): the
             // session is over even if the sender has nothing more to say.
             _ = entries.closed() => return Ok(SessionEnd::ApplierStopped),
-            frame = frames.next() => frame,
+            // Only the wait for the socket counts: a sender held back by a slow
+            // applier is not idle.
+            frame = tokio::time::timeout(IDLE_TIMEOUT, frames.next()) => {
+                frame.map_err(|_| ConnectionError::Idle(IDLE_TIMEOUT))?
+            }
         };
         let Some(frame) = frame else {
             return Ok(SessionEnd::PeerClosed);
@@ -710,6 +783,7 @@ mod tests {
             replica,
             stats,
             protection,
+            None,
             CancellationToken::new(),
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -717,7 +791,8 @@ mod tests {
         let serving = shared.clone();
         let served = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            run(stream, &serving).await
+            let handshaking = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+            run(stream, &serving, handshaking).await
         });
         OneShot {
             peer: Peer {

@@ -4,6 +4,8 @@
 //! Receiver, outside in:
 //! - [`server`]: accept loop and shutdown;
 //! - [`connection`]: one link, handshake then entry streaming, `Ack`s back;
+//! - [`authentication`]: the opening before `Hello`: the sender proves a key from
+//!   [`keys`], and [`ktls`] hands the socket to the kernel's TLS layer;
 //! - [`takeover`]: one active session; a new welcomed `Hello` takes over the old one;
 //! - [`handshake`]: whether a `Hello` may start a session;
 //! - [`codec`]: frames over [`arepl_core::wire`]; [`sequencer`]: order and range checks,
@@ -27,6 +29,7 @@
 
 pub mod applied_marker;
 pub mod applier;
+pub mod authentication;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -35,6 +38,8 @@ pub mod consistency;
 pub mod entry;
 pub mod handshake;
 pub mod http;
+pub mod keys;
+pub mod ktls;
 pub mod metrics;
 pub mod protection;
 pub mod replica;

@@ -52,6 +52,9 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
         before_resync: args.before_resync.clone(),
         resync_snapshot: args.resync_snapshot,
         resync_snapshot_size: args.resync_snapshot_size.clone(),
+        key_file: args.key_file.clone(),
+        next_key_file: args.next_key_file.clone(),
+        metrics_allow_remote: args.metrics_allow_remote.then_some(true),
     })?)
 }
 

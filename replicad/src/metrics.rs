@@ -166,6 +166,19 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Frames that broke the wire format or the session rules; each drops its connection.",
         s.malformed_frames,
     );
+    out.daemon_metric(
+        "replicad_auth_failures_total",
+        "counter",
+        "Connections refused because the peer failed authentication: no key, an unknown \
+         key, or a wrong proof; each is closed before any data frame is read.",
+        s.auth_failures,
+    );
+    out.daemon_metric(
+        "replicad_connections_busy_total",
+        "counter",
+        "Connections closed at once because too many others were still in their handshake.",
+        s.connections_busy,
+    );
     out.volume_gauge(
         "replicad_consistent",
         "1 when the replica is a consistent image of its history (not resyncing, not \
@@ -287,6 +300,8 @@ mod tests {
             session_errors: 4,
             sessions_refused: 1,
             malformed_frames: 2,
+            auth_failures: 3,
+            connections_busy: 1,
             consistent: false,
             resyncing: true,
             history_generation: 3,
@@ -377,6 +392,12 @@ replicad_sessions_refused_total 1
 # HELP replicad_malformed_frames_total Frames that broke the wire format or the session rules; each drops its connection.
 # TYPE replicad_malformed_frames_total counter
 replicad_malformed_frames_total 2
+# HELP replicad_auth_failures_total Connections refused because the peer failed authentication: no key, an unknown key, or a wrong proof; each is closed before any data frame is read.
+# TYPE replicad_auth_failures_total counter
+replicad_auth_failures_total 3
+# HELP replicad_connections_busy_total Connections closed at once because too many others were still in their handshake.
+# TYPE replicad_connections_busy_total counter
+replicad_connections_busy_total 1
 # HELP replicad_consistent 1 when the replica is a consistent image of its history (not resyncing, not diverged, a history recorded); 0 otherwise.
 # TYPE replicad_consistent gauge
 replicad_consistent{volume="db-01"} 0

@@ -32,6 +32,15 @@ pub enum ProtocolError {
     /// A data frame arrived before the handshake.
     #[error("expected Hello, got a {0:?} frame")]
     ExpectedHello(FrameKind),
+    /// Authentication answered with another frame than `Proof`.
+    #[error("expected Proof, got a {0:?} frame")]
+    ExpectedProof(FrameKind),
+    /// An authenticated sender's `Hello` names another volume than its `Greeting`.
+    #[error("Hello names another volume than the authenticated Greeting")]
+    HelloAfterGreeting,
+    /// A handshake frame in an established session.
+    #[error("{0:?} frame in an established session")]
+    HandshakeFrame(FrameKind),
     /// A second `Hello` on an established session.
     #[error("second Hello in an established session")]
     SecondHello,
@@ -190,9 +199,14 @@ impl Sequencer {
         let header = frame.header;
         match header.kind {
             FrameKind::Hello => return Err(ProtocolError::SecondHello),
-            FrameKind::Welcome | FrameKind::Ack | FrameKind::Refuse | FrameKind::Mismatch => {
-                return Err(ProtocolError::ReceiverFrame(header.kind))
+            FrameKind::Greeting | FrameKind::Proof => {
+                return Err(ProtocolError::HandshakeFrame(header.kind))
             }
+            FrameKind::Welcome
+            | FrameKind::Ack
+            | FrameKind::Refuse
+            | FrameKind::Mismatch
+            | FrameKind::Challenge => return Err(ProtocolError::ReceiverFrame(header.kind)),
             FrameKind::Ping => return Ok(Admitted::Ping),
             FrameKind::Begin => return self.begin(&frame),
             FrameKind::ResyncDone => return self.resync_done(header.seq),

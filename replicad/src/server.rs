@@ -7,17 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::connection::{self, Shared};
 use crate::http;
+use crate::keys::{KeyError, KeyFiles};
 use crate::protection::ResyncProtection;
 use crate::replica::{Replica, ReplicaError};
 use crate::resync;
 use crate::state::ReplicaState;
 use crate::stats::Stats;
+
+/// Connections that may be in their handshake at once; more are closed on accept, so a
+/// flood of peers that prove nothing cannot exhaust memory or file descriptors.
+pub const MAX_HANDSHAKING: usize = 16;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,9 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// A key file is unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     /// The metrics address cannot be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     MetricsListen {
@@ -51,11 +60,15 @@ pub struct Server {
     replica: Replica,
     stats: Arc<Stats>,
     protection: ResyncProtection,
+    keys: Option<KeyFiles>,
 }
 
 impl Server {
     /// Opens the target and state, then binds the listen and metrics addresses.
     pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        if let Some(keys) = &settings.keys {
+            keys.check()?;
+        }
         let mut replica = Replica::open(&settings.target, &settings.state_dir)?;
         // A resync made durable before a restart is complete; a snapshot whose removal
         // failed is removed now.
@@ -83,6 +96,7 @@ impl Server {
             replica,
             stats,
             protection: settings.protection.clone(),
+            keys: settings.keys.clone(),
         })
     }
 
@@ -115,6 +129,7 @@ impl Server {
             replica,
             stats,
             protection,
+            keys,
         } = self;
         let metrics = metrics
             .map(|metrics| tokio::spawn(http::serve(metrics, stats.clone(), shutdown.clone())));
@@ -122,8 +137,10 @@ impl Server {
             replica,
             stats.clone(),
             protection,
+            keys,
             shutdown.clone(),
         ));
+        let handshaking = Arc::new(Semaphore::new(MAX_HANDSHAKING));
         let connections = TaskTracker::new();
         loop {
             let accepted = tokio::select! {
@@ -136,9 +153,17 @@ impl Server {
                     if let Err(err) = stream.set_nodelay(true) {
                         tracing::debug!("TCP_NODELAY on {peer}: {err}");
                     }
-                    tracing::info!("connection from {peer}");
                     stats.connection_accepted();
-                    connections.spawn(connection::serve(stream, peer, shared.clone()));
+                    let Ok(permit) = handshaking.clone().try_acquire_owned() else {
+                        tracing::warn!(
+                            "closing connection from {peer} at once: {MAX_HANDSHAKING} others \
+                             are still in their handshake"
+                        );
+                        stats.connection_busy();
+                        continue;
+                    };
+                    tracing::info!("connection from {peer}");
+                    connections.spawn(connection::serve(stream, peer, shared.clone(), permit));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.

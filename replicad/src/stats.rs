@@ -35,6 +35,8 @@ pub struct Stats {
     session_errors: AtomicU64,
     sessions_refused: AtomicU64,
     malformed_frames: AtomicU64,
+    auth_failures: AtomicU64,
+    connections_busy: AtomicU64,
     target_io_errors: AtomicU64,
     state_io_errors: AtomicU64,
     last_frame: Moment,
@@ -88,6 +90,8 @@ pub enum Failure {
     StateIo,
     /// A resync was refused: protecting the replica's image failed.
     ProtectionFailed,
+    /// The peer failed authentication: no key, an unknown key, a wrong proof.
+    Authentication,
     /// Anything else: a lost link, a `Hello` timeout.
     Other,
 }
@@ -126,6 +130,8 @@ impl Stats {
             session_errors: AtomicU64::new(0),
             sessions_refused: AtomicU64::new(0),
             malformed_frames: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            connections_busy: AtomicU64::new(0),
             target_io_errors: AtomicU64::new(0),
             state_io_errors: AtomicU64::new(0),
             last_frame: Moment::default(),
@@ -146,6 +152,11 @@ impl Stats {
         self.connections_accepted.fetch_add(1, Relaxed);
     }
 
+    /// A connection was closed at once: too many others were still in their handshake.
+    pub fn connection_busy(&self) {
+        self.connections_busy.fetch_add(1, Relaxed);
+    }
+
     /// A session was welcomed; it counts as active until the guard is dropped.
     pub fn session_started(&self) -> ActiveSession<'_> {
         self.sessions_active.fetch_add(1, Relaxed);
@@ -157,6 +168,7 @@ impl Stats {
         self.session_errors.fetch_add(1, Relaxed);
         let counter = match failure {
             Failure::MalformedFrame => &self.malformed_frames,
+            Failure::Authentication => &self.auth_failures,
             Failure::Refused => &self.sessions_refused,
             Failure::TargetIo => &self.target_io_errors,
             Failure::StateIo => &self.state_io_errors,
@@ -299,6 +311,8 @@ impl Stats {
             session_errors: self.session_errors.load(Relaxed),
             sessions_refused: self.sessions_refused.load(Relaxed),
             malformed_frames: self.malformed_frames.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
+            connections_busy: self.connections_busy.load(Relaxed),
             target_io_errors: self.target_io_errors.load(Relaxed),
             state_io_errors: self.state_io_errors.load(Relaxed),
             since_last_frame: self.last_frame.elapsed(),
@@ -379,6 +393,10 @@ pub struct Snapshot {
     pub sessions_refused: u64,
     /// Frames that broke the wire format or the session rules.
     pub malformed_frames: u64,
+    /// Connections whose peer failed authentication.
+    pub auth_failures: u64,
+    /// Connections closed at once because too many were in their handshake.
+    pub connections_busy: u64,
     /// Failed target writes or syncs.
     pub target_io_errors: u64,
     /// Failed state file updates.

@@ -219,6 +219,7 @@ const ROWS: &[Row] = &[
     plain("session errors", "replicad_session_errors_total"),
     plain("sessions refused", "replicad_sessions_refused_total"),
     plain("malformed frames", "replicad_malformed_frames_total"),
+    plain("auth failures", "replicad_auth_failures_total"),
     plain("target I/O errors", "replicad_target_io_errors_total"),
     plain("state I/O errors", "replicad_state_io_errors_total"),
     plain("verify chunks", "replicad_verify_chunks_total"),
@@ -324,6 +325,7 @@ mod tests {
   session errors        1
   sessions refused      0
   malformed frames      1
+  auth failures         0
   target I/O errors     0
   state I/O errors      0
   verify chunks         8

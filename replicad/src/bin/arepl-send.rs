@@ -2,7 +2,10 @@
 //! resending entries the server holds, with pings in between, or as a resync), pings,
 //! or sends one kind of malformed input and checks that the server drops the connection.
 //!
-//! It speaks protocol version 4 without a history of its own: its `Hello` names none,
+//! With `--key-file` it proves that key before `Hello` and encrypts the stream (unless
+//! `--no-encrypt`); `replay-check` replays a recorded authentication.
+//!
+//! It speaks protocol version 6 without a history of its own: its `Hello` names none,
 //! and its `Begin` continues the replica's history (a new random one on a replica
 //! without), or with `stream --resync` begins a resync under its next generation.
 //! `stream --verify-chunk` ends a stream with online verify checks of chunks of the
@@ -18,6 +21,7 @@ use anyhow::Context as _;
 use arepl_core::verify::ChunkCheck;
 use arepl_core::wire::{MAX_WRITE_PAYLOAD, SECTOR_SIZE};
 use clap::{Parser, Subcommand};
+use replicad::keys::read_key_file;
 use replicad::sender::client::{BeginMode, Peer, StreamOptions};
 use replicad::sender::malformed::{self, MalformedKind};
 use replicad::sender::workload::{Op, Workload};
@@ -41,6 +45,12 @@ struct Cli {
     /// Seconds to wait for any answer from the server.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// Prove the key in this file (64 hex digits) before Hello.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// With a key: leave the stream unencrypted.
+    #[arg(long, requires = "key_file")]
+    no_encrypt: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -92,6 +102,9 @@ enum Mode {
         #[arg(long, default_value_t = 3)]
         count: u64,
     },
+    /// Authenticate with the key, then replay the recorded Greeting and Proof on a new
+    /// connection; exit 0 only if the server refuses the replay.
+    ReplayCheck,
     /// Send one kind of bad input; exit 0 only if the server drops the connection without
     /// acknowledging it.
     Malformed {
@@ -103,9 +116,18 @@ enum Mode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let key = match cli.key_file.as_deref().map(read_key_file).transpose() {
+        Ok(key) => key,
+        Err(err) => {
+            eprintln!("arepl-send: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut peer = Peer {
         oldest_seq: cli.oldest_seq,
         timeout: Duration::from_secs(cli.timeout),
+        encrypt: key.is_some() && !cli.no_encrypt,
+        key,
         ..Peer::new(cli.connect, &cli.volume, cli.volume_size)
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -152,6 +174,7 @@ fn main() -> ExitCode {
                 );
                 Ok(true)
             }
+            Mode::ReplayCheck => replay_check(&peer).await,
             Mode::Malformed { kind } => {
                 let outcome = malformed::run(&peer, kind).await?;
                 let verdict = if outcome.dropped { "ok" } else { "FAILED" };
@@ -166,6 +189,26 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("arepl-send: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Records a genuine authentication, then replays it.
+async fn replay_check(peer: &Peer) -> anyhow::Result<bool> {
+    let (conn, recording) = peer.connect_recorded().await?;
+    drop(conn);
+    let recording = recording.context("replay-check needs --key-file")?;
+    match peer.replay(&recording).await? {
+        None => {
+            println!("replay-check: ok: the replayed authentication was refused");
+            Ok(true)
+        }
+        Some(frame) => {
+            println!(
+                "replay-check: FAILED: the server answered the replay with {:?}",
+                frame.header.kind
+            );
+            Ok(false)
         }
     }
 }

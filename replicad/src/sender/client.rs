@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use arepl_core::auth::{
+    session_keys, split_challenge, GreetingPayload, Psk, Role, Transcript, CHALLENGE_LEN,
+};
 use arepl_core::digest::{self, Digest};
 use arepl_core::history::{History, HistoryBlock};
+use arepl_core::table::VolumeName;
 use arepl_core::wire::{FrameKind, Header};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -19,7 +23,10 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 
 use super::workload::{Op, SplitMix64};
+use crate::authentication::{read_handshake_frame, write_frame};
 use crate::codec::{Frame, FrameCodec};
+use crate::keys::{self, SoftHmac};
+use crate::ktls;
 use crate::verify::ChunkMismatch;
 
 /// What the sender's `Begin` says.
@@ -54,6 +61,19 @@ pub struct Peer {
     pub hello_history: HistoryBlock,
     /// What the `Begin` after the handshake says.
     pub begin: BeginMode,
+    /// The key to prove before `Hello`; `None`: open with `Hello` at once.
+    pub key: Option<Psk>,
+    /// With a key: ask for an encrypted stream.
+    pub encrypt: bool,
+}
+
+/// The frames a sender sent to prove its key, as a recording to replay.
+#[derive(Debug, Clone)]
+pub struct ProofRecording {
+    /// The `Greeting`.
+    pub greeting: Frame,
+    /// The `Proof`.
+    pub proof: Frame,
 }
 
 /// The server's answer to `Hello`.
@@ -143,17 +163,118 @@ impl Peer {
             timeout: Duration::from_secs(30),
             hello_history: HistoryBlock::default(),
             begin: BeginMode::Auto,
+            key: None,
+            encrypt: false,
         }
     }
 
-    /// Connects, within the timeout.
+    /// Connects within the timeout and, with a key, proves it (encrypting the stream
+    /// if asked).
     pub async fn connect(&self) -> anyhow::Result<Connection> {
+        Ok(self.connect_recorded().await?.0)
+    }
+
+    /// [`Self::connect`], also returning the authentication frames it sent.
+    pub async fn connect_recorded(&self) -> anyhow::Result<(Connection, Option<ProofRecording>)> {
+        let mut stream = self.connect_tcp().await?;
+        let recording = match &self.key {
+            Some(key) => Some(
+                tokio::time::timeout(self.timeout, self.authenticate(&mut stream, key))
+                    .await
+                    .context("authentication timed out")??,
+            ),
+            None => None,
+        };
+        Ok((Framed::new(stream, FrameCodec::new()), recording))
+    }
+
+    async fn connect_tcp(&self) -> anyhow::Result<TcpStream> {
         let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.addr))
             .await
             .with_context(|| format!("connecting to {}: timed out", self.addr))?
             .with_context(|| format!("connecting to {}", self.addr))?;
         stream.set_nodelay(true)?;
-        Ok(Framed::new(stream, FrameCodec::new()))
+        Ok(stream)
+    }
+
+    /// Greeting, the receiver's proof checked, then this side's.
+    async fn authenticate(
+        &self,
+        stream: &mut TcpStream,
+        key: &Psk,
+    ) -> anyhow::Result<ProofRecording> {
+        let key_id = key.id(&SoftHmac).unwrap_or_else(|never| match never {});
+        let sender_nonce = keys::nonce()?;
+        let name = VolumeName::new(&self.volume).context("a key needs a valid volume name")?;
+        let payload = GreetingPayload::new(&key_id, &sender_nonce, &name);
+        let greeting = Frame::with_payload(
+            Header::greeting(self.volume_size, self.encrypt, payload.as_bytes()),
+            Bytes::copy_from_slice(payload.as_bytes()),
+        );
+        write_frame(stream, &greeting.header.encode(), &greeting.payload).await?;
+        let answer = read_handshake_frame(stream, &[FrameKind::Challenge, FrameKind::Refuse])
+            .await?
+            .context("server closed the connection instead of answering Greeting")?;
+        if answer.header.kind == FrameKind::Refuse {
+            bail!(
+                "server refused: {}",
+                String::from_utf8_lossy(&answer.payload)
+            );
+        }
+        let challenge: &[u8; CHALLENGE_LEN] = answer.payload[..]
+            .try_into()
+            .expect("a decoded Challenge has its length");
+        let (receiver_nonce, their_proof) = split_challenge(challenge);
+        let transcript = Transcript {
+            encrypt: self.encrypt,
+            key_id,
+            volume_name: name.as_str().as_bytes(),
+            volume_size: self.volume_size,
+            sender_nonce,
+            receiver_nonce,
+        };
+        let genuine = transcript
+            .check(&SoftHmac, key, Role::Receiver, &their_proof)
+            .unwrap_or_else(|never| match never {});
+        if !genuine {
+            bail!("server's proof is wrong: it does not hold this key");
+        }
+        let own = transcript
+            .proof(&SoftHmac, key, Role::Sender)
+            .unwrap_or_else(|never| match never {});
+        let proof = Frame::with_payload(Header::proof(&own), Bytes::copy_from_slice(&own));
+        write_frame(stream, &proof.header.encode(), &own).await?;
+        if self.encrypt {
+            let keys = session_keys(&SoftHmac, key, &sender_nonce, &receiver_nonce)
+                .unwrap_or_else(|never| match never {});
+            ktls::install(stream, &keys.sender_to_receiver, &keys.receiver_to_sender)?;
+        }
+        Ok(ProofRecording { greeting, proof })
+    }
+
+    /// Replays a recorded authentication on a new connection, answering whatever
+    /// challenge comes with the recorded proof. Returns how the server reacted: it must
+    /// close the connection (an `Err` from reading) and never welcome the `Hello`.
+    pub async fn replay(&self, recording: &ProofRecording) -> anyhow::Result<Option<Frame>> {
+        let mut stream = self.connect_tcp().await?;
+        let greeting = &recording.greeting;
+        write_frame(&mut stream, &greeting.header.encode(), &greeting.payload).await?;
+        let answer = read_handshake_frame(&mut stream, &[FrameKind::Challenge])
+            .await?
+            .context("server closed the connection instead of answering Greeting")?;
+        drop(answer);
+        let proof = &recording.proof;
+        write_frame(&mut stream, &proof.header.encode(), &proof.payload).await?;
+        let mut conn = Framed::new(stream, FrameCodec::new());
+        conn.send(self.hello_as(&self.volume)).await.ok();
+        match tokio::time::timeout(self.timeout, conn.next()).await {
+            Err(_) => bail!(
+                "server neither answered nor closed within {:?}",
+                self.timeout
+            ),
+            Ok(None) | Ok(Some(Err(_))) => Ok(None),
+            Ok(Some(Ok(frame))) => Ok(Some(frame)),
+        }
     }
 
     /// The `Hello` frame for this peer with the given name (not checked, so that a

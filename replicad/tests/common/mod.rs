@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use replicad::config::Settings;
+use replicad::keys::KeyFiles;
 use replicad::protection::ResyncProtection;
 use replicad::sender::client::Peer;
 use replicad::sender::workload::Workload;
@@ -39,6 +40,15 @@ pub fn run<F: Future<Output = ()>>(test: F) {
         })
 }
 
+/// A directory with an all-zero target of `target_len` bytes and an empty state.
+pub fn fresh_dir(target_len: u64) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("target.img")).unwrap();
+    file.set_len(target_len).unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    dir
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub dir: TempDir,
@@ -49,11 +59,7 @@ pub struct TestServer {
 impl TestServer {
     /// A server on a fresh all-zero target of `target_len` bytes.
     pub async fn start(target_len: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::File::create(dir.path().join("target.img")).unwrap();
-        file.set_len(target_len).unwrap();
-        std::fs::create_dir(dir.path().join("state")).unwrap();
-        Self::start_in(dir).await
+        Self::start_in(fresh_dir(target_len)).await
     }
 
     /// A server on the target and state already in `dir`.
@@ -63,12 +69,26 @@ impl TestServer {
 
     /// [`Self::start_in`], protecting the replica before a resync with `protection`.
     pub async fn start_protecting(dir: TempDir, protection: ResyncProtection) -> Self {
+        Self::start_with(dir, protection, None).await
+    }
+
+    /// [`Self::start_in`], letting in only senders that prove one of `keys`.
+    pub async fn start_keyed(dir: TempDir, keys: KeyFiles) -> Self {
+        Self::start_with(dir, ResyncProtection::default(), Some(keys)).await
+    }
+
+    async fn start_with(
+        dir: TempDir,
+        protection: ResyncProtection,
+        keys: Option<KeyFiles>,
+    ) -> Self {
         let settings = Settings {
             listen: "127.0.0.1:0".parse().unwrap(),
             target: dir.path().join("target.img"),
             state_dir: dir.path().join("state"),
             metrics_listen: None,
             protection,
+            keys,
         };
         let server = Server::bind(&settings).await.unwrap();
         let addr = server.local_addr().unwrap();
