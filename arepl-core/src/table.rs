@@ -8,10 +8,13 @@
 //! exactly that. Feature arguments are `queue_mb:N`, `volume:NAME`, `spill:DEV`,
 //! `sync:full|none`, `ko_count:N`, `region_kb:N` (size of a dirty-tracking region),
 //! `on_spill_full:block|bitmap` (what writes do when neither the memory queue nor the
-//! spill log can take them) and `resync_mbps:N` (rate limit of resync reads), each at
-//! most once. The canonical form ([`ReplicationConfig::canonical`]) always shows
-//! `queue_mb`, and the others only when given (`volume`, `spill`), or when not the
-//! default (`sync`, `ko_count`, `region_kb`, `on_spill_full`, `resync_mbps`).
+//! spill log can take them), `resync_mbps:N` (rate limit of resync reads),
+//! `wire_crc:on|off`, `key:DESC` (the kernel keyring's `logon` key the links
+//! authenticate with, see [`crate::auth`]) and `encrypt:on|off` (with a key: whether the
+//! links are encrypted, on by default), each at most once. The canonical form
+//! ([`ReplicationConfig::canonical`]) always shows `queue_mb`, and the others only when
+//! given (`volume`, `spill`, `key`), or when not the default (`sync`, `ko_count`,
+//! `region_kb`, `on_spill_full`, `resync_mbps`, `wire_crc`, `encrypt`).
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -25,7 +28,9 @@ pub const MAX_QUEUE_MB: u32 = 16 * 1024;
 /// Longest accepted volume name, in bytes.
 pub const MAX_VOLUME_LEN: usize = 64;
 /// Most feature arguments a table line may carry (each feature at most once).
-pub const MAX_FEATURE_ARGS: usize = 9;
+pub const MAX_FEATURE_ARGS: usize = 11;
+/// Longest accepted key description, in bytes.
+pub const MAX_KEY_DESCRIPTION_LEN: usize = 128;
 /// `ko_count` used when the table line does not give one: a receiver that is alive but
 /// acknowledges nothing for 7 periods of 5 s loses its session, as with DRBD's default
 /// (7 periods of 6 s). See [`crate::liveness`].
@@ -84,6 +89,55 @@ pub struct ReplicationConfig {
     /// check (as DRBD's `data-integrity-alg`); off leaves the payload to TCP's checksum.
     /// The spill log checks its records either way.
     pub wire_crc: bool,
+    /// Description of the `logon` key the links prove (the key itself never appears on
+    /// the table line); `None`: links are not authenticated.
+    pub key: Option<KeyDescription>,
+    /// With a key: the links are encrypted after the handshake.
+    pub encrypt: bool,
+}
+
+/// A validated `logon` key description (`service:name`, as the kernel requires of
+/// logon keys), stored inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KeyDescription {
+    bytes: [u8; MAX_KEY_DESCRIPTION_LEN],
+    len: u8,
+}
+
+impl KeyDescription {
+    /// Validates `text`: printable ASCII without spaces, at most
+    /// [`MAX_KEY_DESCRIPTION_LEN`] bytes, with a `:` after a non-empty prefix.
+    pub fn new(text: &str) -> Option<Self> {
+        let printable = text.bytes().all(|b| b.is_ascii_graphic());
+        let prefixed = text.find(':').is_some_and(|at| at > 0);
+        if !printable || !prefixed || text.len() > MAX_KEY_DESCRIPTION_LEN {
+            return None;
+        }
+        let mut bytes = [0; MAX_KEY_DESCRIPTION_LEN];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Self {
+            bytes,
+            len: text.len() as u8,
+        })
+    }
+
+    /// The description as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII was admitted by `new`, so this never fails.
+        core::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for KeyDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for KeyDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What the replica holds when replication starts.
@@ -260,6 +314,18 @@ pub enum TableError<'a> {
         /// The text given.
         text: &'a str,
     },
+    /// `key` not a logon key description.
+    BadKeyDescription {
+        /// The text given.
+        text: &'a str,
+    },
+    /// `encrypt` neither `on` nor `off`.
+    BadEncrypt {
+        /// The text given.
+        text: &'a str,
+    },
+    /// `encrypt` without `key`: there is nothing to derive the session keys from.
+    EncryptWithoutKey,
 }
 
 impl TableError<'_> {
@@ -292,6 +358,9 @@ impl TableError<'_> {
             Self::BadSpillFullPolicy { .. } => "invalid on_spill_full\0",
             Self::BadResyncMbps { .. } => "invalid resync_mbps\0",
             Self::BadWireCrc { .. } => "invalid wire_crc\0",
+            Self::BadKeyDescription { .. } => "invalid key description\0",
+            Self::BadEncrypt { .. } => "invalid encrypt\0",
+            Self::EncryptWithoutKey => "encrypt needs key\0",
         }
     }
 }
@@ -326,7 +395,7 @@ impl fmt::Display for TableError<'_> {
                 f,
                 "unknown feature argument '{text}': known are queue_mb:N, volume:NAME, spill:DEV, \
                  sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap, \
-                 resync_mbps:N and wire_crc:on|off"
+                 resync_mbps:N, wire_crc:on|off, key:DESC and encrypt:on|off"
             ),
             Self::DuplicateFeature { key } => write!(f, "feature argument {key} given twice"),
             Self::BadQueueSize { text } => write!(
@@ -365,6 +434,18 @@ impl fmt::Display for TableError<'_> {
             Self::BadWireCrc { text } => {
                 write!(f, "invalid wire_crc '{text}': expected on or off")
             }
+            Self::BadKeyDescription { text } => write!(
+                f,
+                "invalid key description '{text}': expected the description of a logon key, \
+                 like arepl:NAME (printable, no spaces, at most {MAX_KEY_DESCRIPTION_LEN} bytes)"
+            ),
+            Self::BadEncrypt { text } => {
+                write!(f, "invalid encrypt '{text}': expected on or off")
+            }
+            Self::EncryptWithoutKey => write!(
+                f,
+                "encrypt needs key:DESC: the link's encryption keys come from the pre-shared key"
+            ),
         }
     }
 }
@@ -401,6 +482,8 @@ impl<'a> TableArgs<'a> {
             on_spill_full: SpillFullPolicy::Bitmap,
             resync_mbps: DEFAULT_RESYNC_MBPS,
             wire_crc: true,
+            key: None,
+            encrypt: true,
         };
         let spill_dev = config.parse_features(rest)?;
         Ok(TableArgs {
@@ -437,6 +520,7 @@ impl ReplicationConfig {
         let mut seen_spill_full = false;
         let mut seen_resync = false;
         let mut seen_wire_crc = false;
+        let mut seen_encrypt = false;
         let mut spill_dev = None;
         for feature in features {
             match feature.split_once(':') {
@@ -517,8 +601,29 @@ impl ReplicationConfig {
                         _ => return Err(TableError::BadWireCrc { text: value }),
                     };
                 }
+                Some(("key", value)) => {
+                    if self.key.is_some() {
+                        return Err(TableError::DuplicateFeature { key: "key" });
+                    }
+                    let description = KeyDescription::new(value);
+                    self.key =
+                        Some(description.ok_or(TableError::BadKeyDescription { text: value })?);
+                }
+                Some(("encrypt", value)) => {
+                    if core::mem::replace(&mut seen_encrypt, true) {
+                        return Err(TableError::DuplicateFeature { key: "encrypt" });
+                    }
+                    self.encrypt = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(TableError::BadEncrypt { text: value }),
+                    };
+                }
                 _ => return Err(TableError::UnknownFeature { text: feature }),
             }
+        }
+        if seen_encrypt && self.key.is_none() {
+            return Err(TableError::EncryptWithoutKey);
         }
         Ok(spill_dev)
     }
@@ -559,7 +664,10 @@ impl fmt::Display for CanonicalTable<'_> {
         let own_spill_full = t.on_spill_full != SpillFullPolicy::default();
         let own_resync_mbps = t.resync_mbps != DEFAULT_RESYNC_MBPS;
         let wire_crc_off = !t.wire_crc;
+        let encrypt_off = t.key.is_some() && !t.encrypt;
         let features = 1
+            + usize::from(t.key.is_some())
+            + usize::from(encrypt_off)
             + usize::from(t.volume.is_some())
             + usize::from(self.spill_dev_name.is_some())
             + usize::from(full_sync)
@@ -592,6 +700,12 @@ impl fmt::Display for CanonicalTable<'_> {
         }
         if wire_crc_off {
             write!(f, " wire_crc:off")?;
+        }
+        if let Some(key) = &t.key {
+            write!(f, " key:{key}")?;
+        }
+        if encrypt_off {
+            write!(f, " encrypt:off")?;
         }
         Ok(())
     }
@@ -889,13 +1003,39 @@ mod tests {
     }
 
     #[test]
+    fn key_and_encrypt_features() {
+        let args = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "key:arepl:db"]).unwrap();
+        assert_eq!(args.config.key.unwrap().as_str(), "arepl:db");
+        assert!(args.config.encrypt, "a key encrypts by default");
+        let text = args.config.canonical("254:16", None).to_string();
+        assert_eq!(text, "254:16 10.0.0.2:1 2 queue_mb:64 key:arepl:db");
+        let off = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "2", "encrypt:off", "key:arepl:db"])
+            .unwrap();
+        assert!(!off.config.encrypt);
+        let text = off.config.canonical("254:16", None).to_string();
+        assert_eq!(
+            text,
+            "254:16 10.0.0.2:1 3 queue_mb:64 key:arepl:db encrypt:off"
+        );
+        let words: std::vec::Vec<&str> = text.split(' ').collect();
+        assert_eq!(TableArgs::parse(&words).unwrap().config, off.config);
+        let none = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1"]).unwrap();
+        assert_eq!(none.config.key, None);
+        let long = std::format!("key:a:{}", "x".repeat(MAX_KEY_DESCRIPTION_LEN));
+        assert!(matches!(
+            TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", &long]),
+            Err(TableError::BadKeyDescription { .. })
+        ));
+    }
+
+    #[test]
     fn unknown_feature_lists_every_feature() {
         let err = TableArgs::parse(&["/dev/vdb", "10.0.0.2:1", "1", "fast:yes"]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "unknown feature argument 'fast:yes': known are queue_mb:N, volume:NAME, spill:DEV, \
              sync:full|none, ko_count:N, region_kb:N, on_spill_full:block|bitmap, \
-             resync_mbps:N and wire_crc:on|off"
+             resync_mbps:N, wire_crc:on|off, key:DESC and encrypt:on|off"
         );
     }
 
@@ -997,7 +1137,7 @@ mod tests {
                 &[
                     "/dev/vdb",
                     "10.0.0.2:1",
-                    "10",
+                    "12",
                     "a",
                     "b",
                     "c",
@@ -1008,8 +1148,10 @@ mod tests {
                     "h",
                     "i",
                     "j",
+                    "k",
+                    "l",
                 ],
-                TableError::TooManyFeatures { declared: 10 },
+                TableError::TooManyFeatures { declared: 12 },
             ),
             (
                 &["/dev/vdb", "10.0.0.2:1", "1", "spill:"],
@@ -1174,6 +1316,26 @@ mod tests {
             (
                 &["/dev/vdb", "10.0.0.2:1", "2", "wire_crc:on", "wire_crc:off"],
                 TableError::DuplicateFeature { key: "wire_crc" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "key:nocolon"],
+                TableError::BadKeyDescription { text: "nocolon" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "key::x"],
+                TableError::BadKeyDescription { text: ":x" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "2", "key:a:b", "key:a:c"],
+                TableError::DuplicateFeature { key: "key" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "2", "key:a:b", "encrypt:maybe"],
+                TableError::BadEncrypt { text: "maybe" },
+            ),
+            (
+                &["/dev/vdb", "10.0.0.2:1", "1", "encrypt:on"],
+                TableError::EncryptWithoutKey,
             ),
         ];
         for (args, expected) in cases {
