@@ -5,10 +5,12 @@
 //! The crate is split in two layers. The thin unsafe layer wraps the C interfaces:
 //! `bindings` (generated) and `arepl_helpers.c`; `dm` (target registration and
 //! callbacks), `bio` (bios, deferred bios), `blockio` (synchronous block I/O), `net`
-//! (kernel sockets), `kthread`, `sync` (interrupt-safe locks), `noio` (allocation
+//! (kernel sockets and their TLS), `keys` (the keyring's pre-shared key and the
+//! crypto API's HMAC), `kthread`, `sync` (interrupt-safe locks), `noio` (allocation
 //! scope), `crc32c` (the kernel's) and `claim` (the module-wide volume registry).
 //! Everything above it is safe Rust: the write path (`target`, `write_path`), the
-//! queue (`replication`), its threads (`sender`, `read_ahead`, `spiller`, `copier`)
+//! queue (`replication`), its threads (`sender` with `authenticate`, `read_ahead`,
+//! `spiller`, `copier`)
 //! and the spill log, much of it shared word for word with userspace (the
 //! `arepl-core` crate).
 
@@ -18,6 +20,7 @@
 
 use kernel::prelude::*;
 
+mod authenticate;
 mod bindings;
 mod bio;
 mod blockio;
@@ -26,6 +29,7 @@ mod copier;
 mod crc32c;
 mod dm;
 mod entry;
+mod keys;
 mod kthread;
 mod net;
 mod noio;

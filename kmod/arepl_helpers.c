@@ -3,7 +3,11 @@
  * Out-of-line helpers for the Rust side of dm-arepl: static inline functions and
  * macros Rust cannot call, and the few loops that are clearer next to the C API.
  */
+#include <crypto/hash.h>
+#include <keys/user-type.h>
 #include <linux/crc32c.h>
+#include <linux/key.h>
+#include <linux/tls.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
@@ -537,6 +541,103 @@ void arepl_sock_shutdown(struct socket *sock)
 void arepl_sock_release(struct socket *sock)
 {
 	sock_release(sock);
+}
+
+static void arepl_tls_info(struct tls12_crypto_info_aes_gcm_128 *info, const u8 *key,
+			   const u8 *salt, const u8 *iv)
+{
+	memset(info, 0, sizeof(*info));
+	info->info.version = TLS_1_3_VERSION;
+	info->info.cipher_type = TLS_CIPHER_AES_GCM_128;
+	memcpy(info->key, key, TLS_CIPHER_AES_GCM_128_KEY_SIZE);
+	memcpy(info->salt, salt, TLS_CIPHER_AES_GCM_128_SALT_SIZE);
+	memcpy(info->iv, iv, TLS_CIPHER_AES_GCM_128_IV_SIZE);
+	/* Records are counted from 0 in each direction; rec_seq stays zero. */
+}
+
+/*
+ * Hands the connected socket to the kernel's TLS record layer: from here on every byte
+ * sent is sealed with the tx key and every byte received opened with the rx key
+ * (AES-128-GCM, TLS 1.3 records). Nothing may have been received past the handshake
+ * yet beyond what is still queued in the socket.
+ */
+int arepl_sock_enable_tls(struct socket *sock, const u8 *tx_key, const u8 *tx_salt,
+			  const u8 *tx_iv, const u8 *rx_key, const u8 *rx_salt,
+			  const u8 *rx_iv)
+{
+	struct tls12_crypto_info_aes_gcm_128 info;
+	int err;
+
+	err = sock->ops->setsockopt(sock, SOL_TCP, TCP_ULP, KERNEL_SOCKPTR("tls"),
+				    sizeof("tls"));
+	if (err)
+		return err;
+	arepl_tls_info(&info, tx_key, tx_salt, tx_iv);
+	err = sock->ops->setsockopt(sock, SOL_TLS, TLS_TX, KERNEL_SOCKPTR(&info),
+				    sizeof(info));
+	if (!err) {
+		arepl_tls_info(&info, rx_key, rx_salt, rx_iv);
+		err = sock->ops->setsockopt(sock, SOL_TLS, TLS_RX, KERNEL_SOCKPTR(&info),
+					    sizeof(info));
+	}
+	memzero_explicit(&info, sizeof(info));
+	return err;
+}
+
+/*
+ * Copies the payload of the logon key `description`, as the calling process finds it
+ * in its keyrings, into buf. Returns its length, or -ENOKEY, -EKEYREVOKED,
+ * -EKEYEXPIRED, -EMSGSIZE (longer than buf_len).
+ */
+int arepl_logon_key_read(const char *description, u8 *buf, size_t buf_len)
+{
+	const struct user_key_payload *payload;
+	struct key *key;
+	int ret;
+
+	key = request_key(&key_type_logon, description, NULL);
+	if (IS_ERR(key))
+		return PTR_ERR(key);
+	down_read(&key->sem);
+	payload = user_key_payload_locked(key);
+	if (!payload) {
+		ret = -EKEYREVOKED;
+	} else if (payload->datalen > buf_len) {
+		ret = -EMSGSIZE;
+	} else {
+		memcpy(buf, payload->data, payload->datalen);
+		ret = payload->datalen;
+	}
+	up_read(&key->sem);
+	key_put(key);
+	return ret;
+}
+
+/* HMAC-SHA256 under key of the concatenation of count parts, into out (32 bytes). */
+int arepl_hmac_sha256(const u8 *key, size_t key_len, const u8 *const *parts,
+		      const size_t *part_lens, size_t count, u8 *out)
+{
+	struct crypto_shash *tfm;
+	size_t i;
+	int err;
+
+	tfm = crypto_alloc_shash("hmac(sha256)", 0, 0);
+	if (IS_ERR(tfm))
+		return PTR_ERR(tfm);
+	err = crypto_shash_setkey(tfm, key, key_len);
+	if (!err) {
+		SHASH_DESC_ON_STACK(desc, tfm);
+
+		desc->tfm = tfm;
+		err = crypto_shash_init(desc);
+		for (i = 0; !err && i < count; i++)
+			err = crypto_shash_update(desc, parts[i], part_lens[i]);
+		if (!err)
+			err = crypto_shash_final(desc, out);
+		shash_desc_zero(desc);
+	}
+	crypto_free_shash(tfm);
+	return err;
 }
 
 /*

@@ -94,5 +94,13 @@ void arepl_sock_set_recv_timeout(struct socket *sock, unsigned int timeout_ms);
 int arepl_sock_recv_exact(struct socket *sock, void *buf, size_t len);
 void arepl_sock_shutdown(struct socket *sock);
 void arepl_sock_release(struct socket *sock);
+int arepl_sock_enable_tls(struct socket *sock, const u8 *tx_key, const u8 *tx_salt,
+			  const u8 *tx_iv, const u8 *rx_key, const u8 *rx_salt,
+			  const u8 *rx_iv);
+
+/* Pre-shared keys and the handshake's MACs. */
+int arepl_logon_key_read(const char *description, u8 *buf, size_t buf_len);
+int arepl_hmac_sha256(const u8 *key, size_t key_len, const u8 *const *parts,
+		      const size_t *part_lens, size_t count, u8 *out);
 
 #endif

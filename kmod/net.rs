@@ -6,6 +6,7 @@ use core::net::SocketAddr;
 
 use kernel::prelude::*;
 
+use crate::auth::TrafficKey;
 use crate::bindings;
 use crate::entry::Entry;
 
@@ -152,6 +153,26 @@ impl TcpStream {
         // SAFETY: `buf` is exclusively borrowed for the whole call.
         let ret = unsafe {
             bindings::arepl_sock_recv_exact(self.sock, buf.as_mut_ptr().cast(), buf.len())
+        };
+        kernel::error::to_result(ret)
+    }
+
+    /// Hands the connection to the kernel's TLS record layer: what is sent from now on
+    /// is sealed under `send`, what is received opened under `receive`.
+    pub(crate) fn enable_tls(&self, send: &TrafficKey, receive: &TrafficKey) -> Result {
+        // SAFETY: the socket is connected and lives until drop; each pointer is to an
+        // array of the length the helper reads (16-byte key, 4-byte salt, 8-byte IV),
+        // borrowed for the call.
+        let ret = unsafe {
+            bindings::arepl_sock_enable_tls(
+                self.sock,
+                send.key.as_ptr(),
+                send.salt.as_ptr(),
+                send.iv.as_ptr(),
+                receive.key.as_ptr(),
+                receive.salt.as_ptr(),
+                receive.iv.as_ptr(),
+            )
         };
         kernel::error::to_result(ret)
     }

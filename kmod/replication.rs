@@ -27,6 +27,7 @@ use crate::new_irq_spinlock;
 use crate::rate::RecentRate;
 use crate::regions::{words_for, DirtyRegions};
 use crate::activity_log::{ActivityTracker, AlGeometry};
+use crate::auth::Psk;
 use crate::status::{ActiveLink, Counters, LinkReport, LinkState, Mode, Status};
 use crate::spill_log::{Resume, SpillLog};
 use crate::sync::IrqSpinLock;
@@ -89,6 +90,10 @@ pub(crate) struct QueueState {
     pub(crate) paused: bool,
     /// Set by `dmsetup message ... switch-link`: end the session, use the other link.
     pub(crate) switch_requested: bool,
+    /// The pre-shared key links prove (table `key`), as last read from the keyring.
+    pub(crate) psk: Option<Psk>,
+    /// Set by `dmsetup message ... key reload`: end the session, reconnect with `psk`.
+    pub(crate) rekey_requested: bool,
     pub(crate) write_errors: u64,
     pub(crate) copy: CopyProgress,
     /// Replication digests of the entries sent, by wire sequence, for the handshake's
@@ -311,6 +316,8 @@ pub(crate) struct Replication {
     pub(crate) resync_mbps: u32,
     /// Whether write frames carry their payload's checksum (table `wire_crc`).
     pub(crate) wire_crc: bool,
+    /// Whether an authenticated link is encrypted (table `encrypt`).
+    pub(crate) encrypt: bool,
     /// The volume name as a C string, for kernel thread names (`arepl_tx/<volume>`).
     pub(crate) thread_name: CString,
 }
@@ -328,6 +335,7 @@ impl Replication {
         spill: Option<(Pin<KBox<SpillLog>>, Resume)>,
         remembered: Option<Remembered>,
         copy_source: BlockIo,
+        psk: Option<Psk>,
     ) -> Result<Arc<Self>> {
         let (spill, mut resume) = match spill {
             Some((log, resume)) => (Some(log), Some(resume)),
@@ -420,6 +428,8 @@ impl Replication {
                         ],
                         paused: false,
                         switch_requested: false,
+                        psk,
+                        rekey_requested: false,
                         write_errors: 0,
                         copy: CopyProgress {
                             plan,
@@ -467,6 +477,7 @@ impl Replication {
                 on_spill_full: config.on_spill_full,
                 resync_mbps: config.resync_mbps,
                 wire_crc: config.wire_crc,
+                encrypt: config.encrypt,
                 thread_name,
             }),
             GFP_KERNEL,

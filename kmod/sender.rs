@@ -22,6 +22,7 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 use kernel::time::{msecs_to_jiffies, Ktime};
 
+use crate::authenticate::authenticate;
 use crate::claim::random_uuid;
 use crate::digest::{self, Digest};
 use crate::history::{
@@ -78,6 +79,8 @@ enum SessionEnd {
     Stopped,
     /// `dmsetup message ... switch-link`.
     SwitchRequested,
+    /// `dmsetup message ... key reload`: reconnect with the new key.
+    Rekey,
     /// The primary link answers again while the backup carries the stream.
     PrimaryBack,
     /// The spill log could not be read; the link is fine.
@@ -119,15 +122,15 @@ fn now_ms() -> i64 {
     Ktime::ktime_get().to_ms()
 }
 
-fn protocol_error() -> Error {
+pub(crate) fn protocol_error() -> Error {
     Error::from_errno(-(kernel::bindings::EPROTO as i32))
 }
 
-fn refused() -> Error {
+pub(crate) fn refused() -> Error {
     Error::from_errno(-(kernel::bindings::ECONNREFUSED as i32))
 }
 
-fn timed_out() -> Error {
+pub(crate) fn timed_out() -> Error {
     Error::from_errno(-(kernel::bindings::ETIMEDOUT as i32))
 }
 
@@ -179,6 +182,14 @@ pub(crate) fn sender_main(repl: &Arc<Replication>) {
                 queue.switch_requested = false;
                 link ^= 1;
                 pr_info!("switching to the {} link on request\n", link_name(link));
+            }
+            SessionEnd::Rekey => {
+                queue.links[link].state = LinkState::Down;
+                pr_info!(
+                    "volume {}: reconnecting to {} with the reloaded key\n",
+                    repl.volume,
+                    addr
+                );
             }
             SessionEnd::PrimaryBack => {
                 queue.links[link].state = LinkState::Down;
@@ -269,6 +280,16 @@ fn connect(repl: &Arc<Replication>, link: usize, addr: SocketAddr) -> Result<Arc
             );
         }
     };
+
+    // The key as of this attempt: a reload after it asks for another one.
+    let psk = {
+        let mut queue = repl.queue.lock();
+        queue.rekey_requested = false;
+        queue.psk.clone()
+    };
+    if let Some(psk) = &psk {
+        authenticate(repl, &stream, addr, psk, repl.encrypt).inspect_err(unanswered)?;
+    }
 
     let (oldest_wire, ours) = {
         let queue = repl.queue.lock();
@@ -618,7 +639,7 @@ impl Anchor {
     }
 }
 
-fn recv_header(stream: &TcpStream) -> Result<Header> {
+pub(crate) fn recv_header(stream: &TcpStream) -> Result<Header> {
     let mut bytes = [0u8; HEADER_LEN];
     stream.recv_exact(&mut bytes)?;
     Header::decode(&bytes).map_err(|err| {
@@ -653,6 +674,9 @@ fn next_step(repl: &Replication) -> Step {
         }
         if queue.switch_requested {
             return Step::End(SessionEnd::SwitchRequested);
+        }
+        if queue.rekey_requested {
+            return Step::End(SessionEnd::Rekey);
         }
         if queue.tracking {
             // Writes were tracked, not queued (no memory): a new handshake resyncs them.
@@ -812,6 +836,7 @@ fn run_session(session: &Arc<Session>, link: usize, addr: SocketAddr) -> Session
                 if !queue.has_unsent(SEND_WINDOW)
                     && !queue.paused
                     && !queue.switch_requested
+                    && !queue.rekey_requested
                     && !session.broken.load(Ordering::Acquire)
                 {
                     // Writers wake the sender only while it waits for them.

@@ -16,6 +16,7 @@ use crate::copier::copier_main;
 use crate::blockio::BlockIo;
 use crate::claim::VolumeClaim;
 use crate::dm::{ConstructCtx, ConstructError, DmDevice, StatusWriter, Target};
+use crate::keys;
 use crate::kthread::KThread;
 use crate::replication::Replication;
 use crate::sender::sender_main;
@@ -81,6 +82,15 @@ impl Target for Arepl {
             pr_err!("{}\n", err);
             ConstructError::invalid(err.summary_with_nul())
         })?;
+        // Read here, in the administrator's process: a kernel thread does not search
+        // the administrator's keyrings.
+        let psk = match &table.config.key {
+            Some(description) => Some(keys::read_logon_key(description).map_err(|err| {
+                pr_err!("key {}: {}\n", description, err);
+                ConstructError::invalid("cannot read the key\0")
+            })?),
+            None => None,
+        };
         let volume = match table.config.volume {
             Some(volume) => volume,
             None => {
@@ -147,6 +157,7 @@ impl Target for Arepl {
             spill,
             remembered,
             copy_source,
+            psk,
         )
         .map_err(out_of_memory)?;
         // Only a device created with this table had every writer since (a file system
@@ -266,9 +277,14 @@ impl Target for Arepl {
                 drop(queue);
                 return self.replication.start_verify(args.len() == 2);
             }
+            ["key", "reload"] => {
+                drop(queue);
+                return self.reload_key();
+            }
             _ => {
                 return Err(
-                    "unknown message: expected switch-link, pause, resume, verify or verify repair",
+                    "unknown message: expected switch-link, pause, resume, verify, verify \
+                     repair or key reload",
                 )
             }
         }
@@ -356,6 +372,25 @@ fn open_spill(
 }
 
 impl Arepl {
+    /// `key reload`: reads the table's logon key again (an administrator updated it to
+    /// roll keys over) and reconnects with it.
+    fn reload_key(&self) -> Result<(), &'static str> {
+        let Some(description) = &self.config.key else {
+            return Err("key reload: this device has no key: (table feature key:DESC)");
+        };
+        let psk = keys::read_logon_key(description).map_err(|err| {
+            pr_err!("volume {}: key reload: key {}: {}\n", self.replication.volume, description, err);
+            "key reload: cannot read the key (see the kernel log)"
+        })?;
+        let mut queue = self.replication.queue.lock();
+        queue.psk = Some(psk);
+        queue.rekey_requested = true;
+        drop(queue);
+        pr_info!("volume {}: key {} reloaded\n", self.replication.volume, description);
+        self.replication.work.notify_all();
+        Ok(())
+    }
+
     /// Waits, up to [`DRAIN_TIMEOUT_MS`], for the queue to drain through a link. Without
     /// a link, a device with a spill log keeps its entries there instead of waiting.
     fn wait_for_drain(&self) {
