@@ -70,6 +70,14 @@ pub struct LinkArgs {
     /// byte sent and leaves the payload to TCP's own checksum.
     #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Switch::On)]
     pub wire_crc: Switch,
+    /// Authenticate the links with the pre-shared key in FILE (64 hex digits, readable
+    /// by root only; replicad holds the same with --key-file): loaded into the kernel
+    /// keyring as the logon key arepl:VOLUME and named on the table line.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// With --key-file: whether the links are encrypted (kernel TLS, AES-128-GCM).
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = Switch::On)]
+    pub encrypt: Switch,
 }
 
 /// A feature turned on or off.

@@ -17,6 +17,8 @@
 //! on_spill_full = "bitmap"     # optional: "bitmap" (default) or "block"
 //! resync_mbps = 0              # optional: resync read limit in MiB/s (0: unlimited)
 //! wire_crc = "on"              # optional: "on" (default) or "off": payload checksums
+//! key_file = "/etc/arepl/db.key" # optional: pre-shared key authenticating the links
+//! encrypt = "on"               # optional, with key_file: "on" (default) or "off"
 //! ```
 
 use std::net::SocketAddr;
@@ -48,6 +50,8 @@ pub struct VolumeFile {
     pub on_spill_full: Option<OnSpillFull>,
     pub resync_mbps: Option<u32>,
     pub wire_crc: Option<Switch>,
+    pub key_file: Option<PathBuf>,
+    pub encrypt: Option<Switch>,
 }
 
 /// What a file asks for.
@@ -114,6 +118,8 @@ impl VolumeConfig {
                 on_spill_full: file.on_spill_full.unwrap_or(OnSpillFull::Bitmap),
                 resync_mbps: file.resync_mbps.unwrap_or(DEFAULT_RESYNC_MBPS),
                 wire_crc: file.wire_crc.unwrap_or(Switch::On),
+                key_file: file.key_file,
+                encrypt: file.encrypt.unwrap_or(Switch::On),
             },
             spill: file.spill,
         })

@@ -12,7 +12,7 @@ use crate::cli::LinkArgs;
 use crate::dm::{DeviceMapper, TargetLine};
 use crate::drain::{wait_drained, Backlog};
 use crate::lvm::{LvName, LVM_UUID_PREFIX};
-use crate::setup::{arepl_table, ensure_module, resolve_device};
+use crate::setup::{arepl_table, ensure_module, load_key, resolve_device};
 
 /// How long revert waits, with the LV suspended, for writes that arrived after the
 /// queue first drained.
@@ -57,6 +57,7 @@ pub fn convert(
     let volume = link.volume.clone().unwrap_or_else(|| name.clone());
     // Validated before anything changes; the local device is filled in below.
     arepl_table("0:0", sectors, link, &volume, spill_dev.as_deref())?;
+    load_key(link, &volume)?;
 
     let real_uuid = format!("AREPL-{uuid}-real");
     let real_state = dm.create(&real, Some(&real_uuid), &table, true)?;

@@ -8,7 +8,7 @@ use crate::dm::DeviceMapper;
 use crate::drain::{wait_drained, Backlog};
 use crate::lvm::{self, LVM_UUID_PREFIX};
 use crate::report::DeviceReport;
-use crate::setup::{arepl_table, ensure_module, resolve_device};
+use crate::setup::{arepl_table, ensure_module, load_key, resolve_device};
 
 /// Whether device `name` exists with an arepl table.
 pub fn is_arepl(dm: &DeviceMapper, name: &str) -> Result<bool, String> {
@@ -35,6 +35,7 @@ pub fn create(
     let volume = link.volume.clone().unwrap_or_else(|| name.to_string());
     let table = arepl_table(&local, sectors, link, &volume, spill.as_deref())?;
     ensure_module(dm)?;
+    load_key(link, &volume)?;
     let state = dm.create(
         name,
         Some(&format!("AREPL-{name}")),

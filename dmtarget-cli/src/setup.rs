@@ -1,7 +1,11 @@
 //! Building an arepl table line and making sure the kernel can take it.
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+use arepl_core::auth::Psk;
 
 use arepl_core::table::{
     SpillFullPolicy, TableArgs, DEFAULT_KO_COUNT, DEFAULT_REGION_KB, DEFAULT_RESYNC_MBPS,
@@ -45,6 +49,14 @@ pub fn arepl_table(
     if link.wire_crc == Switch::Off {
         features.push("wire_crc:off".into());
     }
+    if link.key_file.is_some() {
+        features.push(format!("key:{}", key_description(volume)));
+        if link.encrypt == Switch::Off {
+            features.push("encrypt:off".into());
+        }
+    } else if link.encrypt == Switch::Off {
+        return Err("--encrypt off needs --key-file: only authenticated links encrypt".into());
+    }
     args.push(features.len().to_string());
     args.extend(features);
     // The kernel's own parser: a mistake is reported here, in words, rather than as a
@@ -57,6 +69,54 @@ pub fn arepl_table(
         kind: "arepl".into(),
         params: args.join(" "),
     })
+}
+
+/// The logon key a volume's links prove.
+pub fn key_description(volume: &str) -> String {
+    format!("arepl:{volume}")
+}
+
+/// Puts the key in `link.key_file`, if any, into root's user keyring as the volume's
+/// logon key (replacing an older one), where the kernel reads it when the table loads.
+pub fn load_key(link: &LinkArgs, volume: &str) -> Result<(), String> {
+    let Some(path) = &link.key_file else {
+        return Ok(());
+    };
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|err| format!("key file {shown}: {err}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "key file {shown} has mode {mode:03o}: a key must be readable by root only \
+             (chmod 600)"
+        ));
+    }
+    let text = std::fs::read(path).map_err(|err| format!("key file {shown}: {err}"))?;
+    Psk::parse(&text).map_err(|err| format!("key file {shown}: {err}"))?;
+    let description = key_description(volume);
+    let mut child = Command::new("keyctl")
+        .args(["padd", "logon", &description, "@u"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("cannot run keyctl (install keyutils): {err}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(&text)
+        .map_err(|err| format!("keyctl: {err}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|err| format!("keyctl: {err}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "keyctl padd logon {description} @u failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// Loads the dm-arepl module unless the kernel already has the target.
@@ -129,7 +189,50 @@ mod tests {
             on_spill_full: OnSpillFull::Bitmap,
             resync_mbps: DEFAULT_RESYNC_MBPS,
             wire_crc: Switch::On,
+            key_file: None,
+            encrypt: Switch::On,
         }
+    }
+
+    #[test]
+    fn a_key_file_names_the_volumes_logon_key_never_the_key() {
+        let mut keyed = link(DEFAULT_KO_COUNT);
+        keyed.key_file = Some("/etc/arepl/db.key".into());
+        let line = arepl_table("253:1", 8, &keyed, "db", None).unwrap();
+        assert_eq!(
+            line.params,
+            "253:1 10.0.0.2:7788 4 queue_mb:16 volume:db sync:full key:arepl:db"
+        );
+        keyed.encrypt = Switch::Off;
+        let line = arepl_table("253:1", 8, &keyed, "db", None).unwrap();
+        assert!(
+            line.params.ends_with(" key:arepl:db encrypt:off"),
+            "{}",
+            line.params
+        );
+        let mut clear = link(DEFAULT_KO_COUNT);
+        clear.encrypt = Switch::Off;
+        let err = arepl_table("253:1", 8, &clear, "db", None).unwrap_err();
+        assert!(err.contains("needs --key-file"), "{err}");
+    }
+
+    #[test]
+    fn a_key_file_readable_by_others_or_not_a_key_is_refused_before_keyctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.key");
+        std::fs::write(&path, "00".repeat(32)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut keyed = link(DEFAULT_KO_COUNT);
+        keyed.key_file = Some(path.clone());
+        let err = load_key(&keyed, "db").unwrap_err();
+        assert!(
+            err.contains("mode 644") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::write(&path, "not a key\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = load_key(&keyed, "db").unwrap_err();
+        assert!(err.contains("64 hex digits"), "{err}");
     }
 
     #[test]

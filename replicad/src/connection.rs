@@ -39,8 +39,10 @@ use crate::stats::{Failure, Stats};
 use crate::takeover::SessionSlot;
 use crate::verify::ChunkMismatch;
 
-/// How long a new connection may take to send its `Hello`.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new connection may take over each step of its opening (`Greeting` to
+/// `Proof`, then `Hello`). Short, because each one in progress holds one of the few
+/// handshake slots ([`crate::server::MAX_HANDSHAKING`]).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a session may go without a frame from the sender. Senders ping every
 /// second; this also covers the largest write arriving over a slow link.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -147,6 +149,7 @@ impl ConnectionError {
     fn failure(&self) -> Failure {
         match self {
             Self::Codec(CodecError::Wire(_)) | Self::Protocol(_) => Failure::MalformedFrame,
+            Self::Codec(CodecError::Io(err)) if is_tampered(err) => Failure::MalformedFrame,
             Self::Refused(_) => Failure::Refused,
             Self::Denied(_) => Failure::Authentication,
             Self::Replica(err) => Failure::of_replica(err),
@@ -190,6 +193,11 @@ impl From<OpeningError> for ConnectionError {
     }
 }
 
+/// Whether a read failed because kTLS found a record altered (`EBADMSG`).
+fn is_tampered(err: &std::io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EBADMSG)
+}
+
 /// Serves one connection to its end, logging how it ended. `handshaking` is held until
 /// the sender is welcomed or gone: it bounds the connections that have proven nothing.
 pub async fn serve(
@@ -212,6 +220,12 @@ pub async fn serve(
         }
         Err(err @ (ConnectionError::Replica(_) | ConnectionError::ResyncRefused(_))) => {
             tracing::error!("dropping connection from {peer}: {err}")
+        }
+        Err(ConnectionError::Codec(CodecError::Io(err))) if is_tampered(&err) => {
+            tracing::warn!(
+                "dropping connection from {peer}: an encrypted record failed its integrity \
+                 check (altered or corrupted on the way); nothing of it was applied"
+            )
         }
         // A broken link is not bad input: the sender reconnects and resends. The error
         // kind alone ("connection reset") says it without an alarming "os error" text.
