@@ -27,7 +27,8 @@ UNITS := $(wildcard packaging/systemd/*.service packaging/systemd/*.socket packa
 DOCS_DIR := target/docs
 AREPL_VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
 
-.PHONY: all deps kernel module userspace check cargo-test vm-test test demo bench bench-quick torture clean
+.PHONY: all deps kernel module userspace check cargo-test fuzz-smoke fuzz fuzz-corpus vm-test test \
+	demo bench bench-quick torture clean
 
 all: module userspace
 
@@ -49,16 +50,32 @@ userspace: deps
 
 check: deps
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	MAKE="$(MAKE)" tests/install-check.sh
 
 cargo-test: deps
 	$(CARGO) test --workspace --locked
 
+# Fuzzing of replicad's receive path (fuzz/, scripts/fuzz.sh), one target at a time:
+# 30 s each in `make test`, FUZZ_SECONDS each in `make fuzz`.
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+FUZZ_SECONDS ?= 600
+fuzz-smoke: deps
+	for target in $(FUZZ_TARGETS); do scripts/fuzz.sh "$$target" 30; done
+
+fuzz: deps
+	for target in $(FUZZ_TARGETS); do scripts/fuzz.sh "$$target" $(FUZZ_SECONDS); done
+
+# Rewrites fuzz/corpus/ from fuzz/src/seeds.rs.
+fuzz-corpus: deps
+	CARGO_TARGET_DIR=target/fuzz cargo +nightly run --release --locked -q \
+		--manifest-path fuzz/Cargo.toml --bin seed-corpus
+
 vm-test: module userspace
 	scripts/vm-test.sh "$(ONLY)"
 
-test: check cargo-test vm-test
+test: check cargo-test fuzz-smoke vm-test
 
 demo: module userspace
 	scripts/demo.sh

@@ -11,6 +11,7 @@ APT_PACKAGES=(
     fio lvm2 dmsetup e2fsprogs util-linux procps psmisc
     python3-venv python3-pip python3-jsonschema
     drbd-utils nbd-server nbd-client python3-matplotlib
+    keyutils tcpdump
 )
 
 missing=()
@@ -31,6 +32,12 @@ if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
 fi
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+# The fuzz targets (scripts/fuzz.sh) build with nightly's coverage instrumentation.
+if ! rustup toolchain list | grep -q '^nightly-'; then
+    log "rustup: installing the nightly toolchain"
+    rustup toolchain install nightly --profile minimal
+fi
 
 if ! command -v bindgen >/dev/null || [[ "$(bindgen --version)" != "bindgen $BINDGEN_VERSION" ]]; then
     log "cargo: installing bindgen-cli $BINDGEN_VERSION"
