@@ -51,8 +51,8 @@ replicad_stop "$state"
 REPLICAD_ARGS="--key-file /tmp/key-new" replicad_start "$replica" "$state"
 wait_connected arepl-tamper 60
 wait "$fio_pid" || fail "fio failed"
-kill "$proxy_pid" 2>/dev/null || true
 wait_drained arepl-tamper 300
+kill "$proxy_pid" 2>/dev/null || true
 dmesg_since "$mark" | grep -q "RESYNC of" && fail "the rollover or the tampering caused a resync"
 grep -q "this resync" "$state/replicad.log" && fail "replicad saw a resync"
 note "status: $(dmsetup status arepl-tamper)"
