@@ -109,6 +109,16 @@ pub fn frames() -> Vec<Seed> {
             WHOLE,
             &[begin(w, None), write(1, end, 512, false)],
         ),
+        // An entry at the last sequence number once overflowed the sequencer.
+        seed(
+            "entry-at-last-sequence",
+            false,
+            WHOLE,
+            &[
+                begin(u64::MAX - 1, Some(4096)),
+                bare(Header::write_zeroes(u64::MAX, 0, 512)),
+            ],
+        ),
         seed(
             "write-unchecked",
             true,

@@ -35,6 +35,9 @@ pub enum ProtocolError {
     /// Authentication answered with another frame than `Proof`.
     #[error("expected Proof, got a {0:?} frame")]
     ExpectedProof(FrameKind),
+    /// An entry numbered with the last sequence number there is.
+    #[error("entry at sequence 2^64-1: the sequence space is used up")]
+    SequenceExhausted,
     /// An authenticated sender's `Hello` names another volume than its `Greeting`.
     #[error("Hello names another volume than the authenticated Greeting")]
     HelloAfterGreeting,
@@ -273,6 +276,10 @@ impl Sequencer {
                 applied: expected - 1,
             });
         }
+        if got == u64::MAX {
+            // The entry after it could not be numbered.
+            return Err(ProtocolError::SequenceExhausted);
+        }
         let (offset, len) = (header.offset, u64::from(header.length));
         let op = match header.kind {
             FrameKind::Write => Operation::Write {
@@ -419,6 +426,20 @@ mod tests {
             }
         );
         assert_eq!(sequencer.next_seq(), 46);
+    }
+
+    /// Found by reading the code next to the fuzz target: a resync `Begin` just below
+    /// the end of the sequence space, then an entry at its last number, overflowed.
+    #[test]
+    fn the_last_sequence_number_is_refused_not_wrapped() {
+        let mut sequencer = Sequencer::new(0, 1 << 20);
+        let begin = sequencer.admit(begin_frame(u64::MAX - 1, Some(4096)));
+        assert!(matches!(begin, Ok(Admitted::Begin(_))), "{begin:?}");
+        assert_eq!(
+            sequencer.admit(Frame::bare(Header::write_zeroes(u64::MAX, 0, 512))),
+            Err(ProtocolError::SequenceExhausted)
+        );
+        assert_eq!(sequencer.next_seq(), u64::MAX);
     }
 
     #[test]
