@@ -15,7 +15,7 @@ use crate::auth::{self, split_challenge, GreetingPayload, Psk, Role, Transcript,
 use crate::keys::{self, KernelHmac};
 use crate::net::{Body, TcpStream};
 use crate::replication::Replication;
-use crate::sender::{protocol_error, recv_header, refused, timed_out};
+use crate::sender::{protocol_error, recv_header, recv_refusal, refused, timed_out};
 use crate::wire::{FrameKind, Header, MAX_REASON_LEN};
 
 /// The receiver failed to prove the key.
@@ -50,13 +50,12 @@ pub(crate) fn authenticate(
         FrameKind::Challenge => {}
         FrameKind::Refuse => {
             let mut reason = [0u8; MAX_REASON_LEN as usize];
-            let reason = &mut reason[..answer.length as usize];
-            stream.recv_exact(reason)?;
+            let reason = recv_refusal(stream, &answer, &mut reason)?;
             pr_err!(
                 "volume {}: replicad at {} refused the key: {}\n",
                 repl.volume,
                 addr,
-                core::str::from_utf8(reason).unwrap_or("(reason not UTF-8)")
+                reason
             );
             return Err(refused());
         }

@@ -414,14 +414,8 @@ fn recv_welcome(
         FrameKind::Welcome => {}
         FrameKind::Refuse => {
             let mut reason = [0u8; MAX_REASON_LEN as usize];
-            let reason = &mut reason[..reply.length as usize];
-            stream.recv_exact(reason)?;
-            pr_err!(
-                "replicad at {} refused volume {}: {}\n",
-                addr,
-                repl.volume,
-                core::str::from_utf8(reason).unwrap_or("(reason not UTF-8)")
-            );
+            let reason = recv_refusal(stream, &reply, &mut reason)?;
+            pr_err!("replicad at {} refused volume {}: {}\n", addr, repl.volume, reason);
             return Err(refused());
         }
         _ => {
@@ -637,6 +631,18 @@ impl Anchor {
             Self::Ours(digest) | Self::Adopted(digest) | Self::Differs { ours: digest, .. } => digest,
         }
     }
+}
+
+/// Reads the reason text of the `Refuse` whose header is `refusal` into `buf`.
+pub(crate) fn recv_refusal<'a>(
+    stream: &TcpStream,
+    refusal: &Header,
+    buf: &'a mut [u8; MAX_REASON_LEN as usize],
+) -> Result<&'a str> {
+    // The header check bounded the length by MAX_REASON_LEN.
+    let reason = &mut buf[..refusal.length as usize];
+    stream.recv_exact(reason)?;
+    Ok(core::str::from_utf8(reason).unwrap_or("(reason not UTF-8)"))
 }
 
 pub(crate) fn recv_header(stream: &TcpStream) -> Result<Header> {

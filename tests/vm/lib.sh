@@ -399,6 +399,19 @@ links_restore_both() {
     link_restore dr1
 }
 
+# Writes a new pre-shared key (64 hex digits, mode 600) to each file named.
+new_keys() {
+    local file
+    for file; do
+        (umask 077; head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file"; echo >>"$file")
+    done
+}
+
+# Loads key file $2 as the logon key $1 (replacing its payload if it exists).
+load_key() {
+    keyctl padd logon "$1" @u <"$2" >/dev/null
+}
+
 # One figure from replicad's metrics endpoint at $1 (inside the DR namespace): the first
 # sample whose name, or name and leading labels, is $2, e.g.
 # `replicad_metric 127.0.0.1:9477 replicad_durable_sequence`, or

@@ -7,12 +7,8 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-umask 077
-new_key() { head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; }
-new_key >/tmp/key-a
-new_key >/tmp/key-b
-keyctl padd logon arepl:auth @u </tmp/key-a >/dev/null
-umask 022
+new_keys /tmp/key-a /tmp/key-b
+load_key arepl:auth /tmp/key-a
 
 REPLICAD_ARGS="--key-file /tmp/key-a" pair_setup auth arepl-auth
 size=$(($(sectors_of "$disk") * 512))

@@ -6,12 +6,8 @@ source "$(dirname "$0")/../lib.sh"
 load_module
 net_setup
 
-umask 077
-new_key() { head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; }
-new_key >/tmp/key-old
-new_key >/tmp/key-new
-keyctl padd logon arepl:rotate @u </tmp/key-old >/dev/null
-umask 022
+new_keys /tmp/key-old /tmp/key-new
+load_key arepl:rotate /tmp/key-old
 
 REPLICAD_ARGS="--key-file /tmp/key-old --next-key-file /tmp/key-new" \
     pair_setup tamper arepl-tamper
@@ -40,7 +36,7 @@ wait_connected arepl-tamper 60
 grep "integrity check" "$state/replicad.log" | tail -n1 | sed 's/^/    /'
 
 note "key rollover under load: replicad accepts both, the device reloads the new key"
-keyctl padd logon arepl:rotate @u </tmp/key-new >/dev/null
+load_key arepl:rotate /tmp/key-new
 dmsetup message arepl-tamper 0 key reload
 retry_briefly bash -c 'grep -q "sender proved key .* (next)" "$0/replicad.log"' "$state" ||
     retry_briefly bash -c 'grep -q "sender proved key .* (next)" "$0/replicad.log"' "$state" ||
