@@ -35,6 +35,8 @@ SYSTEM_DESC = {
     "payload CRC on the wire)",
     "arepl-nocrc": "arepl with `wire_crc:off` (no payload CRC on the wire, as DRBD's "
     "default)",
+    "arepl-tls": "arepl with `key:`: both ends authenticated by a pre-shared key, the "
+    "link encrypted by the kernel's TLS layer (AES-128-GCM)",
     "arepl-baseline": "arepl built from another commit",
     "drbd-a": "DRBD 8.4 protocol A (asynchronous), default buffers",
     "dm-mirror-nbd": "dm-mirror whose second leg is an nbd device served by the DR "

@@ -17,7 +17,7 @@ docs=1
 out_dir="$REPO_ROOT/target/bench"
 export BENCH_COMMAND="make bench"
 export BENCH_NETWORKS=${BENCH_NETWORKS:-0ms 10ms 100mbit}
-export BENCH_LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc drbd-a dm-mirror-nbd}
+export BENCH_LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc arepl-tls drbd-a dm-mirror-nbd}
 # Long enough that a 64 MiB queue soaks up a small part of the run, even at 100 Mbit/s.
 export BENCH_SUSTAINED_S=${BENCH_SUSTAINED_S:-30}
 export BENCH_EXTRAS=${BENCH_EXTRAS:-apply activity-log}

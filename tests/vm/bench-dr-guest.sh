@@ -4,8 +4,9 @@
 # it. Without arguments it configures its network card and serves the primary's
 # commands (tests/vm/bench_dr_agent.py) until told to quit; each command runs this
 # script again with the command's words:
-#   replicad PORT       a fresh replicad (new state, so any history is accepted) on the
-#                       DR disk, listening on PORT; the previous one is stopped
+#   replicad PORT [key] a fresh replicad (new state, so any history is accepted) on the
+#                       DR disk, listening on PORT (with "key": requiring the
+#                       benchmark's key, bench-nodes.sh); the previous one is stopped
 #   replicad-stop
 #   replicad-cpu        CPU seconds (user and system) the running replicad spent
 #   target-speed BS     the DR disk's own MiB/s: fio, direct, BS writes at QD1
@@ -46,7 +47,12 @@ case ${1:-serve} in
     replicad)
         replicad_stop "$STATE"
         rm -rf "$STATE"
-        replicad_start "$disk" "$STATE" "$2"
+        if [[ ${3:-} == key ]]; then
+            bench_key
+            REPLICAD_ARGS="--key-file $BENCH_KEY_FILE" replicad_start "$disk" "$STATE" "$2"
+        else
+            replicad_start "$disk" "$STATE" "$2"
+        fi
         ;;
     replicad-stop) replicad_stop "$STATE" ;;
     replicad-cpu)

@@ -21,7 +21,8 @@
 #   throughput against min(dm-linear, link), drain rate against the link, and the
 #   guest's CPU seconds per GiB (from /proc/stat) next to dm-linear's.
 # Systems with the link up: dm-linear (no replication), arepl, "arepl-nocrc" (arepl
-# with wire_crc:off: no payload checksum on the wire, as DRBD by default), "drbd-a" (DRBD
+# with wire_crc:off: no payload checksum on the wire, as DRBD by default), "arepl-tls"
+# (arepl with key: both ends authenticated, the link encrypted by kTLS), "drbd-a" (DRBD
 # 8.4 protocol A, its peer on the DR machine), "dm-mirror-nbd" (dm-mirror whose second
 # leg is an nbd device served by the DR machine: synchronous), and arepl-baseline when
 # given, unless BENCH_LINK_SYSTEMS picks the systems. Each runs in the initial network namespace (DRBD's sockets live there), so
@@ -151,10 +152,17 @@ link_device() {
     local features
     case $1 in
         dm-linear) dmsetup create bench-l --table "0 $sectors linear $primary 0" >&2 ;;
-        arepl | arepl-nocrc | arepl-baseline)
+        arepl | arepl-nocrc | arepl-tls | arepl-baseline)
             features="2 volume:benchl queue_mb:$2"
             [[ $1 == arepl-nocrc ]] && features="3 volume:benchl queue_mb:$2 wire_crc:off"
-            dr replicad "$REPLICAD_PORT" >&2
+            if [[ $1 == arepl-tls ]]; then
+                features="3 volume:benchl queue_mb:$2 key:arepl:bench"
+                bench_key
+                load_key arepl:bench "$BENCH_KEY_FILE"
+                dr replicad "$REPLICAD_PORT" key >&2
+            else
+                dr replicad "$REPLICAD_PORT" >&2
+            fi
             dmsetup create bench-l --table \
                 "0 $sectors arepl $primary $DR_IP:$REPLICAD_PORT $features" >&2
             wait_connected bench-l 60 >&2
@@ -250,14 +258,14 @@ link_run() {
 # The module each system runs on.
 load_for() {
     case $1 in
-        arepl | arepl-nocrc) use_module "$MODULE_KO" ;;
+        arepl | arepl-nocrc | arepl-tls) use_module "$MODULE_KO" ;;
         arepl-baseline) use_module "$BENCH_BASELINE_KO" ;;
     esac
 }
 
 # A baseline is left out of systems picked by hand: one of another wire version cannot
 # talk to this replicad.
-LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc drbd-a${BENCH_BASELINE_KO:+ arepl-baseline}}
+LINK_SYSTEMS=${BENCH_LINK_SYSTEMS:-dm-linear arepl arepl-nocrc arepl-tls drbd-a${BENCH_BASELINE_KO:+ arepl-baseline}}
 network 0ms
 rate=$(python3 -c "print(max(1, int($link_mib_s / 2)))")
 for rep in $(seq "$REPS"); do

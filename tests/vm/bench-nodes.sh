@@ -5,6 +5,13 @@
 
 DRBDSETUP=/usr/lib/drbd/drbdsetup-84
 DRBD_PORT=7789
+# The pre-shared key of system arepl-tls on both ends: a fixed one (a benchmark keeps
+# no secret), written by each machine for itself.
+BENCH_KEY_FILE=/tmp/bench.key
+
+bench_key() {
+    (umask 077; printf '%064d\n' 7 >"$BENCH_KEY_FILE")
+}
 
 # Shapes what leaves network device $1 for network $2: 0ms (as it is), Nms (half the
 # round trip: the other end delays its own half), 100mbit (tbf, no added delay).
