@@ -10,8 +10,12 @@ BACKUP_ADDR=10.91.0.2:7788
 
 fail() {
     echo "FAIL: $*" >&2
+    FAIL_REPORTED=1
     exit 1
 }
+# A command of the scenario itself that fails under set -e names itself, so the suite's
+# summary says why (a failure inside a helper is reported by cleanup_after_failure).
+trap 'rc=$?; echo "FAIL: line $LINENO: $BASH_COMMAND (status $rc)" >&2; FAIL_REPORTED=1' ERR
 
 # The scenario's own background jobs (fio, loops) would keep devices busy.
 kill_background_jobs() {
@@ -26,29 +30,54 @@ kill_background_jobs() {
 # status is $1 when another EXIT trap calls this (under set -e, re-raising it with
 # `(exit $rc)` there would end that trap before it gets here), else $?.
 cleanup_after_failure() {
-    local rc=${1:-$?} pidfile name log
+    local rc=${1:-$?} log
     ((rc == 0)) && return 0
-    for log in /tmp/state-*/replicad.log; do
-        [[ -f $log ]] || continue
+    # Every step runs whatever the one before it returned (a pkill that found no
+    # receiver once ended this trap early: the device it left held the disk, and the
+    # LVM scenarios after it failed).
+    local -
+    set +e
+    trap - ERR
+    [[ -n ${FAIL_REPORTED:-} ]] ||
+        echo "FAIL: a command inside a helper failed (status $rc); its output is above" >&2
+    for log in $(find /tmp -maxdepth 2 -path '/tmp/state-*/replicad.log' -newermt "@$SCENARIO_STARTED"); do
         echo "--- last lines of $log:" >&2
         tail -n 12 "$log" >&2
     done
     echo "--- last dm_arepl kernel messages:" >&2
     dmesg | grep dm_arepl | tail -n 12 >&2
     kill_background_jobs
-    for pidfile in /tmp/state-*/replicad.pid; do
-        [[ -f $pidfile ]] && kill -9 "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
-    done
-    # Any receiver left, whoever started it, would answer the next scenario's sender.
-    pkill -9 -x replicad 2>/dev/null
-    for job in $(seq 50); do pgrep -x replicad >/dev/null || break; sleep 0.1; done
-    ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null || true
-    for name in $(dmsetup ls --target arepl 2>/dev/null | awk '$1 != "No" {print $1}'); do
-        echo "cleanup: removing $name (waits for the queue to drain, at most 30 s)" >&2
-        dmsetup remove "$name" || true
-    done
+    clear_leftovers
     return "$rc"
 }
+
+# Kills every receiver, restores the links and removes every arepl device: what a failed
+# scenario may leave behind (tests/vm/run.sh also calls it after one that timed out).
+clear_leftovers() {
+    local pidfile name i -
+    set +e
+    trap - ERR
+    for pidfile in /tmp/state-*/replicad.pid; do
+        [[ -f $pidfile ]] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+        rm -f "$pidfile"
+    done
+    # Any receiver or stand-in left, whoever started it, would answer the next
+    # scenario's sender.
+    pkill -9 -x replicad 2>/dev/null
+    pkill -9 -f arepl-lying-proxy 2>/dev/null
+    pkill -9 -f tamper_proxy.py 2>/dev/null
+    for i in $(seq 50); do pgrep -x replicad >/dev/null || break; sleep 0.1; done
+    ip netns exec prod tc qdisc del dev prod0 root 2>/dev/null
+    # A cut link would keep every later scenario from connecting (a failed 84 once took
+    # 85, 87, 88 and 89 with it).
+    links_restore_both
+    for name in $(dmsetup ls --target arepl 2>/dev/null | awk '$1 != "No" {print $1}'); do
+        echo "cleanup: removing $name (waits for the queue to drain, at most 30 s)" >&2
+        dmsetup remove "$name"
+    done
+    return 0
+}
+SCENARIO_STARTED=$(date +%s)
 trap cleanup_after_failure EXIT
 
 note() { echo "--- $*"; }
@@ -138,6 +167,7 @@ cleanup_scenario() {
 # REPLICAD may name another build (e.g. target/debug/replicad) to run the scenarios with.
 REPLICAD=${REPLICAD:-$REPO_ROOT/target/release/replicad}
 AREPL_SEND="$REPO_ROOT/target/release/arepl-send"
+AREPL_LYING_PROXY="$REPO_ROOT/target/release/arepl-lying-proxy"
 AREPL_STAMP="$REPO_ROOT/target/release/arepl-stamp"
 AREPL="$REPO_ROOT/target/release/arepl"
 

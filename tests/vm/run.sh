@@ -56,6 +56,11 @@ for file in "${scenarios[@]}"; do
     pkill -P "$reporter" sleep 2>/dev/null
     wait "$reporter" 2>/dev/null
     ((rc == 124)) && echo "  [$name] scenario timed out"
+    # Its own cleanup may not have run to the end (a timeout kills it): what it left
+    # must not fail the scenarios after it.
+    if ((rc != 0)); then
+        bash -c 'source ./lib.sh && trap - EXIT ERR && clear_leftovers' 2>&1 | sed "s/^/  [$name] /"
+    fi
     verdict=PASS
     ((rc == 0)) || verdict=FAIL
     echo "AREPL-RESULT $verdict $name $((SECONDS - start))s"
