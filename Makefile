@@ -21,7 +21,8 @@ UNITDIR ?= /lib/systemd/system
 # default; the test kernel's is printed by scripts/build-kernel.sh.
 KDIR ?= /lib/modules/$(shell uname -r)/build
 INSTALL_MOD_DIR ?= updates
-# Installed in sbin; the test tools arepl-send and arepl-stamp stay in target/release.
+# Installed in sbin; the test tools arepl-send, arepl-lying-proxy and arepl-stamp stay in
+# target/release.
 INSTALL_BINS := arepl replicad
 UNITS := $(wildcard packaging/systemd/*.service packaging/systemd/*.socket packaging/systemd/*.timer)
 DOCS_DIR := target/docs

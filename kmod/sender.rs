@@ -489,6 +489,27 @@ fn plan_session(
         // A device new to the stream takes the receiver's sequence.
         None => true,
     };
+    // Under this device's own history the replica can hold no sequence it never sent:
+    // a Welcome claiming one comes from a receiver not telling the truth (or a second
+    // sender of this history). Continuing would skip the entries in between.
+    let sent = queue.sent_digests.newest();
+    if let Some(sent) = sent.filter(|&sent| durable_wire > sent) {
+        if replica.history.is_some()
+            && replica.history == queue.history.current
+            && !queue.history.copy_requested
+        {
+            drop(queue);
+            pr_err!(
+                "volume {}: replicad at {} claims sequence {} durable, but this device sent \
+                 only through {}: protocol error, dropping the link\n",
+                repl.volume,
+                addr,
+                durable_wire,
+                sent
+            );
+            return Err(protocol_error());
+        }
+    }
     let sender = SenderView {
         history: queue.history.current,
         lost_entries: queue.history.lost_entries,
